@@ -1,0 +1,293 @@
+"""The method contract shared by UWM, the baselines and any method a user adds.
+
+A *method* is a ``torch.nn.Module`` subclass of :class:`Method`, registered by name with
+:func:`register_method`, with a typed config dataclass (subclass of :class:`MethodConfig`).
+The trainer, evaluator, sweeps and analysis only use what is defined here.
+
+Batch format (produced by ``uwmbench.benchmarks.data``, consumed by ``compute_loss``)
+------------------------------------------------------------------------------------
+``obs``             uint8  (B, V, To, 3, H, W)  current frames, views in ``cfg.views`` order
+``action``          float  (B, Ha, A)           raw (env-unit) actions; zeros where absent
+``action_mask``     bool   (B,)                 True where the sample has real actions
+``next_obs``        uint8  (B, V, Tn, 3, H, W)  future frames (optional if latents given)
+``next_obs_latent`` float  (B, V, Tn, C, h, w)  cached VAE latents of ``next_obs`` (optional)
+``obs_latent``      float  (B, V, To, C, h, w)  cached VAE latents of ``obs`` (optional)
+
+Observation format for inference (``predict_action`` etc.): a dict with at least ``obs``
+(uint8, (B, V, To, 3, H, W)); images are as stored in the dataset (LIBERO orientation after
+the loader's optional flip).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+# ----------------------------------------------------------------------------- capabilities
+POLICY = "policy"                      # predict_action(obs)
+FORWARD_DYNAMICS = "forward_dynamics"  # predict_next_obs(obs, action)
+VIDEO_PREDICTION = "video_prediction"  # predict_next_obs(obs, action=None)
+INVERSE_DYNAMICS = "inverse_dynamics"  # infer_action(obs, next_obs)
+ACTION_FREE = "action_free_data"       # compute_loss accepts samples with action_mask False
+ALL_CAPABILITIES = (POLICY, FORWARD_DYNAMICS, VIDEO_PREDICTION, INVERSE_DYNAMICS, ACTION_FREE)
+
+_CAPABILITY_METHODS = {
+    FORWARD_DYNAMICS: "predict_next_obs",
+    VIDEO_PREDICTION: "predict_next_obs",
+    INVERSE_DYNAMICS: "infer_action",
+}
+
+
+class CapabilityError(NotImplementedError):
+    """Raised when a method is asked for something it does not declare."""
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class MethodConfig:
+    """Fields every method shares. Subclasses add their own; ``size`` picks a preset."""
+
+    name: str = "???"
+    size: str = "paper"  # a key of the class' PRESETS ("paper", "tiny", ...)
+    views: tuple[str, ...] = ("agentview_rgb", "eye_in_hand_rgb")
+    obs_frames: int = 2
+    next_frames: int = 2
+    action_horizon: int = 16
+    action_dim: int = 7
+    # image pipeline: stored frames -> resize -> crop (random in training, center at eval)
+    resize: int = 240
+    image_size: int = 224
+    color_jitter: float = 0.2  # brightness/contrast/saturation; hue uses the same value
+    # action normalisation: none | minmax | gaussian (statistics come from the dataset)
+    action_norm: str = "none"
+    # optional local weights file for a pretrained image encoder (ImageNet ResNet-18 / ViT-B/32)
+    pretrained_encoder: str | None = None
+
+    # size presets: {"paper": {...}, "tiny": {...}} of field overrides
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+
+# ----------------------------------------------------------------------------- normaliser
+class ActionNormalizer(nn.Module):
+    """Maps env-unit actions to the network's range and back; statistics live in buffers so
+    that they travel with every checkpoint."""
+
+    MODES = ("none", "minmax", "gaussian")
+
+    def __init__(self, action_dim: int, mode: str = "none"):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"action_norm={mode!r} is not one of {self.MODES}")
+        self.mode = mode
+        self.register_buffer("offset", torch.zeros(action_dim))
+        self.register_buffer("scale", torch.ones(action_dim))
+
+    @torch.no_grad()
+    def set_stats(self, stats: dict[str, Any]) -> None:
+        """``stats`` holds numpy/tensor arrays ``min``, ``max``, ``mean``, ``std``."""
+        def t(k):
+            return torch.as_tensor(stats[k], dtype=torch.float32).reshape(-1).to(self.offset.device)
+        if self.mode == "minmax":
+            lo, hi = t("min"), t("max")
+            self.offset.copy_((hi + lo) / 2)
+            self.scale.copy_(((hi - lo) / 2).clamp_min(1e-6))
+        elif self.mode == "gaussian":
+            self.offset.copy_(t("mean"))
+            self.scale.copy_(t("std").clamp_min(1e-6))
+
+    def normalize(self, a: torch.Tensor) -> torch.Tensor:
+        return (a - self.offset) / self.scale
+
+    def unnormalize(self, a: torch.Tensor) -> torch.Tensor:
+        return a * self.scale + self.offset
+
+
+# ----------------------------------------------------------------------------- method
+class Method(nn.Module):
+    """Base class of every method. Subclasses set ``name``, ``config_class`` and
+    ``capabilities`` and implement ``compute_loss`` and ``predict_action``; optional
+    capabilities are implemented only if declared."""
+
+    name: ClassVar[str] = "?"
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    capabilities: ClassVar[frozenset[str]] = frozenset({POLICY})
+
+    def __init__(self, cfg: MethodConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.action_normalizer = ActionNormalizer(cfg.action_dim, cfg.action_norm)
+
+    # --- required -------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_action(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, action_horizon, action_dim) actions in env units."""
+        raise NotImplementedError
+
+    # --- optional (declare in ``capabilities``) ----------------------------------------
+    def predict_next_obs(self, obs: dict[str, torch.Tensor], action: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward dynamics (action given) or video prediction (action None); returns the
+        predicted next-observation latents (B, V, Tn, C, h, w) (decode with the method's
+        ``latent_encoder`` if it has one)."""
+        raise CapabilityError(f"{self.name} does not declare {FORWARD_DYNAMICS}/{VIDEO_PREDICTION}")
+
+    def infer_action(self, obs: dict[str, torch.Tensor], next_obs: torch.Tensor) -> torch.Tensor:
+        """Inverse dynamics: actions (env units) that lead from ``obs`` to ``next_obs``
+        (uint8 frames (B, V, Tn, 3, H, W) or latents (B, V, Tn, C, h, w))."""
+        raise CapabilityError(f"{self.name} does not declare {INVERSE_DYNAMICS}")
+
+    def validation_metrics(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Per-mode validation numbers (lower is better). Default: the training loss terms."""
+        with torch.no_grad():
+            _, metrics = self.compute_loss(batch)
+        return {f"val/{k}": v for k, v in metrics.items()}
+
+    # --- helpers ------------------------------------------------------------------------
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        return capability in cls.capabilities
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, frozen) parameter counts."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        return trainable, frozen
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def check_action_free(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns the action mask; refuses action-free samples unless declared."""
+        mask = batch.get("action_mask")
+        if mask is None:
+            mask = torch.ones(batch["obs"].shape[0], dtype=torch.bool, device=batch["obs"].device)
+        mask = mask.bool()
+        if not bool(mask.all()) and ACTION_FREE not in self.capabilities:
+            raise CapabilityError(
+                f"method {self.name!r} cannot train on action-free samples "
+                f"({int((~mask).sum())} of {mask.numel()} in this batch have action_mask=False)")
+        return mask
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: ``@register_method`` on a Method subclass with a unique ``name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"{cls!r} is not a Method subclass")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is already registered by {_REGISTRY[cls.name].__module__}")
+    bad = set(cls.capabilities) - set(ALL_CAPABILITIES)
+    if bad:
+        raise ValueError(f"{cls.__name__} declares unknown capabilities {sorted(bad)}; known: {ALL_CAPABILITIES}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered_methods() -> dict[str, type[Method]]:
+    from . import _load_builtin_methods  # noqa: F401  (import side effect registers them)
+    _load_builtin_methods()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_method_class(name: str) -> type[Method]:
+    methods = registered_methods()
+    if name not in methods:
+        raise KeyError(f"unknown method {name!r}; registered: {', '.join(methods)}")
+    return methods[name]
+
+
+def make_config(name: str, size: str | None = None, overrides: dict[str, Any] | None = None) -> MethodConfig:
+    """Typed config for method ``name``: class defaults < size preset < overrides.
+    Unknown keys or ill-typed values raise with the key named."""
+    cls = get_method_class(name)
+    ccls = cls.config_class
+    overrides = dict(overrides or {})
+    overrides.pop("name", None)
+    size = size or overrides.pop("size", None) or ccls.size
+    overrides.pop("size", None)
+    if ccls.PRESETS and size not in ccls.PRESETS:
+        raise ValueError(f"method {name!r}: size={size!r} is not one of {sorted(ccls.PRESETS)}")
+    values = dict(ccls.PRESETS.get(size, {}))
+    values.update(overrides)
+    known = {f.name: f for f in dataclasses.fields(ccls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise KeyError(f"method {name!r}: unknown config key(s) {unknown}; valid keys: {sorted(known)}")
+    for k, v in list(values.items()):
+        values[k] = _coerce(name, k, known[k], v)
+    return ccls(name=name, size=size, **values)
+
+
+def _coerce(method: str, key: str, f: dataclasses.Field, v: Any) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else (
+        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+    if isinstance(default, tuple) and isinstance(v, (list, tuple)):
+        return tuple(v)
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise TypeError(f"method {method!r}: {key}={v!r} must be a bool")
+        return v
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"method {method!r}: {key}={v!r} must be an int")
+        return v
+    if isinstance(default, float):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise TypeError(f"method {method!r}: {key}={v!r} must be a number")
+        return float(v)
+    if isinstance(default, str) and v is not None and not isinstance(v, str):
+        raise TypeError(f"method {method!r}: {key}={v!r} must be a string")
+    return v
+
+
+def build_method(name: str, size: str | None = None, **overrides: Any) -> Method:
+    cfg = make_config(name, size, overrides)
+    return get_method_class(name)(cfg)
+
+
+def method_from_config(cfg: MethodConfig | dict[str, Any]) -> Method:
+    if isinstance(cfg, MethodConfig):
+        return get_method_class(cfg.name)(cfg)
+    d = dict(cfg)
+    name = d.pop("name")
+    size = d.pop("size", None)
+    return build_method(name, size, **d)
+
+
+def config_to_dict(cfg: MethodConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def human_count(n: int) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+__all__ = [
+    "Method", "MethodConfig", "ActionNormalizer", "register_method", "registered_methods",
+    "get_method_class", "make_config", "build_method", "method_from_config", "config_to_dict",
+    "CapabilityError", "POLICY", "FORWARD_DYNAMICS", "VIDEO_PREDICTION", "INVERSE_DYNAMICS",
+    "ACTION_FREE", "ALL_CAPABILITIES", "human_count",
+]

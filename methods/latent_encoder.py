@@ -1,0 +1,124 @@
+"""Frozen image -> latent encoder (diffusers ``AutoencoderKL``) used by UWM and PAD.
+
+``source`` chooses the weights:
+
+- a model-hub id, e.g. ``stabilityai/sdxl-vae`` (the paper; needs the hub or its cache),
+- a local folder written by ``AutoencoderKL.save_pretrained`` (e.g. by ``uwmbench fit-vae``),
+- ``random:<preset>`` (``random:tiny``, ``random:small``): a randomly initialised VAE of that
+  preset, for tests and smoke runs only (logged loudly).
+
+Latents are ``vae.encode(x).latent_dist.mode() * scaling_factor / extra_scale`` with x the
+resized, center-cropped image in [-1, 1]. The posterior *mode* (not a sample) is used so that
+cached latents and on-the-fly latents are bit-for-bit the same computation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .nets import ImagePreprocessor
+
+log = logging.getLogger(__name__)
+
+# Random-init presets (architecture only; never a substitute for trained weights).
+VAE_PRESETS = {
+    # 8x downsampling (4 blocks) like SD/SDXL, very thin: CPU tests
+    "tiny": dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4),
+    # 8x downsampling, enough capacity to fit LIBERO frames on a CPU in minutes
+    "small": dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=32, latent_channels=4),
+}
+
+
+def build_autoencoder(source: str):
+    from diffusers import AutoencoderKL
+    if source.startswith("random:"):
+        preset = source.split(":", 1)[1]
+        if preset not in VAE_PRESETS:
+            raise ValueError(f"vae source {source!r}: unknown preset, choose one of {sorted(VAE_PRESETS)}")
+        kw = VAE_PRESETS[preset]
+        n = len(kw["block_out_channels"])
+        log.warning("latent encoder: RANDOMLY INITIALISED VAE (%s) - for tests/smoke runs only", source)
+        return AutoencoderKL(
+            in_channels=3, out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+            **kw)
+    p = Path(source).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"vae source {p} has no config.json (expected an AutoencoderKL.save_pretrained folder)")
+        return AutoencoderKL.from_pretrained(str(p))
+    try:
+        return AutoencoderKL.from_pretrained(source)
+    except Exception as e:  # offline, no cache, wrong id
+        raise RuntimeError(
+            f"could not load VAE {source!r} from the model hub ({type(e).__name__}: {e}). Offline, fit one on "
+            f"your data with `uwmbench fit-vae` and point method.vae at the saved folder.") from e
+
+
+class LatentEncoder(nn.Module):
+    """Frozen VAE plus the exact image preprocessing that feeds it."""
+
+    def __init__(self, source: str, resize: int, image_size: int, scaling_factor: float | None = None,
+                 extra_scale: float = 3.0):
+        super().__init__()
+        self.source = source
+        self.vae = build_autoencoder(source)
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+        sf = scaling_factor if scaling_factor is not None else getattr(self.vae.config, "scaling_factor", 1.0)
+        self.scaling_factor = float(sf)
+        self.extra_scale = float(extra_scale)
+        self.pre = ImagePreprocessor(resize, image_size, jitter=0.0, normalize="sym")
+        self.latent_channels = int(self.vae.config.latent_channels)
+        self.downsample = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_size = image_size // self.downsample
+
+    def train(self, mode: bool = True):  # the VAE stays in eval mode
+        super().train(mode)
+        self.vae.eval()
+        return self
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """uint8 (..., 3, H, W) -> latents (..., C, h, w), center crop, posterior mode."""
+        lead = images.shape[:-3]
+        x = self.pre(images.reshape(-1, *images.shape[-3:]).unsqueeze(1), train=False)[:, 0]
+        outs = []
+        dtype = next(self.vae.parameters()).dtype
+        for i in range(0, x.shape[0], chunk):
+            z = self.vae.encode(x[i:i + chunk].to(dtype)).latent_dist.mode()
+            outs.append(z.float())
+        z = torch.cat(outs) * (self.scaling_factor / self.extra_scale)
+        return z.reshape(*lead, *z.shape[1:])
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """latents (..., C, h, w) -> uint8 images (..., 3, S, S)."""
+        lead = latents.shape[:-3]
+        z = latents.reshape(-1, *latents.shape[-3:]) * (self.extra_scale / self.scaling_factor)
+        dtype = next(self.vae.parameters()).dtype
+        outs = [self.vae.decode(z[i:i + chunk].to(dtype)).sample.float() for i in range(0, z.shape[0], chunk)]
+        x = ((torch.cat(outs).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.reshape(*lead, *x.shape[1:])
+
+    def fingerprint(self) -> str:
+        """Identifies encoder weights + preprocessing; part of every latent-cache key."""
+        h = hashlib.sha256()
+        h.update(json.dumps(dict(source=self.source, resize=self.pre.resize, size=self.pre.image_size,
+                                 sf=self.scaling_factor, extra=self.extra_scale), sort_keys=True).encode())
+        p = Path(self.source).expanduser()
+        if p.is_dir():
+            for f in sorted(p.glob("*")):
+                if f.is_file():
+                    st = f.stat()
+                    h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        elif self.source.startswith("random:"):
+            # random weights differ per seed: hash the weights themselves
+            for t in self.vae.state_dict().values():
+                h.update(t.detach().cpu().numpy().tobytes()[:4096])
+        return h.hexdigest()[:16]

@@ -1,0 +1,367 @@
+"""Network building blocks shared by the methods (one place, so capacity matches by design).
+
+- :class:`ImagePreprocessor`  uint8 frames -> resized, cropped, colour-jittered float images
+- :class:`ResNet18GN` / :class:`MultiViewEncoder`  the paper's ResNet-18 with GroupNorm
+- :func:`sinusoidal_embedding`, :class:`TimestepEmbedder`
+- :class:`DiTBlock` (AdaLN-Zero, optional cross-attention), :class:`FinalLayer`
+- :class:`ActionMLP`, :class:`LatentPatchify` / :class:`LatentUnpatchify`
+
+Attention uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels on GPU).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------- images
+class ImagePreprocessor(nn.Module):
+    """uint8 (N, ..., 3, H, W) -> float (N, ..., 3, S, S).
+
+    Resize to ``resize`` then crop ``image_size``: a random crop per (sample, view) block in
+    training (the same crop for all frames of a view, so motion is not faked), the center crop
+    in eval. Colour jitter (brightness, contrast, saturation, hue; per sample, vectorised) in
+    training only. Output range [0, 1] unless ``normalize`` is ``"imagenet"`` or ``"sym"``
+    ([-1, 1], the VAE's range).
+    """
+
+    def __init__(self, resize: int, image_size: int, jitter: float = 0.0, normalize: str = "imagenet"):
+        super().__init__()
+        if image_size > resize:
+            raise ValueError(f"image_size={image_size} must be <= resize={resize}")
+        self.resize, self.image_size, self.jitter, self.normalize = resize, image_size, jitter, normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor, train: bool | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        train = self.training if train is None else train
+        lead = images.shape[:-3]
+        b = lead[0]
+        x = images.reshape(-1, *images.shape[-3:])
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if x.shape[-1] != self.resize or x.shape[-2] != self.resize:
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False)
+        x = x.reshape(b, -1, *x.shape[-3:])  # (B, n, 3, R, R)
+        s, r = self.image_size, self.resize
+        if train and s < r:
+            # one crop per sample (shared by its views' frames would tie views; we use one per sample)
+            oy = torch.randint(0, r - s + 1, (b,), generator=generator, device="cpu").tolist()
+            ox = torch.randint(0, r - s + 1, (b,), generator=generator, device="cpu").tolist()
+            x = torch.stack([x[i, :, :, oy[i]:oy[i] + s, ox[i]:ox[i] + s] for i in range(b)])
+        elif s < r:
+            o = (r - s) // 2
+            x = x[..., o:o + s, o:o + s]
+        if train and self.jitter > 0:
+            x = color_jitter(x, self.jitter, generator)
+        x = x.reshape(*lead, 3, s, s)
+        if self.normalize == "imagenet":
+            x = (x - self.mean) / self.std
+        elif self.normalize == "sym":
+            x = x * 2 - 1
+        return x
+
+
+def color_jitter(x: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample brightness/contrast/saturation in [1-s, 1+s] and hue shift in [-s, s] turns
+    (rotation in YIQ space). ``x``: (B, n, 3, H, W) in [0, 1]; one draw per sample."""
+    b = x.shape[0]
+    def u(lo, hi):
+        return (torch.rand(b, generator=generator) * (hi - lo) + lo).to(x.device).view(b, 1, 1, 1, 1)
+    gray_w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 1, 3, 1, 1)
+    x = x * u(1 - strength, 1 + strength)
+    gray = (x * gray_w).sum(2, keepdim=True)
+    x = (x - gray.mean((-1, -2), keepdim=True)) * u(1 - strength, 1 + strength) + gray.mean((-1, -2), keepdim=True)
+    gray = (x * gray_w).sum(2, keepdim=True)
+    x = gray + (x - gray) * u(1 - strength, 1 + strength)
+    theta = u(-strength, strength) * 2 * math.pi  # hue in turns (torchvision convention, max 0.5)
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device)
+    rgb = torch.linalg.inv(yiq)
+    c = torch.einsum("ij,bnjhw->bnihw", yiq, x)
+    cos, sin = theta.cos().squeeze(2), theta.sin().squeeze(2)
+    i2 = c[:, :, 1] * cos - c[:, :, 2] * sin
+    q2 = c[:, :, 1] * sin + c[:, :, 2] * cos
+    c = torch.stack([c[:, :, 0], i2, q2], 2)
+    return torch.einsum("ij,bnjhw->bnihw", rgb, c).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- encoders
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(max(1, channels // 16), channels)
+
+
+class ResNet18GN(nn.Module):
+    """torchvision ResNet-18 with every BatchNorm replaced by GroupNorm(channels/16) and the
+    classifier replaced by Linear(512, out_dim). ``width`` < 64 gives a slim copy for tests."""
+
+    def __init__(self, out_dim: int = 768, width: int = 64, pretrained: str | None = None):
+        super().__init__()
+        import torchvision
+        if width == 64:
+            net = torchvision.models.resnet18(weights=None, norm_layer=_group_norm)
+        else:  # same topology, thinner channels
+            net = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], norm_layer=_group_norm)
+            _slim_resnet(net, width)
+        feat = net.fc.in_features
+        net.fc = nn.Linear(feat, out_dim)
+        self.net = net
+        if pretrained:
+            load_pretrained_backbone(self.net, pretrained, skip_prefixes=("fc.",))
+        else:
+            log.info("ResNet-18 encoder: random init (set pretrained_encoder to a local ImageNet weights file)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _slim_resnet(net: nn.Module, width: int) -> None:
+    """Rebuild a torchvision ResNet-18 with base width ``width`` instead of 64."""
+    import torchvision
+    BasicBlock = torchvision.models.resnet.BasicBlock
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    net.bn1 = _group_norm(width)
+    net._norm_layer = _group_norm
+    net.layer1 = net._make_layer(BasicBlock, width, 2)
+    net.layer2 = net._make_layer(BasicBlock, width * 2, 2, stride=2)
+    net.layer3 = net._make_layer(BasicBlock, width * 4, 2, stride=2)
+    net.layer4 = net._make_layer(BasicBlock, width * 8, 2, stride=2)
+    net.fc = nn.Linear(width * 8, 10)
+
+
+def load_pretrained_backbone(module: nn.Module, path: str, skip_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a local weights file (.pth/.pt state dict or .safetensors) into ``module``;
+    BatchNorm running statistics are ignored (GroupNorm has none); shape mismatches and
+    missing files raise with the file and key named."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"pretrained_encoder: no weights file at {p}")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(p))
+    else:
+        state = torch.load(str(p), map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    own = module.state_dict()
+    loaded = 0
+    for k, v in state.items():
+        if k.startswith(skip_prefixes) or k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        if k not in own:
+            continue
+        if own[k].shape != v.shape:
+            raise ValueError(f"{p}: key {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+        own[k] = v
+        loaded += 1
+    if loaded == 0:
+        raise ValueError(f"{p}: no key matched the model (first keys: {list(state)[:5]})")
+    module.load_state_dict(own)
+    log.info("loaded %d tensors from pretrained encoder %s", loaded, p)
+
+
+class MultiViewEncoder(nn.Module):
+    """One shared ResNet-18-GN over every view and frame; features concatenated in
+    (view, frame) order: (B, V, T, 3, S, S) -> (B, V*T*out_dim), or tokens (B, V*T, out_dim)."""
+
+    def __init__(self, out_dim: int = 768, width: int = 64, pretrained: str | None = None):
+        super().__init__()
+        self.backbone = ResNet18GN(out_dim, width, pretrained)
+        self.out_dim = out_dim
+
+    def forward(self, images: torch.Tensor, as_tokens: bool = False) -> torch.Tensor:
+        b, v, t = images.shape[:3]
+        f = self.backbone(images.reshape(b * v * t, *images.shape[3:]))
+        f = f.view(b, v * t, -1)
+        return f if as_tokens else f.reshape(b, -1)
+
+
+# ----------------------------------------------------------------------------- timesteps
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(B,) integer/float timesteps -> (B, dim) [cos | sin] embedding (DiT convention)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class TimestepEmbedder(nn.Module):
+    """k timesteps -> concat of k sinusoidal(freq_dim) -> Linear -> Mish -> Linear(out_dim).
+    UWM: k=2 (t_a, t_o'), freq 512, hidden 2048, out 512."""
+
+    def __init__(self, num_timesteps: int = 1, freq_dim: int = 512, hidden: int = 2048, out_dim: int = 512):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(num_timesteps * freq_dim, hidden), nn.Mish(), nn.Linear(hidden, out_dim))
+
+    def forward(self, *ts: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([sinusoidal_embedding(t, self.freq_dim) for t in ts], dim=-1))
+
+
+# ----------------------------------------------------------------------------- transformer
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, kv_dim: int | None = None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.cross = kv_dim is not None
+        if self.cross:
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(kv_dim, 2 * dim, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: bool (B, Lk) True = attend, or a broadcastable (B, 1, Lq, Lk) bool."""
+        b, n, d = x.shape
+        h = self.heads
+        if self.cross:
+            q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
+            kv = self.kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+            k, v = kv[0], kv[1]
+        else:
+            qkv = self.qkv(x).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+        if mask is not None and mask.dim() == 2:
+            mask = mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, out: int | None = None, act: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = act(approximate="tanh") if act is nn.GELU else act()
+        self.fc2 = nn.Linear(hidden, out or dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with AdaLN-Zero modulation from a condition vector. With
+    ``context_dim`` set, a cross-attention sub-layer (to context tokens) is added between
+    self-attention and MLP (the cross-attention conditioning ablation)."""
+
+    def __init__(self, dim: int, heads: int, cond_dim: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 context_dim: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.cross = None
+        if context_dim is not None:
+            self.norm_x = nn.LayerNorm(dim, eps=1e-6)
+            self.cross = Attention(dim, heads, qkv_bias, kv_dim=context_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
+        nn.init.zeros_(self.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.adaLN_modulation[-1].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        sh1, sc1, g1, sh2, sc2, g2 = self.adaLN_modulation(cond).chunk(6, dim=-1)
+        x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), sh1, sc1), mask=mask)
+        if self.cross is not None:
+            x = x + self.cross(self.norm_x(x), context=context)
+        x = x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), sh2, sc2))
+        return x
+
+
+class FinalLayer(nn.Module):
+    """AdaLN (shift, scale) + zero-initialised linear projection."""
+
+    def __init__(self, dim: int, out_dim: int, cond_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim))
+        self.linear = nn.Linear(dim, out_dim)
+        for m in (self.adaLN_modulation[-1], self.linear):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(cond).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+def init_transformer_weights(module: nn.Module) -> None:
+    """Xavier-uniform linears with zero bias (DiT); call before zero-initialising AdaLN."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ActionMLP(nn.Module):
+    """Per-action-step MLP: in -> hidden -> out with Mish (UWM: 7 -> 3072 -> 768 and back)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.Mish(), nn.Linear(hidden, out_dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+# ----------------------------------------------------------------------------- latents <-> tokens
+class LatentPatchify(nn.Module):
+    """Latents (B, V, T, C, h, w) -> tokens (B, V * (T/pt) * (h/ph) * (w/pw), dim) with a
+    Conv3d of kernel = stride = patch over (frames, h, w), shared across views."""
+
+    def __init__(self, in_channels: int, dim: int, patch: tuple[int, int, int] = (2, 4, 4)):
+        super().__init__()
+        self.patch = tuple(patch)
+        self.proj = nn.Conv3d(in_channels, dim, kernel_size=self.patch, stride=self.patch)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b, v, t, c, h, w = z.shape
+        pt, ph, pw = self.patch
+        if t % pt or h % ph or w % pw:
+            raise ValueError(f"latent shape (T={t}, h={h}, w={w}) is not divisible by patch {self.patch}")
+        x = self.proj(z.reshape(b * v, t, c, h, w).transpose(1, 2))  # (BV, dim, T', h', w')
+        x = x.flatten(2).transpose(1, 2)  # (BV, N, dim)
+        return x.reshape(b, v * x.shape[1], x.shape[2])
+
+
+class LatentUnpatchify(nn.Module):
+    """Tokens (B, N, dim) -> latents (B, V, T, C, h, w) through Linear(dim, C*pt*ph*pw)."""
+
+    def __init__(self, dim: int, out_channels: int, patch: tuple[int, int, int] = (2, 4, 4)):
+        super().__init__()
+        self.patch = tuple(patch)
+        self.c = out_channels
+        self.linear = nn.Linear(dim, out_channels * math.prod(self.patch))
+
+    def forward(self, tokens: torch.Tensor, shape: tuple[int, int, int, int, int]) -> torch.Tensor:
+        v, t, c, h, w = shape
+        b = tokens.shape[0]
+        pt, ph, pw = self.patch
+        nt, nh, nw = t // pt, h // ph, w // pw
+        x = self.linear(tokens).view(b, v, nt, nh, nw, c, pt, ph, pw)
+        x = x.permute(0, 1, 2, 6, 5, 3, 7, 4, 8)  # b v nt pt c nh ph nw pw
+        return x.reshape(b, v, t, c, h, w)
+
+
+def num_latent_tokens(views: int, frames: int, latent_hw: int, patch: tuple[int, int, int]) -> int:
+    return views * (frames // patch[0]) * (latent_hw // patch[1]) * (latent_hw // patch[2])

@@ -129,6 +129,12 @@ class Method(nn.Module):
         """(B, action_horizon, action_dim) actions in env units."""
         raise NotImplementedError
 
+    def batch_keys(self) -> set[str]:
+        """Batch keys this method reads in training (the data pipeline loads only these).
+        ``*_latent`` keys may be served as images (``next_obs``/``obs``) when the latent cache
+        is off; the method then encodes them on the fly."""
+        return {"obs", "action", "action_mask"}
+
     # --- optional (declare in ``capabilities``) ----------------------------------------
     def predict_next_obs(self, obs: dict[str, torch.Tensor], action: torch.Tensor | None = None) -> torch.Tensor:
         """Forward dynamics (action given) or video prediction (action None); returns the

@@ -4,6 +4,7 @@
 
 - a model-hub id, e.g. ``stabilityai/sdxl-vae`` (the paper; needs the hub or its cache),
 - a local folder written by ``AutoencoderKL.save_pretrained`` (e.g. by ``uwmbench fit-vae``),
+- ``config:<file.json>``: the architecture only (used when loading checkpoints offline),
 - ``random:<preset>`` (``random:tiny``, ``random:small``): a randomly initialised VAE of that
   preset, for tests and smoke runs only (logged loudly).
 
@@ -31,6 +32,10 @@ VAE_PRESETS = {
     "tiny": dict(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4),
     # 8x downsampling, enough capacity to fit LIBERO frames on a CPU in minutes
     "small": dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1, norm_num_groups=32, latent_channels=4),
+    # the SDXL VAE's architecture (stabilityai/sdxl-vae, ~83.7M params) with random weights:
+    # builds paper-size models offline for parameter counts and speed tests, never for training
+    "sdxl": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, latent_channels=4,
+                 sample_size=1024, scaling_factor=0.13025),
 }
 
 
@@ -47,6 +52,12 @@ def build_autoencoder(source: str):
             in_channels=3, out_channels=3,
             down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
             **kw)
+    if source.startswith("config:"):  # architecture only (weights come from a checkpoint)
+        cfg_path = Path(source.split(":", 1)[1])
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"vae source {source!r}: no such config file")
+        cfg = json.loads(cfg_path.read_text())
+        return AutoencoderKL.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
     p = Path(source).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():

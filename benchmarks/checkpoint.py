@@ -1,0 +1,141 @@
+"""Checkpoints: ``<run_dir>/checkpoints/step_00001000/`` holding
+
+- ``model.safetensors``   the method's state dict (action-normaliser statistics included)
+- ``ema.safetensors``     EMA weights (when EMA is on)
+- ``trainer_state.pt``    optimizer, LR scheduler, RNG states, step
+- ``method.json``         the method's typed config (enough to rebuild it)
+- ``config.yaml``         the whole resolved run config
+- ``vae_config.json``     architecture of the frozen VAE (rebuild offline; weights are in the model file)
+
+Each checkpoint is written to a temporary folder and renamed into place, and
+``checkpoints/latest`` (a text file) is replaced atomically after it, so a crash at any moment
+leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..methods.base import Method, config_to_dict, make_config, get_method_class
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def checkpoint_root(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    root = checkpoint_root(run_dir)
+    marker = root / "latest"
+    if marker.is_file():
+        p = root / marker.read_text().strip()
+        if (p / "model.safetensors").is_file():
+            return p
+    # fall back to the newest complete folder (e.g. marker lost)
+    done = sorted(p for p in root.glob("step_*") if (p / "trainer_state.pt").is_file())
+    return done[-1] if done else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, or a run folder (its latest checkpoint)."""
+    p = Path(path).expanduser()
+    if (p / "model.safetensors").is_file():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint at {p} (expected model.safetensors or checkpoints/latest)")
+    return latest
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, method: Method, trainer_state: dict[str, Any],
+                    config_yaml: str, ema_state: dict[str, torch.Tensor] | None = None, keep: int = 2) -> Path:
+    from safetensors.torch import save_file, save_model
+
+    root = checkpoint_root(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    try:
+        save_model(method, str(tmp / "model.safetensors"))
+        if ema_state is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+        (tmp / "method.json").write_text(json.dumps(config_to_dict(method.cfg), indent=2))
+        (tmp / "config.yaml").write_text(config_yaml)
+        vae = getattr(getattr(method, "latent_encoder", None), "vae", None)
+        if vae is not None:
+            (tmp / "vae_config.json").write_text(json.dumps(dict(vae.config), default=list, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / "latest", name + "\n")
+    old = sorted(p for p in root.glob("step_*") if p.name != name)
+    for p in old[: max(0, len(old) - (keep - 1))] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def load_method(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = False) -> Method:
+    """Rebuild a method from a checkpoint (or run) folder, offline: the VAE is rebuilt from
+    its saved architecture and its weights come from the checkpoint."""
+    from safetensors.torch import load_file, load_model
+
+    ckpt = resolve_checkpoint(path)
+    cfg_dict = json.loads((ckpt / "method.json").read_text())
+    name = cfg_dict.pop("name")
+    size = cfg_dict.pop("size", None)
+    if (ckpt / "vae_config.json").is_file() and "vae" in cfg_dict:
+        cfg_dict["vae"] = f"config:{ckpt / 'vae_config.json'}"
+    get_method_class(name)  # clear error for unknown methods (e.g. a plugin not imported)
+    cfg = make_config(name, size, cfg_dict)
+    method = get_method_class(name)(cfg)
+    missing, unexpected = load_model(method, str(ckpt / "model.safetensors"), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{ckpt / 'model.safetensors'}: state dict mismatch; missing={missing[:5]} unexpected={unexpected[:5]}")
+    if ema:
+        f = ckpt / "ema.safetensors"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: this checkpoint has no EMA weights (trainer.ema was 0)")
+        state = load_file(str(f))
+        params = dict(method.named_parameters())
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)
+    return method.to(device).eval()
+
+
+def load_weights_into(method: Method, path: str | os.PathLike) -> Path:
+    """Initialise ``method`` from another checkpoint (pretrain -> finetune): matching keys and
+    shapes are copied; the list of skipped keys is returned in the log."""
+    import logging
+
+    from safetensors.torch import load_file
+    ckpt = resolve_checkpoint(path)
+    state = load_file(str(ckpt / "model.safetensors"))
+    own = method.state_dict()
+    skipped = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    own.update({k: v for k, v in state.items() if k in own and own[k].shape == v.shape})
+    method.load_state_dict(own)
+    logging.getLogger(__name__).info("initialised from %s (%d tensors, %d skipped%s)", ckpt, len(state) - len(skipped),
+                                     len(skipped), f": {skipped[:5]}" if skipped else "")
+    return ckpt

@@ -1,0 +1,362 @@
+"""LIBERO environment wrapper for policy evaluation: observation history, chunked action
+execution, seeds, per-suite horizons, success check and *lazy* camera rendering.
+
+Rendering is the dominant cost of a LIBERO step on a CPU (two 128x128 cameras ~ 0.13 s vs
+0.013 s of physics). A policy that replans every ``k`` steps and looks at ``To`` frames only
+consumes ``To`` frames per ``k`` steps, so with ``render="lazy"`` the cameras are rendered only
+at those steps. The frames are bit-identical to what the fully rendered environment returns:
+
+robosuite samples its camera observables inside the physics sub-step loop of ``step()`` (at
+the first sub-step of each control period, not at the end of the step), so re-rendering
+"later" would give a slightly different image. Instead we keep robosuite's observables and
+their sampling clock untouched and put a *gate* in front of the camera sensor functions: the
+gated sensor renders (through robosuite's own sensor, hence the same sim state, camera, size
+and image convention) only while the gate is open and returns a blank frame otherwise. Which
+steps open the gate follows from the replanning schedule (see :meth:`LiberoEnv.frame_needed`).
+``render="every_step"`` opens it at every step (what the public UWM evaluation pays for).
+
+Frames are returned exactly as robosuite renders them into LIBERO's HDF5 datasets (OpenGL
+convention: upside down); the data loader and the methods handle the orientation the same way
+for demos and rollouts. :func:`upright` flips a frame for viewing (videos).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+# dataset view name -> robosuite camera name
+VIEW_CAMERAS: dict[str, str] = {
+    "agentview_rgb": "agentview",
+    "eye_in_hand_rgb": "robot0_eye_in_hand",
+}
+DEFAULT_VIEWS: tuple[str, ...] = ("agentview_rgb", "eye_in_hand_rgb")
+RENDER_MODES = ("lazy", "every_step")
+ACTION_DIM = 7
+# what the robot does while objects settle after an init state is loaded: stay, gripper open
+SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+
+
+def upright(frame: np.ndarray) -> np.ndarray:
+    """Flip a frame in LIBERO's stored orientation (upside down) for viewing."""
+    return np.ascontiguousarray(frame[::-1])
+
+
+@dataclass
+class ChunkResult:
+    steps: int      # policy steps executed by this call
+    success: bool   # task solved (episode over)
+    done: bool      # success or max_steps reached
+
+
+class LiberoEnv:
+    """One LIBERO task in one process. Typical use::
+
+        env = make_env(spec, seed=0)
+        obs = env.reset(init_state=3)           # (V, To, 3, H, W) uint8
+        while not env.done:
+            chunk = policy(obs)                 # (16, 7)
+            env.execute_chunk(chunk)            # runs replan_every of them open loop
+            obs = env.observation()
+
+    ``t`` counts policy steps from 0; the ``settle_steps`` no-op steps after loading the init
+    state have negative indices (their frames may fill the first observation history).
+    """
+
+    def __init__(self, spec: Any, seed: int = 0, camera_size: int = 128, render: str = "lazy",
+                 views: Sequence[str] = DEFAULT_VIEWS, obs_frames: int = 2, replan_every: int = 16,
+                 max_steps: int | None = None, settle_steps: int = 5,
+                 init_states: np.ndarray | None = None, record_video: bool = False):
+        if render not in RENDER_MODES:
+            raise ValueError(f"render={render!r} is not one of {RENDER_MODES}")
+        unknown = [v for v in views if v not in VIEW_CAMERAS]
+        if unknown or not views:
+            raise ValueError(f"views={list(views)}: unknown view(s) {unknown}; known: {sorted(VIEW_CAMERAS)}")
+        if obs_frames < 1:
+            raise ValueError(f"obs_frames must be >= 1, got {obs_frames}")
+        if replan_every < 1:
+            raise ValueError(f"replan_every must be >= 1, got {replan_every}")
+        if settle_steps < 0:
+            raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
+        if not os.path.isfile(spec.bddl_file):
+            raise FileNotFoundError(f"BDDL file of task {getattr(spec, 'task_name', spec)} not found: {spec.bddl_file}")
+        self.spec = spec
+        self.views = tuple(views)
+        self.camera_size = int(camera_size)
+        self.render_mode = render
+        self.obs_frames = int(obs_frames)
+        self.replan_every = int(replan_every)
+        self.max_steps = int(max_steps if max_steps is not None else spec.max_steps)
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        self.settle_steps = int(settle_steps)
+        self.record_video = bool(record_video)
+        self._init_states = None if init_states is None else np.asarray(init_states)
+        self._seed = int(seed)
+
+        from libero.libero.envs import OffScreenRenderEnv
+
+        cams = [VIEW_CAMERAS[v] for v in self.views]
+        self._env = OffScreenRenderEnv(bddl_file_name=spec.bddl_file, camera_names=cams,
+                                       camera_heights=self.camera_size, camera_widths=self.camera_size,
+                                       ignore_done=True)
+        self._rs = self._env.env  # the robosuite environment
+        self._gate_open = False
+        self._renders: dict[str, int] = {c: 0 for c in cams}  # real renders per camera (a check)
+        self._install_gate()
+        self._frames: dict[int, dict[str, np.ndarray]] = {}
+        self.video_frames: list[np.ndarray] = []
+        self.t = 0
+        self.success = False
+        self.done = True
+        self.n_renders = 0  # camera frames rendered (all cameras) since construction
+
+    # ------------------------------------------------------------------ render gate
+    def _install_gate(self) -> None:
+        rs = self._rs
+        original = rs._create_camera_sensors  # bound method of the class
+
+        def create_gated(cam_name, cam_w, cam_h, cam_d, cam_segs, modality="image"):
+            sensors, names = original(cam_name, cam_w, cam_h, cam_d, cam_segs, modality)
+            return [self._gated(s, n, cam_name, cam_h, cam_w) for s, n in zip(sensors, names)], names
+
+        # an instance attribute shadows the method: robosuite re-creates its sensors on every
+        # hard reset through this call, so the gate survives resets
+        rs._create_camera_sensors = create_gated
+        for name, obs in rs._observables.items():  # the ones created by the constructor
+            cam = name[:-len("_image")] if name.endswith("_image") else None
+            if cam in self._renders:
+                obs.set_sensor(self._gated(obs._sensor, name, cam, self.camera_size, self.camera_size))
+
+    def _gated(self, fn, name: str, cam: str, h: int, w: int):
+        if not name.endswith("_image"):
+            return fn  # depth / segmentation sensors are not used here
+        from robosuite.utils.observables import sensor
+
+        blank = np.zeros((h, w, 3), dtype=np.uint8)
+
+        @sensor(modality=fn.__modality__)
+        def gated(obs_cache):
+            if self._gate_open:
+                self._renders[cam] += 1
+                return fn(obs_cache)
+            return blank
+
+        gated.__wrapped__ = fn
+        return gated
+
+    def _capture(self, t: int, force: bool) -> None:
+        """Store the camera frames sampled during the step that produced index ``t`` (the gate
+        was open), or (``force``) sample them now, as robosuite does after loading a state."""
+        before = dict(self._renders)
+        if force:
+            self._gate_open = True
+            try:
+                self._rs._update_observables(force=True)
+            finally:
+                self._gate_open = False
+        frames = {}
+        for v in self.views:
+            cam = VIEW_CAMERAS[v]
+            if self._renders[cam] != before[cam] + (1 if force else 0) and force:
+                raise RuntimeError(f"camera {cam} was not rendered by a forced update")
+            frames[v] = np.array(self._rs._observables[f"{cam}_image"].obs, dtype=np.uint8, copy=True)
+        self._frames[t] = frames
+        self.n_renders += len(self.views) if force else 0
+        if self.record_video:
+            self.video_frames.append(np.concatenate([upright(frames[v]) for v in self.views], axis=1))
+
+    # ------------------------------------------------------------------ schedule
+    def frame_needed(self, t: int) -> bool:
+        """Whether the frame of step index ``t`` is part of an observation history the policy
+        will read: replanning happens at t = 0, k, 2k, ... < max_steps and reads t-To+1 .. t."""
+        if self.render_mode == "every_step" or self.record_video:
+            return True
+        if t > self.max_steps - 1:
+            return False
+        p = 0 if t <= 0 else -(-t // self.replan_every) * self.replan_every  # next replanning point >= t
+        if p >= self.max_steps:
+            return False
+        return p - t < self.obs_frames
+
+    # ------------------------------------------------------------------ episode
+    @property
+    def init_states(self) -> np.ndarray:
+        if self._init_states is None:
+            from .tasks import load_init_states
+
+            self._init_states = np.asarray(load_init_states(self.spec))
+        return self._init_states
+
+    def seed(self, seed: int) -> None:
+        self._seed = int(seed)
+        np.random.seed(self._seed)
+
+    def reset(self, init_state: int | np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
+        """Start an episode. ``init_state``: an index into the task's init states (wraps around),
+        a flattened MuJoCo state, or None for a seeded random placement (``seed`` or the env's
+        seed). Returns the first observation history (V, To, 3, H, W)."""
+        np.random.seed(self._seed if seed is None else int(seed))
+        self._frames = {}
+        self.video_frames = []
+        self.success = False
+        self.done = False
+        self._env.reset()
+        t0 = -self.settle_steps
+        if init_state is not None:
+            state = init_state
+            if isinstance(init_state, (int, np.integer)):
+                states = self.init_states
+                state = states[int(init_state) % len(states)]
+            state = np.asarray(state, dtype=np.float64).reshape(-1)
+            expect = self._env.get_sim_state().shape[0]
+            if state.shape[0] != expect:
+                raise ValueError(f"init state has {state.shape[0]} values but the sim of {self.spec.bddl_file} "
+                                 f"has {expect} (init states of another task or condition?)")
+            self._env.set_state(state)
+            self._rs.sim.forward()
+        # after loading a state robosuite re-samples every observable (regenerate_obs_from_state)
+        self._env.check_success()
+        self._env._post_process()
+        needed = self.frame_needed(t0)
+        self._gate_open = needed
+        try:
+            self._rs._update_observables(force=True)
+        finally:
+            self._gate_open = False
+        if needed:
+            self._store_frames(t0)
+        self.t = t0
+        for _ in range(self.settle_steps):
+            self._physics_step(SETTLE_ACTION)
+        self.t = 0
+        self.success = False  # settling cannot count as solving
+        return self.observation()
+
+    def _store_frames(self, t: int) -> None:
+        frames = {}
+        for v in self.views:
+            frames[v] = np.array(self._rs._observables[f"{VIEW_CAMERAS[v]}_image"].obs, dtype=np.uint8, copy=True)
+        self._frames[t] = frames
+        self.n_renders += len(self.views)
+        if self.record_video:
+            self.video_frames.append(np.concatenate([upright(frames[v]) for v in self.views], axis=1))
+        # drop frames no history can reach any more
+        for old in [k for k in self._frames if k <= t - self.obs_frames and k != min(self._frames)]:
+            del self._frames[old]
+
+    def _physics_step(self, action: np.ndarray) -> bool:
+        t_next = self.t + 1
+        render = self.frame_needed(t_next)
+        before = {c: self._renders[c] for c in self._renders}
+        self._gate_open = render
+        try:
+            _, _, success, _ = self._env.step(action)
+        finally:
+            self._gate_open = False
+        self.t = t_next
+        if render:
+            for cam in before:
+                if self._renders[cam] != before[cam] + 1:
+                    raise RuntimeError(f"camera {cam} rendered {self._renders[cam] - before[cam]} times in one "
+                                       "step (robosuite's observable sampling changed?)")
+            self._store_frames(t_next)
+        return bool(success)
+
+    def step(self, action: np.ndarray) -> tuple[bool, bool]:
+        """One policy step. Returns (success, done)."""
+        if self.done:
+            raise RuntimeError("step() on a finished episode: call reset()")
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape[0] != ACTION_DIM or not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be {ACTION_DIM} finite numbers, got {a}")
+        self.success = self._physics_step(a)
+        self.done = self.success or self.t >= self.max_steps
+        return self.success, self.done
+
+    def execute_chunk(self, actions: np.ndarray) -> ChunkResult:
+        """Execute the first ``replan_every`` actions of a chunk (A, 7) open loop, stopping at
+        success or ``max_steps``."""
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[1] != ACTION_DIM:
+            raise ValueError(f"action chunk must be (horizon, {ACTION_DIM}), got {actions.shape}")
+        if actions.shape[0] < self.replan_every:
+            raise ValueError(f"action chunk has {actions.shape[0]} actions but replan_every={self.replan_every}")
+        n = 0
+        for a in actions[: self.replan_every]:
+            self.step(a)
+            n += 1
+            if self.done:
+                break
+        return ChunkResult(steps=n, success=self.success, done=self.done)
+
+    # ------------------------------------------------------------------ observations
+    def observation(self) -> np.ndarray:
+        """Observation history at the current step: uint8 (V, To, 3, H, W), oldest frame first,
+        views in ``self.views`` order; before the first frame the earliest one is repeated."""
+        first = min(self._frames) if self._frames else None
+        hist = []
+        for t in range(self.t - self.obs_frames + 1, self.t + 1):
+            tt = max(t, first) if first is not None else t
+            if tt not in self._frames:
+                raise RuntimeError(f"frame of step {tt} was not rendered (render={self.render_mode}, t={self.t}, "
+                                   f"replan_every={self.replan_every}); observation() is valid at replanning points")
+            hist.append(self._frames[tt])
+        out = np.stack([np.stack([f[v] for f in hist]) for v in self.views])  # V, To, H, W, 3
+        return np.ascontiguousarray(out.transpose(0, 1, 4, 2, 3))
+
+    def render_obs(self) -> dict[str, np.ndarray]:
+        """Camera frames of the current step {view: (H, W, 3) uint8}, in the dataset orientation.
+        If this step was not rendered (lazy mode), the cameras are rendered now from the current
+        state (as robosuite does after loading a state)."""
+        if self.t not in self._frames:
+            self._gate_open = True
+            try:
+                self._rs._update_observables(force=True)
+            finally:
+                self._gate_open = False
+            self._store_frames(self.t)
+        return {v: self._frames[self.t][v].copy() for v in self.views}
+
+    def policy_input(self) -> dict[str, np.ndarray]:
+        """{"obs": (1, V, To, 3, H, W) uint8} as :meth:`Method.predict_action` takes it."""
+        return {"obs": self.observation()[None]}
+
+    def sim_state(self) -> np.ndarray:
+        return self._env.get_sim_state().copy()
+
+    def check_success(self) -> bool:
+        return bool(self._env.check_success())
+
+    def close(self) -> None:
+        env, self._env = getattr(self, "_env", None), None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:  # closing a half-built renderer must not mask the real error
+                pass
+
+    def __enter__(self) -> "LiberoEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_env(spec: Any, seed: int = 0, camera_size: int = 128, render: str = "lazy", **kwargs: Any) -> LiberoEnv:
+    """Build a :class:`LiberoEnv` for a :class:`~uwmbench.benchmarks.libero.tasks.TaskSpec` (or a
+    task name, resolved in-distribution)."""
+    if isinstance(spec, str):
+        from .tasks import get_task
+
+        spec = get_task(spec)
+    return LiberoEnv(spec, seed=seed, camera_size=camera_size, render=render, **kwargs)
+
+
+__all__ = ["LiberoEnv", "ChunkResult", "make_env", "upright", "VIEW_CAMERAS", "DEFAULT_VIEWS", "RENDER_MODES"]

@@ -1,0 +1,377 @@
+"""Trainer: one loop for every method (it only knows the method contract).
+
+AdamW; constant or cosine-with-warmup LR; gradient clipping; bf16 autocast on CUDA; optional
+EMA; multi-GPU through ``torchrun`` (DDP); tqdm progress; metrics appended to
+``<run_dir>/metrics.csv`` (optional TensorBoard / wandb); atomic checkpoints every N steps
+(safetensors weights + optimizer, scheduler, RNG state and the resolved config). Rerunning with
+the same ``run_dir`` resumes from the latest checkpoint, and on CPU with a fixed seed the
+resumed loss curve is identical to an uninterrupted run: batches are a pure function of
+(seed, step) and every RNG state is restored; validation runs under a forked RNG so it never
+shifts the training stream.
+
+CLI: ``uwmbench train method=uwm method.size=tiny data.sources=[{path:demos.hdf5}] trainer.steps=500``
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..methods.base import Method, build_method, config_to_dict
+from ..config import ConfigError, dump_yaml, load_config, to_container, typed
+from .checkpoint import atomic_write_text, latest_checkpoint, load_weights_into, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 1000
+    batch_size: int = 36
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "constant"          # constant | cosine (with linear warmup)
+    warmup_steps: int = 0
+    grad_clip: float = 0.0              # 0 = no clipping
+    precision: str = "auto"             # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    ema: float = 0.0                    # EMA decay; 0 = off
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2
+    val_every: int = 500                # 0 = never (a final validation still runs if data allows)
+    val_batches: int = 2
+    log_every: int = 10
+    init_from: str | None = None        # checkpoint/run folder to initialise weights from (finetune)
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    tf32: bool = True
+    compile: bool = False               # torch.compile the method (CUDA)
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "uwmbench"
+    progress: bool = True
+    stop_after: int = 0                 # testing aid: stop (as if interrupted) after this many steps this call
+
+    def __post_init__(self):
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"trainer.schedule={self.schedule!r} must be 'constant' or 'cosine'")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"trainer.precision={self.precision!r} must be auto, fp32 or bf16")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ConfigError(f"trainer.steps={self.steps} / trainer.batch_size={self.batch_size} out of range")
+
+
+# ----------------------------------------------------------------------------- helpers
+def lr_lambda(cfg: TrainerConfig):
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            span = max(1, cfg.steps - cfg.warmup_steps)
+            prog = min(1.0, (step - cfg.warmup_steps) / span)
+            return 0.5 * (1 + math.cos(math.pi * prog))
+        return 1.0
+    return f
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+class MetricsWriter:
+    """Appends rows to a CSV; when a row brings new columns the file is rewritten (atomically)
+    with the wider header. On resume, rows after the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.is_file():
+            with open(path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f)]
+            if resume_step is not None:
+                self.rows = [r for r in self.rows if int(float(r["step"])) <= resume_step]
+            else:
+                self.rows = []
+        self.columns: list[str] = []
+        for r in self.rows:
+            self._extend(r)
+        self._rewrite()
+
+    def _extend(self, row) -> bool:
+        new = [k for k in row if k not in self.columns]
+        self.columns += new
+        return bool(new)
+
+    def _rewrite(self) -> None:
+        import io
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns or ["step"])
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self._extend(row) or not self.path.is_file():
+            self._rewrite()
+        else:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+
+
+class _LossModule(torch.nn.Module):
+    """DDP needs a forward(); this forwards to the method's compute_loss."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch):
+        return self.method.compute_loss(batch)
+
+
+# ----------------------------------------------------------------------------- main loop
+def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train (or resume) a run. ``cfg``: the composed ``train`` config (DictConfig or dict)."""
+    from .data import build_datasets, data_config_from, make_loader
+
+    full = to_container(cfg)
+    tcfg = typed(full.get("trainer", {}), TrainerConfig, "trainer")
+    mcfg = dict(full["method"])
+    seed = int(full.get("seed", 0))
+    run_dir = Path(run_dir or full.get("run_dir") or f"runs/train/{mcfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_cfg = data_config_from(full.get("data", {}))
+
+    # distributed (torchrun)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    is_main = rank == 0
+    if tcfg.device == "auto":
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(tcfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = tcfg.tf32
+        torch.backends.cudnn.allow_tf32 = tcfg.tf32
+    use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and device.type == "cuda")
+
+    seed_everything(seed)
+    name = mcfg.pop("name")
+    method = build_method(name, mcfg.pop("size", None), **mcfg)
+    data = build_datasets(data_cfg, method)
+    method.action_normalizer.set_stats(data.action_stats)
+    method.to(device)
+
+    resume = latest_checkpoint(run_dir)
+    if resume is None and tcfg.init_from:
+        load_weights_into(method, tcfg.init_from)
+        method.action_normalizer.set_stats(data.action_stats)  # finetune data defines the action range
+
+    params = method.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg))
+    ema = None
+    if tcfg.ema > 0:
+        ema = {k: p.detach().clone() for k, p in method.named_parameters() if p.requires_grad}
+
+    start_step = 0
+    if resume is not None:
+        from safetensors.torch import load_file, load_model
+        load_model(method, str(resume / "model.safetensors"), strict=True, device=str(device))
+        st = torch.load(resume / "trainer_state.pt", map_location="cpu", weights_only=False)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        set_rng_state(st["rng"])
+        start_step = int(st["step"])
+        if ema is not None and (resume / "ema.safetensors").is_file():
+            ema = {k: v.to(device) for k, v in load_file(str(resume / "ema.safetensors")).items()}
+        if is_main:
+            log.info("resuming %s from %s (step %d)", run_dir, resume, start_step)
+
+    config_yaml = dump_yaml({**full, "run_dir": str(run_dir), "method": config_to_dict(method.cfg)})
+    if is_main:
+        atomic_write_text(run_dir / "config.yaml", config_yaml)
+    model = _LossModule(method)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                          find_unused_parameters=True)
+    if tcfg.compile:
+        model = torch.compile(model)
+
+    metrics = MetricsWriter(run_dir / "metrics.csv", start_step if resume else None) if is_main else None
+    tb = _tensorboard(run_dir) if (is_main and tcfg.tensorboard) else None
+    wb = _wandb(tcfg, run_dir, full) if (is_main and tcfg.wandb) else None
+    loader = make_loader(data.train, tcfg.batch_size, seed=seed * 1000 + rank, start_step=start_step,
+                         num_workers=data_cfg.num_workers)
+
+    from tqdm import tqdm
+    bar = tqdm(total=tcfg.steps, initial=start_step, desc=f"train {name}", disable=not (is_main and tcfg.progress),
+               dynamic_ncols=True)
+    method.train()
+    step, last_loss, t0 = start_step, float("nan"), time.time()
+    val: dict[str, float] = {}
+    stopped_early = False
+    for batch in loader:
+        if step >= tcfg.steps:
+            break
+        batch = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, terms = model(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step} ({terms})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else None
+        opt.step()
+        sched.step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, p in method.named_parameters():
+                    if k in ema:
+                        ema[k].lerp_(p.detach(), 1 - tcfg.ema)
+        step += 1
+        last_loss = float(loss.detach())
+        bar.update(1)
+        if is_main and (step % tcfg.log_every == 0 or step == tcfg.steps):
+            row = {"step": step, "loss": last_loss, "lr": sched.get_last_lr()[0],
+                   **{k: float(v) for k, v in terms.items() if k != "loss"}}
+            if gnorm is not None:
+                row["grad_norm"] = float(gnorm)
+            row["samples_per_s"] = tcfg.batch_size * world * (step - start_step) / max(1e-9, time.time() - t0)
+            metrics.write(row)
+            _log_external(tb, wb, row, step)
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+        if is_main and data.val is not None and tcfg.val_every and step % tcfg.val_every == 0:
+            val = validate(method, data.val, tcfg, device, seed, use_bf16)
+            metrics.write({"step": step, **val})
+            _log_external(tb, wb, val, step)
+        if is_main and (step % tcfg.ckpt_every == 0 or step == tcfg.steps):
+            _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg)
+        if world > 1:
+            torch.distributed.barrier()
+        if tcfg.stop_after and step - start_step >= tcfg.stop_after and step < tcfg.steps:
+            stopped_early = True
+            break
+    bar.close()
+    ckpt = latest_checkpoint(run_dir)
+    summary = {"run_dir": str(run_dir), "steps": step, "final_loss": last_loss,
+               "checkpoint": str(ckpt) if ckpt else None, "val": val, "completed": step >= tcfg.steps,
+               "interrupted": stopped_early}
+    if is_main and not stopped_early:
+        if data.val is not None and not val:
+            val = validate(method, data.val, tcfg, device, seed, use_bf16)
+            summary["val"] = val
+            metrics.write({"step": step, **val})
+        atomic_write_text(run_dir / "summary.json", __import__("json").dumps(summary, indent=2, default=str))
+    if tb is not None:
+        tb.close()
+    if wb is not None:
+        wb.finish()
+    return summary
+
+
+def _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg):
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(), "step": step}
+    save_checkpoint(run_dir, step, method, state, config_yaml, ema_state=ema, keep=tcfg.keep_checkpoints)
+
+
+@torch.no_grad()
+def validate(method: Method, dataset, tcfg: TrainerConfig, device, seed: int, use_bf16: bool) -> dict[str, float]:
+    """Mean of ``method.validation_metrics`` over ``val_batches`` fixed batches; runs under a
+    forked RNG so the training stream is unchanged."""
+    from .data import make_loader
+    devices = [device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + 12345)
+        was_training = method.training
+        method.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        loader = make_loader(dataset, tcfg.batch_size, seed=seed + 777, start_step=0, num_workers=0)
+        for i, batch in enumerate(loader):
+            if i >= tcfg.val_batches:
+                break
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                m = method.validation_metrics(to_device(batch, device))
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+        method.train(was_training)
+    return {k: v / max(1, n) for k, v in sums.items()}
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ConfigError(f"trainer.tensorboard=true needs the tensorboard package: {e}") from None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _wandb(tcfg: TrainerConfig, run_dir: Path, full: dict):
+    try:
+        import wandb
+    except ImportError as e:
+        raise ConfigError(f"trainer.wandb=true needs the wandb package: {e}") from None
+    return wandb.init(project=tcfg.wandb_project, dir=str(run_dir), config=full, name=run_dir.name, resume="allow")
+
+
+def _log_external(tb, wb, row: dict[str, Any], step: int) -> None:
+    if tb is not None:
+        for k, v in row.items():
+            if k != "step":
+                tb.add_scalar(k, v, step)
+    if wb is not None:
+        wb.log({k: v for k, v in row.items() if k != "step"}, step=step)
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="uwmbench train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", help="run folder (default: run_dir from the config, else runs/train/<method>-<time>)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="hydra overrides key=value (config: configs/train.yaml)")
+    a = p.parse_args(argv)
+    cfg = load_config("train", a.overrides)
+    if a.print_config:
+        print(dump_yaml(cfg))
+        return 0
+    summary = train(cfg, a.run_dir)
+    print(f"trained {summary['steps']} steps, final loss {summary['final_loss']:.4f}; checkpoint: {summary['checkpoint']}")
+    return 0

@@ -1,0 +1,89 @@
+"""Trainer: resume is step-for-step identical to an uninterrupted run (CPU, fixed seed);
+checkpoints round-trip; schedules; config errors name the key."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from uwmbench.config import ConfigError, load_config
+from libero_files import write_libero_hdf5
+
+
+def _cfg(tmp_path, method="uwm", steps=6, extra=()):
+    data = write_libero_hdf5(tmp_path / "demos.hdf5", n_demos=3, length=24)
+    return load_config("train", [f"method={method}", "method.size=tiny", f"data.sources=[{{path:{data}}}]",
+                                 f"trainer.steps={steps}", "trainer.batch_size=4", "trainer.log_every=1",
+                                 "trainer.ckpt_every=2", "trainer.val_every=3", "trainer.progress=false",
+                                 "data.latent_cache=false", *extra])
+
+
+def _losses(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f) if r.get("loss")]
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    from uwmbench.benchmarks.train import train
+    cfg = _cfg(tmp_path)
+    full = train(cfg, tmp_path / "full")
+    assert full["completed"] and full["steps"] == 6
+    part = train(_cfg(tmp_path, extra=["trainer.stop_after=3"]), tmp_path / "resumed")  # stops at 3, ckpt at 2
+    assert part["interrupted"] and part["steps"] == 3
+    resumed = train(cfg, tmp_path / "resumed")
+    assert resumed["steps"] == 6
+    a, b = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
+    assert [s for s, _ in a] == list(range(1, 7)) and [s for s, _ in b] == list(range(1, 7))
+    assert a == b, f"resumed curve differs:\n{a}\n{b}"
+    # final weights identical too
+    from safetensors.torch import load_file
+    wa = load_file(str(tmp_path / "full/checkpoints/step_00000006/model.safetensors"))
+    wb = load_file(str(tmp_path / "resumed/checkpoints/step_00000006/model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_rerun_of_finished_run_does_nothing(tmp_path):
+    from uwmbench.benchmarks.train import train
+    cfg = _cfg(tmp_path, steps=2)
+    train(cfg, tmp_path / "r")
+    before = (tmp_path / "r/metrics.csv").read_text()
+    s = train(cfg, tmp_path / "r")
+    assert s["steps"] == 2 and (tmp_path / "r/metrics.csv").read_text() == before
+
+
+def test_validation_and_checkpoint_contents(tmp_path):
+    from uwmbench.benchmarks.train import train
+    s = train(_cfg(tmp_path, extra=["trainer.ema=0.9", "trainer.schedule=cosine", "trainer.warmup_steps=2",
+                                     "trainer.grad_clip=1.0"]), tmp_path / "r")
+    ck = tmp_path / "r/checkpoints/step_00000006"
+    for f in ("model.safetensors", "ema.safetensors", "trainer_state.pt", "method.json", "config.yaml"):
+        assert (ck / f).is_file(), f
+    assert (tmp_path / "r/checkpoints/latest").read_text().strip() == "step_00000006"
+    assert len(list((tmp_path / "r/checkpoints").glob("step_*"))) == 2  # keep_checkpoints=2
+    assert any(k.startswith("val/") for k in s["val"]), s["val"]
+    rows = list(csv.DictReader(open(tmp_path / "r/metrics.csv")))
+    lrs = [float(r["lr"]) for r in rows if r.get("lr")]
+    assert lrs[0] < lrs[1] and lrs[-1] < max(lrs)  # warmup then cosine decay
+    from uwmbench.benchmarks.checkpoint import load_method
+    m = load_method(tmp_path / "r", ema=True)
+    assert m.cfg.size == "tiny"
+
+
+def test_finetune_init_from(tmp_path):
+    from uwmbench.benchmarks.train import train
+    pre = train(_cfg(tmp_path, steps=2), tmp_path / "pre")
+    s = train(_cfg(tmp_path, steps=2, extra=[f"trainer.init_from={pre['checkpoint']}"]), tmp_path / "ft")
+    assert s["completed"]
+
+
+def test_unknown_trainer_key_is_named(tmp_path):
+    from uwmbench.benchmarks.train import train
+    with pytest.raises(ConfigError, match="trainer.stepz"):
+        train(_cfg(tmp_path, extra=["trainer.stepz=3"]), tmp_path / "r")
+
+
+def test_unknown_method_key_is_named(tmp_path):
+    from uwmbench.benchmarks.train import train
+    with pytest.raises(KeyError, match="num_regsters"):
+        train(_cfg(tmp_path, extra=["method.num_regsters=3"]), tmp_path / "r")

@@ -62,3 +62,19 @@ SWEEP_TO_PAPER_TABLE = {
     "cotrain": "cotraining", "cotraining": "cotraining",
     "dynamics": "dynamics", "inverse_dynamics": "dynamics",
 }
+
+# variant labels of configs/sweep/*.yaml -> the paper's variant names, per paper table
+VARIANT_ALIASES = {
+    "registers": {"reg8": "registers=8", "reg4": "registers=4", "reg0": "registers=0",
+                  "xattn": "conditioning=cross_attention"},
+    "objective": {"future": "objective=future", "current": "objective=current", "none": "objective=none"},
+    "cotraining": {"robotvideo": "cotrain=robot_video", "extvideo": "cotrain=internet_video",
+                   "novideo": "cotrain=none"},
+    "dynamics": {},
+    "main": {},
+}
+
+
+def paper_variant(table: str, variant: str) -> str:
+    """Our variant label as the paper's table names it (unchanged when no alias is known)."""
+    return VARIANT_ALIASES.get(table, {}).get(variant, variant)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -199,6 +200,13 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     method.to(device)
 
     resume = latest_checkpoint(run_dir)
+    done = run_dir / "summary.json"
+    if resume is not None and done.is_file():
+        prev = json.loads(done.read_text())
+        if prev.get("completed") and int(prev.get("steps", -1)) >= tcfg.steps:
+            if is_main:
+                log.info("%s already finished (%d steps): nothing to do", run_dir, prev["steps"])
+            return prev
     if resume is None and tcfg.init_from:
         load_weights_into(method, tcfg.init_from)
         method.action_normalizer.set_stats(data.action_stats)  # finetune data defines the action range
@@ -298,7 +306,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
             val = validate(method, data.val, tcfg, device, seed, use_bf16)
             summary["val"] = val
             metrics.write({"step": step, **val})
-        atomic_write_text(run_dir / "summary.json", __import__("json").dumps(summary, indent=2, default=str))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     if tb is not None:
         tb.close()
     if wb is not None:

@@ -78,6 +78,7 @@ KillWait=5
 MailProg=/bin/true
 ReturnToService=2
 JobRequeue=1
+MpiDefault=none
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 MessageTimeout=20
@@ -132,24 +133,24 @@ do_start() {
   wait_for 10 munge sh -c 'munge -n | unmunge'
   # mariadb (socket only, no TCP)
   chown mysql:mysql /run/mysqld
-  if ! pid_alive "$STATE/run/mariadb.pid"; then
+  if ! pid_alive /run/mysqld/mariadb.pid; then
     [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null 2>&1
     nohup /usr/sbin/mariadbd --user=mysql --datadir=/var/lib/mysql --skip-networking \
-      --socket=/run/mysqld/mysqld.sock --pid-file="$STATE/run/mariadb.pid" \
-      --log-error="$STATE/log/mariadb.log" >/dev/null 2>&1 &
+      --socket=/run/mysqld/mysqld.sock --pid-file=/run/mysqld/mariadb.pid \
+      --log-error=/run/mysqld/mariadb.log >/dev/null 2>&1 &
   fi
   wait_for 30 mariadb mariadb --socket=/run/mysqld/mysqld.sock -e 'select 1'
-  local fresh=0
-  [ -f "$STATE/ctld/job_state" ] || fresh=1
-  if [ $fresh = 1 ]; then
+  if [ ! -f "$STATE/ctld/job_state" ] && ! pid_alive "$STATE/run/slurmdbd.pid"; then
     # fresh controller state: job ids restart at 1, so old accounting rows would collide
     mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db"
   fi
   mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
               GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
   # slurmdbd, slurmctld, slurmd
-  pid_alive "$STATE/run/slurmdbd.pid" || /usr/sbin/slurmdbd -f $DBDCONF
-  wait_for 30 slurmdbd sh -c "exec 3<>/dev/tcp/127.0.0.1/6819"
+  pid_alive "$STATE/run/slurmdbd.pid" || /usr/sbin/slurmdbd
+  wait_for 30 slurmdbd bash -c "exec 3<>/dev/tcp/127.0.0.1/6819"
+  # the controller needs its cluster (and TRES) in the database before its first start
+  sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx $CLUSTER || sacctmgr -i add cluster $CLUSTER >/dev/null
   if pid_alive "$STATE/run/slurmctld.pid"; then
     scontrol reconfigure || true
   else
@@ -175,17 +176,19 @@ stop_pid() {  # stop_pid <pidfile> <name>
 do_stop() {
   need_root
   # jobs first, so nothing keeps running after the controller is gone
+  # the controller needs its cluster (and TRES) in the database before its first start
+  sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx $CLUSTER || sacctmgr -i add cluster $CLUSTER >/dev/null
   if pid_alive "$STATE/run/slurmctld.pid"; then scancel --full --state=RUNNING,PENDING 2>/dev/null || true; fi
   stop_pid "$STATE/run/slurmd.pid" slurmd
   stop_pid "$STATE/run/slurmctld.pid" slurmctld
   stop_pid "$STATE/run/slurmdbd.pid" slurmdbd
-  stop_pid "$STATE/run/mariadb.pid" mariadbd
+  stop_pid /run/mysqld/mariadb.pid mariadbd
   stop_pid /run/munge/munged.pid munged
 }
 
 do_status() {
   for d in munged mariadb slurmdbd slurmctld slurmd; do
-    f="$STATE/run/$d.pid"; [ $d = munged ] && f=/run/munge/munged.pid
+    f="$STATE/run/$d.pid"; [ $d = munged ] && f=/run/munge/munged.pid; [ $d = mariadb ] && f=/run/mysqld/mariadb.pid
     if pid_alive "$f"; then echo "$d: running ($(cat "$f"))"; else echo "$d: stopped"; fi
   done
   sinfo 2>/dev/null || true

@@ -115,7 +115,7 @@ class LiberoEnv:
         self.t = 0
         self.success = False
         self.done = True
-        self.n_renders = 0  # camera frames rendered (all cameras) since construction
+        self.n_renders = 0  # camera frames rendered (all cameras) in the current episode
 
     # ------------------------------------------------------------------ render gate
     def _install_gate(self) -> None:
@@ -150,27 +150,6 @@ class LiberoEnv:
 
         gated.__wrapped__ = fn
         return gated
-
-    def _capture(self, t: int, force: bool) -> None:
-        """Store the camera frames sampled during the step that produced index ``t`` (the gate
-        was open), or (``force``) sample them now, as robosuite does after loading a state."""
-        before = dict(self._renders)
-        if force:
-            self._gate_open = True
-            try:
-                self._rs._update_observables(force=True)
-            finally:
-                self._gate_open = False
-        frames = {}
-        for v in self.views:
-            cam = VIEW_CAMERAS[v]
-            if self._renders[cam] != before[cam] + (1 if force else 0) and force:
-                raise RuntimeError(f"camera {cam} was not rendered by a forced update")
-            frames[v] = np.array(self._rs._observables[f"{cam}_image"].obs, dtype=np.uint8, copy=True)
-        self._frames[t] = frames
-        self.n_renders += len(self.views) if force else 0
-        if self.record_video:
-            self.video_frames.append(np.concatenate([upright(frames[v]) for v in self.views], axis=1))
 
     # ------------------------------------------------------------------ schedule
     def frame_needed(self, t: int) -> bool:
@@ -207,6 +186,7 @@ class LiberoEnv:
         self.video_frames = []
         self.success = False
         self.done = False
+        self.n_renders = 0
         self._env.reset()
         t0 = -self.settle_steps
         if init_state is not None:

@@ -301,13 +301,17 @@ def episode_seed(seed: int, i: int) -> int:
     return int.from_bytes(hashlib.sha256(f"uwmbench-ood|{seed}|{i}".encode()).digest()[:4], "little")
 
 
-def make_sim_env(bddl_file: str, render: bool = False, camera_size: int = 128, **kwargs):
-    """A LIBERO ControlEnv; without rendering unless ``render`` (planning/init-state generation)."""
+def make_sim_env(bddl_file: str, render: bool = False, camera_size: int = 128, camera_obs: bool | None = None,
+                 **kwargs):
+    """A LIBERO ControlEnv; no offscreen renderer unless ``render``. ``camera_obs`` (default =
+    render) controls whether step() renders the cameras; render=True, camera_obs=False plans
+    fast and can still render on demand with ``env.sim.render`` (used for replay)."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     from libero.libero.envs.env_wrapper import ControlEnv
 
+    camera_obs = render if camera_obs is None else camera_obs
     return ControlEnv(bddl_file_name=str(bddl_file), has_renderer=False, has_offscreen_renderer=render,
-                      use_camera_obs=render, camera_heights=camera_size, camera_widths=camera_size, **kwargs)
+                      use_camera_obs=camera_obs, camera_heights=camera_size, camera_widths=camera_size, **kwargs)
 
 
 def seeded_reset(env, seed: int) -> None:

@@ -1,0 +1,466 @@
+"""Tables from rollout rows: the paper's LIBERO table, ablation tables, ID vs OOD, and the
+published numbers beside ours. Each table exports to Markdown, LaTeX and CSV.
+
+Cell = mean ± std over training seeds of the per-seed success rate (mean over that seed's
+rollouts), followed by ``(n=S/R)``: S seeds, R rollouts behind the number. The Average column
+is, as in the paper, the mean of the task means ± the std across tasks (ddof=0).
+The CSV export is the numeric long form (one row per table row x column) with the
+hierarchical-bootstrap CI and the n's.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .paper import SWEEP_TO_PAPER_TABLE, load_paper_numbers, paper_variant
+
+# ---------------------------------------------------------------------------- naming
+
+TASK_ORDER = ["book_caddy", "soup_cheese", "bowl_drawer", "moka_moka", "mug_mug",
+              "stack_bowls", "block_cabinet"]
+TASK_DISPLAY = {"book_caddy": "Book-Caddy", "soup_cheese": "Soup-Cheese", "bowl_drawer": "Bowl-Drawer",
+                "moka_moka": "Moka-Moka", "mug_mug": "Mug-Mug", "stack_bowls": "Stack-Bowls",
+                "block_cabinet": "Block-Cabinet", "average": "Average", "all": "All tasks"}
+METHOD_ORDER = ["uwm", "dp", "pad", "gr1"]
+METHOD_DISPLAY = {"uwm": "UWM", "dp": "DP", "pad": "PAD", "gr1": "GR1"}
+CONDITION_DISPLAY = {"id": "ID", "ood": "OOD", "real": "real robot", "all": "all"}
+_EMPTY_VARIANTS = {"", "default", "nan", "none_", "None"}
+
+REQUIRED_ROLLOUT_COLUMNS = ["method", "task", "seed", "success"]
+
+
+def display_task(t: str) -> str:
+    return TASK_DISPLAY.get(t, "-".join(p.capitalize() for p in str(t).split("_")))
+
+
+def display_method(m: str) -> str:
+    return METHOD_DISPLAY.get(m, str(m))
+
+
+def display_condition(c: str) -> str:
+    return CONDITION_DISPLAY.get(c, str(c))
+
+
+def order_methods(methods) -> list[str]:
+    ms = list(dict.fromkeys(methods))
+    known = [m for m in METHOD_ORDER if m in ms]
+    return known + sorted(m for m in ms if m not in METHOD_ORDER)
+
+
+def order_tasks(tasks) -> list[str]:
+    ts = list(dict.fromkeys(tasks))
+    known = [t for t in TASK_ORDER if t in ts]
+    return known + sorted(t for t in ts if t not in TASK_ORDER)
+
+
+def arm_label(method: str, variant: str, show_method: bool = True) -> str:
+    if not variant:
+        return display_method(method)
+    return f"{display_method(method)} [{variant}]" if show_method else variant
+
+
+# ---------------------------------------------------------------------------- input rows
+
+def normalize_rollouts(df: pd.DataFrame, where: str = "rollouts") -> pd.DataFrame:
+    """Validate and fill rollout rows: required columns, success as bool, variant '' for the
+    default arm, sweep 'main' and condition 'all' when those columns are absent."""
+    missing = [c for c in REQUIRED_ROLLOUT_COLUMNS if c not in df.columns]
+    if missing:
+        raise KeyError(f"{where}: rollout rows lack column(s) {missing}; have {list(df.columns)}")
+    df = df.copy()
+    for col, default in (("sweep", "main"), ("variant", ""), ("condition", "all")):
+        if col not in df.columns:
+            df[col] = default
+        df[col] = df[col].where(df[col].notna(), default).astype(str)
+    df["variant"] = df["variant"].map(lambda v: "" if v.strip() in _EMPTY_VARIANTS else v.strip())
+    if "mode" in df.columns:  # evaluation mode (policy / inverse_dynamics ...) becomes part of the arm
+        mode = df["mode"].where(df["mode"].notna(), "").astype(str).str.strip()
+        for sw in df["sweep"].unique():
+            sel = (df["sweep"] == sw) & (mode != "")
+            if (mode[sel] != "policy").any():
+                df.loc[sel, "variant"] = [f"{v}+mode={m}" if v else f"mode={m}"
+                                          for v, m in zip(df.loc[sel, "variant"], mode[sel])]
+    df["condition"] = df["condition"].str.lower()
+    s = df["success"]
+    if s.dtype == object:
+        mapped = s.map(lambda v: {"true": True, "false": False, "1": True, "0": False}.get(str(v).strip().lower()))
+        bad = s[mapped.isna()]
+        if len(bad):
+            raise ValueError(f"{where}: column 'success' has non-boolean value {bad.iloc[0]!r}")
+        s = mapped
+    df["success"] = s.astype(bool)
+    df["method"] = df["method"].astype(str)
+    df["task"] = df["task"].astype(str)
+    return df
+
+
+# ---------------------------------------------------------------------------- formatting
+
+def fmt_cell(mean: float, std: float | None = None, n_seeds: int | None = None,
+             n_rollouts: int | None = None, digits: int = 2) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    s = f"{mean:.{digits}f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        s += f" ± {std:.{digits}f}"
+    if n_seeds is not None and n_rollouts is not None:
+        s += f" (n={int(n_seeds)}/{int(n_rollouts)})"
+    return s
+
+
+def _md_escape(x: str) -> str:
+    return str(x).replace("|", "\\|")
+
+
+def df_to_markdown(df: pd.DataFrame, index_name: str | None = None) -> str:
+    cols = [index_name or df.index.name or ""] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(_md_escape(c) for c in cols) + " |",
+             "|" + "|".join("---" for _ in cols) + "|"]
+    for idx, row in df.iterrows():
+        lines.append("| " + " | ".join(_md_escape(v) for v in [idx, *row.tolist()]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(x) -> str:
+    s = str(x)
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
+                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("$", r"\$")):
+        s = s.replace(a, b)
+    return s.replace("±", r"$\pm$").replace("–", "--").replace("Δ", r"$\Delta$")
+
+
+def df_to_latex(df: pd.DataFrame, caption: str, label: str, index_name: str | None = None) -> str:
+    cols = [index_name or df.index.name or ""] + [str(c) for c in df.columns]
+    out = [r"\begin{table}[t]", r"\centering", r"\small",
+           r"\begin{tabular}{l" + "c" * len(df.columns) + "}", r"\toprule",
+           " & ".join(_tex_escape(c) for c in cols) + r" \\", r"\midrule"]
+    for idx, row in df.iterrows():
+        out.append(" & ".join(_tex_escape(v) for v in [idx, *row.tolist()]) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex_escape(caption)}}}",
+            rf"\label{{tab:{label}}}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Table:
+    """A rendered table: ``display`` (strings, rows x columns) and ``data`` (numeric long form)."""
+    name: str
+    title: str
+    caption: str
+    display: pd.DataFrame
+    data: pd.DataFrame
+    index_name: str = "method"
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        return df_to_markdown(self.display, self.index_name)
+
+    def to_latex(self) -> str:
+        return df_to_latex(self.display, self.caption, self.name, self.index_name)
+
+    def to_csv(self) -> str:
+        return self.data.to_csv(index=False)
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        folder = Path(folder)
+        paths = {"md": folder / f"{self.name}.md", "tex": folder / f"{self.name}.tex",
+                 "csv": folder / f"{self.name}.csv"}
+        md = f"## {self.title}\n\n{self.caption}\n\n{self.to_markdown()}"
+        if self.notes:
+            md += "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
+        atomic_write_text(paths["md"], md)
+        atomic_write_text(paths["tex"], self.to_latex())
+        atomic_write_text(paths["csv"], self.to_csv())
+        return paths
+
+
+N_NOTE = "n=S/R: S training seeds, R rollouts behind the number."
+
+
+# ---------------------------------------------------------------------------- summaries
+
+def summarize_arms(df: pd.DataFrame, n_boot: int = stats.DEFAULT_N_BOOT, seed: int = 0,
+                   ddof: int = 0) -> pd.DataFrame:
+    """Per (sweep, condition, method, variant, task) and per task 'average': mean, std, CI, n."""
+    df = normalize_rollouts(df)
+    keys = ["sweep", "condition", "method", "variant"]
+    per_task = stats.summarize(df, [*keys, "task"], n_boot=n_boot, seed=seed, ddof=ddof)
+    avg = stats.summarize(df, keys, n_boot=n_boot, seed=seed, ddof=ddof)
+    avg.insert(len(keys), "task", "average")
+    ntasks = df.groupby(keys)["task"].nunique().rename("n_tasks").reset_index()
+    avg = avg.merge(ntasks, on=keys)
+    per_task["n_tasks"] = 1
+    return pd.concat([per_task, avg], ignore_index=True)
+
+
+def _grid(summary: pd.DataFrame, row_keys: list[tuple[str, str]], tasks: list[str],
+          show_method: bool, with_average: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cols = [*tasks, "average"] if with_average and len(tasks) > 1 else list(tasks)
+    disp, data = {}, []
+    for (m, v) in row_keys:
+        label = arm_label(m, v, show_method)
+        cells = {}
+        for t in cols:
+            r = summary[(summary["method"] == m) & (summary["variant"] == v) & (summary["task"] == t)]
+            if len(r) == 0:
+                cells[display_task(t)] = "–"
+                continue
+            r = r.iloc[0]
+            cells[display_task(t)] = fmt_cell(r["mean"], r["std"], r["n_seeds"], r["n_rollouts"])
+            data.append({"row": label, "method": m, "variant": v, "task": t,
+                         **{k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n_seeds", "n_rollouts")}})
+        disp[label] = cells
+    display = pd.DataFrame.from_dict(disp, orient="index", columns=[display_task(t) for t in cols])
+    return display, pd.DataFrame(data)
+
+
+def paper_order(sweep: str, variants) -> list[str]:
+    """Our variants of ``sweep`` in the order of the paper's table (via variant aliases)."""
+    table = SWEEP_TO_PAPER_TABLE.get(sweep)
+    if table is None:
+        return []
+    porder = list(dict.fromkeys(load_paper_numbers(table)["variant"]))
+    known = [v for v in variants if paper_variant(table, v) in porder]
+    return sorted(known, key=lambda v: porder.index(paper_variant(table, v)))
+
+
+def _arms(sub: pd.DataFrame, paper_order: list[str] | None = None) -> list[tuple[str, str]]:
+    out = []
+    for m in order_methods(sub["method"].unique()):
+        vs = list(sub.loc[sub["method"] == m, "variant"].unique())
+        po = paper_order or []
+        first = sorted((v for v in vs if v in po), key=po.index)
+        rest = sorted(v for v in vs if v not in first)
+        out += [(m, v) for v in ([""] if "" in rest else []) + first + [v for v in rest if v]]
+    return out
+
+
+def paper_table(summary: pd.DataFrame, condition: str, sweep: str = "main") -> Table | None:
+    """The paper's LIBERO table: methods as rows, tasks + Average as columns."""
+    sub = summary[(summary["sweep"] == sweep) & (summary["condition"] == condition)]
+    if len(sub) == 0:
+        return None
+    tasks = order_tasks(t for t in sub["task"].unique() if t != "average")
+    display, data = _grid(sub, _arms(sub), tasks, show_method=True, with_average=True)
+    data.insert(0, "condition", condition)
+    cond = display_condition(condition)
+    return Table(name=f"main_{condition}", title=f"Success rate, {cond} ({sweep} sweep)",
+                 caption=(f"LIBERO success rate ({cond}), mean ± std over training seeds of the "
+                          f"per-seed success rate; Average = mean ± std across tasks. {N_NOTE}"),
+                 display=display, data=data)
+
+
+def ablation_table(summary: pd.DataFrame, sweep: str) -> Table | None:
+    """Rows = ablation arms (variant), columns = tasks (+ Average), one block per condition."""
+    sub = summary[summary["sweep"] == sweep]
+    if len(sub) == 0:
+        return None
+    porder = paper_order(sweep, sub["variant"].unique())
+    show_method = sub["method"].nunique() > 1
+    conds = sorted(sub["condition"].unique())
+    displays, datas = [], []
+    for c in conds:
+        sc = sub[sub["condition"] == c]
+        tasks = order_tasks(t for t in sc["task"].unique() if t != "average")
+        d, x = _grid(sc, _arms(sc, porder), tasks, show_method, with_average=True)
+        if len(conds) > 1:
+            d.index = [f"{i} ({display_condition(c)})" for i in d.index]
+        x.insert(0, "condition", c)
+        displays.append(d)
+        datas.append(x)
+    display = pd.concat(displays)
+    display = display.fillna("–")
+    return Table(name=f"ablation_{sweep}", title=f"Ablation: {sweep}",
+                 caption=f"Ablation sweep '{sweep}': success rate per arm, mean ± std over seeds. {N_NOTE}",
+                 display=display, data=pd.concat(datas, ignore_index=True), index_name="arm")
+
+
+def id_vs_ood_table(summary: pd.DataFrame, sweep: str = "main") -> Table | None:
+    """Rows = arms, columns = ID and OOD per task and on average, plus the drop OOD − ID."""
+    sub = summary[(summary["sweep"] == sweep) & summary["condition"].isin(["id", "ood"])]
+    if sub["condition"].nunique() < 2:
+        return None
+    tasks = order_tasks(t for t in sub["task"].unique() if t != "average")
+    cols_t = [*tasks, "average"] if len(tasks) > 1 else tasks
+    disp, data = {}, []
+    for (m, v) in _arms(sub):
+        label = arm_label(m, v)
+        cells = {}
+        for t in cols_t:
+            vals = {}
+            for c in ("id", "ood"):
+                r = sub[(sub["method"] == m) & (sub["variant"] == v) & (sub["task"] == t) & (sub["condition"] == c)]
+                key = f"{display_task(t)} {display_condition(c)}"
+                if len(r):
+                    r = r.iloc[0]
+                    vals[c] = r["mean"]
+                    cells[key] = fmt_cell(r["mean"], r["std"], r["n_seeds"], r["n_rollouts"])
+                    data.append({"row": label, "method": m, "variant": v, "task": t, "condition": c,
+                                 **{k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n_seeds", "n_rollouts")}})
+                else:
+                    cells[key] = "–"
+            cells[f"{display_task(t)} Δ"] = (f"{vals['ood'] - vals['id']:+.2f}" if len(vals) == 2 else "–")
+        disp[label] = cells
+    display = pd.DataFrame.from_dict(disp, orient="index")
+    return Table(name="id_vs_ood", title="In-distribution vs out-of-distribution",
+                 caption=f"Success rate ID and OOD, mean ± std over seeds; Δ = OOD − ID. {N_NOTE}",
+                 display=display, data=pd.DataFrame(data))
+
+
+# ---------------------------------------------------------------------------- paper numbers
+
+def published_table(table: str) -> Table:
+    """One of the paper's tables exactly as published (no n: the paper gives none)."""
+    p = load_paper_numbers(table)
+    tasks = order_tasks(t for t in p["task"].unique() if t != "average")
+    cols = tasks + (["average"] if "average" in set(p["task"]) else [])
+    arms = list(dict.fromkeys(zip(p["method"], p["variant"])))
+    show_method = table == "main"
+    disp = {}
+    for m, v in arms:
+        cells = {}
+        for t in cols:
+            r = p[(p["method"] == m) & (p["variant"] == v) & (p["task"] == t)]
+            cells[display_task(t)] = fmt_cell(r["mean"].iloc[0], r["std"].iloc[0]) if len(r) else "–"
+        disp[arm_label(m, v, show_method)] = cells
+    display = pd.DataFrame.from_dict(disp, orient="index", columns=[display_task(t) for t in cols])
+    setting = ", ".join(sorted(set(p["setting"])))
+    return Table(name=f"paper_{table}", title=f"Published: {table} ({setting})",
+                 caption=f"{p['source'].iloc[0]} ({setting}); numbers as published.",
+                 display=display, data=p, index_name="method" if show_method else "arm")
+
+
+def paper_comparison(summary: pd.DataFrame, table: str, sweep: str | None = None) -> Table | None:
+    """Our numbers beside the published ones for one paper table, with the difference.
+
+    A paper row matches our rows of the same method, variant and task (main table: our
+    default-variant rows of the 'main' sweep); a paper condition ('ood', 'real') must match
+    ours, an empty paper condition matches any of ours.
+    """
+    p = load_paper_numbers(table)
+    sweeps = [sweep] if sweep else [s for s, t in SWEEP_TO_PAPER_TABLE.items() if t == table]
+    ours = summary[summary["sweep"].isin(sweeps)]
+    if len(ours) == 0:
+        return None
+    rows = []
+    notes = []
+    n_paper_tasks = p.loc[p["task"] != "average", "task"].nunique()
+    for _, pr in p.iterrows():
+        pv = ours["variant"].map(lambda v: paper_variant(table, v))
+        o = ours[(ours["method"] == pr["method"]) & (pv == pr["variant"]) & (ours["task"] == pr["task"])]
+        if pr["condition"]:
+            o = o[o["condition"] == pr["condition"]]
+        if pr["task"] == "average" and len(o):
+            partial = o[o["n_tasks"] != n_paper_tasks]
+            if len(partial):
+                notes.append(f"{arm_label(pr['method'], pr['variant'])}: Average not compared, ours covers "
+                             f"{int(partial['n_tasks'].iloc[0])} of the paper's {n_paper_tasks} tasks")
+            o = o[o["n_tasks"] == n_paper_tasks]
+        for _, r in o.iterrows():
+            rows.append({"method": pr["method"], "variant": r["variant"], "task": pr["task"],
+                         "condition": r["condition"], "ours_mean": r["mean"], "ours_std": r["std"],
+                         "ours_ci_low": r["ci_low"], "ours_ci_high": r["ci_high"],
+                         "n_seeds": r["n_seeds"], "n_rollouts": r["n_rollouts"],
+                         "paper_mean": pr["mean"], "paper_std": pr["std"],
+                         "diff": r["mean"] - pr["mean"],
+                         "paper_in_ci": bool(r["ci_low"] <= pr["mean"] <= r["ci_high"])})
+    if not rows:
+        return None
+    data = pd.DataFrame(rows)
+    disp = pd.DataFrame({
+        "task": [display_task(t) for t in data["task"]],
+        "condition": [display_condition(c) for c in data["condition"]],
+        "ours": [fmt_cell(a, b, c, d) for a, b, c, d in
+                 zip(data["ours_mean"], data["ours_std"], data["n_seeds"], data["n_rollouts"])],
+        "ours 95% CI": [f"[{a:.2f}, {b:.2f}]" for a, b in zip(data["ours_ci_low"], data["ours_ci_high"])],
+        "paper": [fmt_cell(a, b) for a, b in zip(data["paper_mean"], data["paper_std"])],
+        "Δ (ours − paper)": [f"{d:+.2f}" for d in data["diff"]],
+        "paper in CI": ["yes" if x else "no" for x in data["paper_in_ci"]],
+    }, index=[arm_label(m, v) for m, v in zip(data["method"], data["variant"])])
+    return Table(name=f"compare_paper_{table}", title=f"Ours vs published: {table}",
+                 caption=(f"Our success rate beside the UWM paper's ({table} table); "
+                          f"Δ = ours − paper; CI = hierarchical bootstrap 95%. {N_NOTE}"),
+                 display=disp, data=data, notes=notes)
+
+
+def paired_table(comparisons: pd.DataFrame, reference: str = "uwm") -> Table | None:
+    if comparisons is None or len(comparisons) == 0:
+        return None
+    c = comparisons
+    disp = pd.DataFrame({
+        "condition": [display_condition(x) for x in c["condition"]],
+        "task": [display_task(t) for t in c["task"]],
+        f"Δ ({display_method(reference)} − baseline)": [f"{d:+.3f}" for d in c["diff"]],
+        "95% CI": [f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(c["ci_low"], c["ci_high"])],
+        "p (perm.)": [f"{p:.4f}" for p in c["p_value"]],
+        "p (Holm)": [f"{p:.4f}" for p in c["p_holm"]],
+        "n": [f"{a} (task, seed) pairs, {b}/{d} rollouts" for a, b, d in
+              zip(c["n_pairs"], c["n_rollouts_a"], c["n_rollouts_b"])],
+    }, index=[display_method(b) for b in c["baseline"]])
+    return Table(name="paired_comparison", title=f"Paired comparison: {display_method(reference)} vs baselines",
+                 caption=(f"{display_method(reference)} minus each baseline, paired by (task, training seed); "
+                          "CI: hierarchical bootstrap; p: two-sided stratified permutation test "
+                          "(labels shuffled within each task and seed); Holm-adjusted per condition. "
+                          "n: paired (task, seed) pairs and rollouts of each side."),
+                 display=disp, data=c, index_name="baseline")
+
+
+def build_tables(rollouts: pd.DataFrame, n_boot: int = stats.DEFAULT_N_BOOT,
+                 n_perm: int = stats.DEFAULT_N_PERM, seed: int = 0,
+                 summary: pd.DataFrame | None = None) -> tuple[dict[str, Table], list[str]]:
+    """Every table computable from ``rollouts``; returns (name -> Table, skipped messages)."""
+    df = normalize_rollouts(rollouts)
+    summary = summarize_arms(df, n_boot=n_boot, seed=seed) if summary is None else summary
+    tables: dict[str, Table] = {}
+    skipped: list[str] = []
+
+    def add(name: str, t: Table | None, why: str) -> None:
+        if t is None:
+            skipped.append(f"{name}: skipped, {why}")
+        else:
+            tables[t.name] = t
+
+    main = summary[summary["sweep"] == "main"]
+    if len(main) == 0:
+        skipped.append("main table: skipped, no rollouts with sweep='main'")
+    for cond in sorted(main["condition"].unique()):
+        add(f"main table ({cond})", paper_table(summary, cond), "no rows")
+    add("ID vs OOD table", id_vs_ood_table(summary), "the main sweep lacks rows for both condition 'id' and 'ood'")
+    for sw in sorted(s for s in summary["sweep"].unique() if s != "main"):
+        add(f"ablation '{sw}'", ablation_table(summary, sw), "no rows")
+    for ab in ("registers", "objective", "cotraining", "dynamics"):
+        if not any(SWEEP_TO_PAPER_TABLE.get(s) == ab for s in summary["sweep"].unique()):
+            skipped.append(f"ablation '{ab}': skipped, no rollouts with a sweep named "
+                           f"{sorted(s for s, t in SWEEP_TO_PAPER_TABLE.items() if t == ab)}")
+    for pt in ("main", "registers", "objective", "cotraining", "dynamics"):
+        add(f"paper comparison '{pt}'", paper_comparison(summary, pt),
+            "none of our rows matches the published rows (method, variant, task, condition)")
+        tables[f"paper_{pt}"] = published_table(pt)
+    main_rows = df[df["sweep"] == "main"]
+    if (main_rows["variant"] == "").any():
+        main_rows = main_rows[main_rows["variant"] == ""]
+    comps = stats.paired_comparisons(main_rows, n_boot=n_boot, n_perm=n_perm, seed=seed) if len(main_rows) else None
+    add("paired comparison", paired_table(comps),
+        "needs rollouts of 'uwm' and at least one other method sharing task and seed in the main sweep")
+    return tables, skipped

@@ -1,0 +1,648 @@
+"""Parallel LIBERO evaluation of a policy, in-distribution and OOD.
+
+Layout: the policy lives in the main process; a pool of ``num_workers`` spawned processes
+each owns one :class:`~uwmbench.benchmarks.libero.envs.LiberoEnv` (kept across rollouts of the
+same task and condition). At every replanning point a worker sends its observation history;
+the main process stacks the observations of all workers that are waiting, calls
+``method.predict_action`` once on the batch and sends each worker its action chunk, which the
+worker executes open loop (``replan_every`` actions) with lazy camera rendering.
+
+Every rollout has a fixed seed, ``rollout_seed(seed, task, condition, episode)``, and episode
+``i`` starts from init state ``i`` of the task (LIBERO's shipped states in-distribution,
+generated ones OOD). One result row per rollout is appended to ``<out>/rollouts.jsonl`` as soon
+as it finishes (one ``write`` of a whole line, flushed and fsynced) and handed to ``row_sink``;
+a rerun with the same output folder skips the rollouts already there.
+
+Python::
+
+    df = evaluate("runs/dp/checkpoints/latest", ["book_caddy"], conditions=("id", "ood"),
+                  n_rollouts=50, num_workers=4, out_dir="eval/dp")
+
+CLI: ``uwmbench evaluate checkpoint=PATH tasks=[book_caddy] conditions=[id,ood] n_rollouts=50
+workers=2 out=DIR`` (hydra config ``configs/evaluate.yaml``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import queue
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROLLOUTS_FILE = "rollouts.jsonl"
+ROW_KEY = ("checkpoint", "method", "variant", "task", "condition", "rollout_seed", "episode", "max_steps",
+           "replan_every")
+
+
+# ----------------------------------------------------------------------------- seeds & rows
+def rollout_seed(seed: int, task: str, condition: str, episode: int) -> int:
+    """Stable 31-bit seed of one rollout (independent of worker count and order)."""
+    h = hashlib.sha256(f"{int(seed)}|{task}|{condition}|{int(episode)}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Append one JSON line with a single O_APPEND write, then flush it to disk."""
+    line = (json.dumps(row, default=_json_default, sort_keys=True) + "\n").encode()
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (crash mid-write) is ignored."""
+    rows = []
+    p = Path(path)
+    if not p.is_file():
+        return rows
+    with open(p) as f:
+        for i, line in enumerate(f):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: skipping unreadable line %d", p, i + 1)
+    return rows
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _row_key(row: dict[str, Any]) -> tuple:
+    return tuple(str(row.get(k)) for k in ROW_KEY)
+
+
+# ----------------------------------------------------------------------------- jobs
+@dataclass
+class RolloutJob:
+    id: int
+    spec: Any                  # TaskSpec
+    task: str                  # name as given (short name when it is a paper task)
+    condition: str
+    episode: int
+    rollout_seed: int
+    init_state: np.ndarray
+    init_state_index: int
+    max_steps: int
+    video_path: str | None = None
+
+
+@dataclass
+class WorkerSettings:
+    views: tuple[str, ...]
+    obs_frames: int
+    replan_every: int
+    camera_size: int = 128
+    render: str = "lazy"
+    settle_steps: int = 5
+    video_fps: int = 20
+
+
+def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> None:
+    """Worker process: one env, rollouts pulled from ``job_q``, observations to ``req_q``,
+    action chunks from ``act_q``."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        import torch  # noqa: F401  (only to cap its threads if something imports it)
+        torch.set_num_threads(1)
+    except Exception:
+        pass
+    from .libero.envs import LiberoEnv
+
+    env, env_key = None, None
+    try:
+        while True:
+            job: RolloutJob | None = job_q.get()
+            if job is None:
+                break
+            try:
+                req_q.put(("start", wid, job.id, None))
+                t_create = time.time()
+                key = (job.spec, job.max_steps)
+                if env is None or env_key != key:
+                    if env is not None:
+                        env.close()
+                    env = LiberoEnv(job.spec, seed=job.rollout_seed, camera_size=settings.camera_size,
+                                    render=settings.render, views=settings.views, obs_frames=settings.obs_frames,
+                                    replan_every=settings.replan_every, max_steps=job.max_steps,
+                                    settle_steps=settings.settle_steps)
+                    env_key = key
+                t_start = time.time()
+                env.record_video = job.video_path is not None
+                obs = env.reset(init_state=job.init_state, seed=job.rollout_seed)
+                n_calls = 0
+                while True:
+                    req_q.put(("obs", wid, job.id, obs))
+                    msg = act_q.get()
+                    if msg[0] != "act":
+                        raise RuntimeError(f"worker {wid}: unexpected message {msg[0]!r}")
+                    n_calls += 1
+                    env.execute_chunk(msg[1])
+                    if env.done:
+                        break
+                    obs = env.observation()
+                video = None
+                if job.video_path:
+                    video = _write_video(job.video_path, env.video_frames, settings.video_fps, env.success)
+                result = {"success": bool(env.success), "steps": int(env.t), "wall_time_s": time.time() - t_start,
+                          "env_create_s": t_start - t_create,
+                          "n_policy_calls": n_calls, "n_renders": int(env.n_renders), "video": video, "worker": wid}
+                req_q.put(("done", wid, job.id, result))
+            except Exception:
+                req_q.put(("error", wid, job.id, traceback.format_exc()))
+                return
+    finally:
+        if env is not None:
+            env.close()
+
+
+def _write_video(path: str, frames: list[np.ndarray], fps: int, success: bool) -> str | None:
+    if not frames:
+        return None
+    import imageio
+
+    p = Path(path)
+    p = p.with_name(f"{p.stem}_{'success' if success else 'fail'}{p.suffix}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.stem}.", suffix=p.suffix)
+    os.close(fd)
+    try:
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(p)
+
+
+# ----------------------------------------------------------------------------- policy
+class _Policy:
+    """Wraps a Method (or anything with ``predict_action`` and a ``cfg``) for batched calls on
+    uint8 observation histories (B, V, To, 3, H, W) in LIBERO's stored orientation."""
+
+    def __init__(self, method: Any, flip_vertical: bool, device: str | None):
+        import torch
+
+        self.method = method
+        self.flip_vertical = flip_vertical
+        if device and device != "auto" and hasattr(method, "to"):
+            method.to(device)
+        if hasattr(method, "eval"):
+            method.eval()
+        self.device = getattr(method, "device", torch.device("cpu"))
+        cfg = getattr(method, "cfg", None)
+        self.views = tuple(getattr(cfg, "views", ("agentview_rgb", "eye_in_hand_rgb")))
+        self.obs_frames = int(getattr(cfg, "obs_frames", 2))
+        self.horizon = int(getattr(cfg, "action_horizon", 16))
+        self.name = getattr(method, "name", type(method).__name__)
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+        self.time_s = 0.0
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        import torch
+
+        t0 = time.time()
+        if self.flip_vertical:
+            obs = obs[..., ::-1, :]
+        x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device)
+        with torch.no_grad():
+            a = self.method.predict_action({"obs": x})
+        a = a.detach().float().cpu().numpy().astype(np.float64)
+        if a.ndim != 3 or a.shape[0] != obs.shape[0] or a.shape[2] != 7:
+            raise RuntimeError(f"{self.name}.predict_action returned shape {a.shape}; expected ({obs.shape[0]}, H, 7)")
+        self.calls += 1
+        self.batch_sizes.append(obs.shape[0])
+        self.time_s += time.time() - t0
+        return a
+
+
+def _resolve_policy(policy: Any, device: str | None) -> tuple[Any, str, bool | None]:
+    """-> (method, checkpoint string, flip_vertical from the checkpoint's config or None)."""
+    if isinstance(policy, (str, os.PathLike)):
+        from .checkpoint import load_method, resolve_checkpoint
+
+        ckpt = resolve_checkpoint(policy)
+        dev = device if device and device != "auto" else _auto_device()
+        method = load_method(ckpt, device=dev)
+        return method, str(ckpt), _checkpoint_flip(ckpt)
+    if hasattr(policy, "predict_action"):
+        return policy, "", None
+    if callable(policy):
+        method = policy()
+        if not hasattr(method, "predict_action"):
+            raise TypeError(f"policy factory {policy!r} returned {type(method).__name__}, which has no predict_action")
+        return method, "", None
+    raise TypeError(f"policy must be a checkpoint path, a Method or a factory returning one; got {type(policy).__name__}")
+
+
+def _auto_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _checkpoint_flip(ckpt: Path) -> bool | None:
+    """``data.flip_vertical`` of the run that produced the checkpoint (the loader's flip)."""
+    f = Path(ckpt) / "config.yaml"
+    if not f.is_file():
+        return None
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(f)
+        v = OmegaConf.select(cfg, "data.flip_vertical")
+        return None if v is None else bool(v)
+    except Exception as e:  # a broken config must not be silently ignored
+        raise RuntimeError(f"{f}: cannot read data.flip_vertical ({e})") from None
+
+
+# ----------------------------------------------------------------------------- evaluate
+def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id", "ood"), n_rollouts: int = 50,
+             seed: int = 0, num_workers: int = 2, max_steps: int | None = None, replan_every: int = 16,
+             obs_frames: int | None = None, video_dir: str | os.PathLike | None = None,
+             row_sink: Callable[[dict[str, Any]], None] | None = None, run_meta: dict[str, Any] | None = None,
+             out_dir: str | os.PathLike | None = None, camera_size: int = 128, render: str = "lazy",
+             settle_steps: int = 5, ood_margin: float = 0.03, ood_seed: int = 0, flip_vertical: bool | None = None,
+             device: str | None = "auto", resume: bool = True, progress: bool = True,
+             episodes: Sequence[int] | None = None) -> "pd.DataFrame":  # noqa: F821
+    """Roll out ``policy`` on every (task, condition), ``n_rollouts`` episodes each.
+
+    policy        a checkpoint/run folder, a :class:`Method`, or a zero-argument factory of one.
+    num_workers   env processes; 0 runs everything in this process, one env, batch 1.
+    obs_frames    frames of history; default the method's ``cfg.obs_frames``.
+    render        "lazy" (only the frames the policy reads) or "every_step".
+    flip_vertical flip frames before the policy (the training loader's flip); default: the
+                  checkpoint's ``data.flip_vertical``, else True (train.yaml's default).
+    run_meta      columns copied into every row (run_id, sweep, cell, method, variant, seed =
+                  training seed, checkpoint, ...).
+    out_dir       where ``rollouts.jsonl`` is appended (and read back to skip done rollouts).
+    episodes      explicit episode indices instead of ``range(n_rollouts)``.
+    Returns a DataFrame with one row per rollout (including ones found done in ``out_dir``).
+    """
+    import pandas as pd
+    import torch
+
+    from .libero.tasks import get_task, load_init_states
+
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    conditions = list(conditions)
+    bad = [c for c in conditions if c not in ("id", "ood")]
+    if bad or not conditions:
+        raise ValueError(f"conditions={conditions}: each must be 'id' or 'ood'")
+    if not tasks:
+        raise ValueError("tasks is empty")
+    if n_rollouts < 1 and episodes is None:
+        raise ValueError(f"n_rollouts must be >= 1, got {n_rollouts}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    episodes = list(range(n_rollouts)) if episodes is None else [int(e) for e in episodes]
+
+    method, ckpt, ckpt_flip = _resolve_policy(policy, device)
+    flip = flip_vertical if flip_vertical is not None else (ckpt_flip if ckpt_flip is not None else True)
+    pol = _Policy(method, flip, device)
+    if replan_every < 1 or replan_every > pol.horizon:
+        raise ValueError(f"replan_every={replan_every} must be in 1..{pol.horizon} (the method's action_horizon)")
+    to = int(obs_frames) if obs_frames is not None else pol.obs_frames
+    if to != pol.obs_frames:
+        raise ValueError(f"obs_frames={to} but method {pol.name} takes {pol.obs_frames} frames")
+    torch.manual_seed(seed)
+
+    meta = dict(run_meta or {})
+    base = {"run_id": meta.pop("run_id", ""), "sweep": meta.pop("sweep", ""), "cell": meta.pop("cell", ""),
+            "method": meta.pop("method", pol.name), "variant": meta.pop("variant", ""),
+            "seed": int(meta.pop("seed", seed)), "checkpoint": str(meta.pop("checkpoint", ckpt))}
+    base.update(meta)
+
+    out = Path(out_dir) if out_dir is not None else None
+    jsonl = None
+    done_rows: dict[tuple, dict] = {}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        jsonl = out / ROLLOUTS_FILE
+        if resume:
+            for r in read_jsonl(jsonl):
+                done_rows[_row_key(r)] = r
+
+    # ---- jobs, grouped by (task, condition) so that workers keep their env
+    jobs: list[RolloutJob] = []
+    rows_prev: list[dict] = []
+    for task in tasks:
+        for cond in conditions:
+            spec = get_task(task, cond, ood_margin=ood_margin, ood_seed=ood_seed)
+            steps = int(max_steps) if max_steps is not None else int(spec.max_steps)
+            name = spec.short or spec.key
+            pending = []
+            for ep in episodes:
+                rs = rollout_seed(seed, spec.key, cond, ep)
+                key = _row_key({**base, "task": name, "condition": cond, "rollout_seed": rs, "episode": ep,
+                                "max_steps": steps, "replan_every": replan_every})
+                if key in done_rows:
+                    rows_prev.append(done_rows[key])
+                else:
+                    pending.append((ep, rs))
+            if not pending:
+                continue
+            states = np.asarray(load_init_states(spec, n=max(ep for ep, _ in pending) + 1) if cond == "ood"
+                                else load_init_states(spec))
+            for ep, rs in pending:
+                vp = None
+                if video_dir is not None:
+                    vp = str(Path(video_dir) / f"{name.replace('/', '__')}_{cond}_ep{ep:03d}.mp4")
+                jobs.append(RolloutJob(id=len(jobs), spec=spec, task=name, condition=cond, episode=ep,
+                                       rollout_seed=rs, init_state=states[ep % len(states)],
+                                       init_state_index=ep % len(states), max_steps=steps, video_path=vp))
+    if rows_prev:
+        log.info("evaluate: %d rollouts already in %s, skipping them", len(rows_prev), jsonl)
+
+    settings = WorkerSettings(views=pol.views, obs_frames=to, replan_every=replan_every, camera_size=camera_size,
+                              render="every_step" if video_dir is not None else render, settle_steps=settle_steps)
+    new_rows: list[dict] = []
+
+    def finish(job: RolloutJob, result: dict) -> dict:
+        row = dict(base)
+        row.update(task=job.task, condition=job.condition, episode=job.episode, rollout_seed=job.rollout_seed,
+                   success=bool(result["success"]), steps=int(result["steps"]),
+                   wall_time_s=float(result["wall_time_s"]), env_create_s=float(result.get("env_create_s", 0.0)),
+                   eval_seed=int(seed), max_steps=job.max_steps,
+                   replan_every=replan_every, obs_frames=to, init_state_index=job.init_state_index,
+                   render=settings.render, n_policy_calls=int(result["n_policy_calls"]),
+                   n_renders=int(result["n_renders"]), video=result.get("video") or "", suite=job.spec.suite,
+                   task_key=job.spec.key)
+        if jsonl is not None:
+            append_jsonl(jsonl, row)
+        if row_sink is not None:
+            row_sink(row)
+        new_rows.append(row)
+        return row
+
+    if jobs:
+        bar = _progress(len(jobs), progress)
+        try:
+            if num_workers == 0:
+                _run_serial(jobs, settings, pol, finish, bar)
+            else:
+                _run_pool(jobs, settings, pol, finish, bar, min(num_workers, len(jobs)))
+        finally:
+            bar.close()
+    cols = ["run_id", "sweep", "cell", "method", "variant", "task", "condition", "seed", "episode", "rollout_seed",
+            "success", "steps", "wall_time_s", "checkpoint"]
+    df = pd.DataFrame(rows_prev + new_rows)
+    if df.empty:
+        df = pd.DataFrame(columns=cols)
+    rest = [c for c in df.columns if c not in cols]
+    df = df[cols + rest].sort_values(["task", "condition", "episode"], kind="stable").reset_index(drop=True)
+    df.attrs["policy_calls"] = pol.calls
+    df.attrs["policy_batch_sizes"] = list(pol.batch_sizes)
+    df.attrs["policy_time_s"] = pol.time_s
+    return df
+
+
+class _Bar:
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="rollouts", unit="ep", disable=not enabled, dynamic_ncols=True)
+        self.n = 0
+        self.ok = 0
+
+    def update(self, row: dict) -> None:
+        self.n += 1
+        self.ok += int(bool(row["success"]))
+        self.bar.set_postfix(success=f"{self.ok / self.n:.2f}", last=f"{row['task']}/{row['condition']}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(total: int, enabled: bool) -> _Bar:
+    return _Bar(total, enabled)
+
+
+def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, bar: _Bar) -> None:
+    """One env in this process, batch-1 policy calls (the public code's way, and the fallback)."""
+    from .libero.envs import LiberoEnv
+
+    env, env_key = None, None
+    try:
+        for job in jobs:
+            t_create = time.time()
+            key = (job.spec, job.max_steps)
+            if env is None or env_key != key:
+                if env is not None:
+                    env.close()
+                env = LiberoEnv(job.spec, seed=job.rollout_seed, camera_size=s.camera_size, render=s.render,
+                                views=s.views, obs_frames=s.obs_frames, replan_every=s.replan_every,
+                                max_steps=job.max_steps, settle_steps=s.settle_steps)
+                env_key = key
+            t0 = time.time()
+            env.record_video = job.video_path is not None
+            obs = env.reset(init_state=job.init_state, seed=job.rollout_seed)
+            calls = 0
+            while True:
+                chunk = pol(obs[None])[0]
+                calls += 1
+                env.execute_chunk(chunk)
+                if env.done:
+                    break
+                obs = env.observation()
+            video = _write_video(job.video_path, env.video_frames, s.video_fps, env.success) if job.video_path else None
+            bar.update(finish(job, {"success": env.success, "steps": env.t, "wall_time_s": time.time() - t0,
+                                    "env_create_s": t0 - t_create,
+                                    "n_policy_calls": calls, "n_renders": env.n_renders, "video": video}))
+    finally:
+        if env is not None:
+            env.close()
+
+
+def _run_pool(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, bar: _Bar, n_workers: int,
+              poll_s: float = 1.0) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    job_q, req_q = ctx.Queue(), ctx.Queue()
+    act_qs = [ctx.Queue() for _ in range(n_workers)]
+    procs = [ctx.Process(target=_worker_main, args=(w, s, job_q, req_q, act_qs[w]), daemon=True,
+                         name=f"uwmbench-eval-{w}") for w in range(n_workers)]
+    for job in jobs:
+        job_q.put(job)
+    for _ in procs:
+        job_q.put(None)
+    by_id = {j.id: j for j in jobs}
+    state = ["idle"] * n_workers       # idle | resetting | waiting | stepping
+    pending: dict[int, tuple[int, np.ndarray]] = {}
+    n_done = 0
+    try:
+        for p in procs:
+            p.start()
+        while n_done < len(jobs):
+            try:
+                kind, wid, jid, payload = req_q.get(timeout=poll_s)
+            except queue.Empty:
+                dead = [f"worker {w} (exit code {p.exitcode})" for w, p in enumerate(procs)
+                        if not p.is_alive() and state[w] != "idle"]
+                if dead:
+                    raise RuntimeError(f"evaluation worker died: {', '.join(dead)}")
+                if all(not p.is_alive() for p in procs):
+                    raise RuntimeError(f"all evaluation workers exited with {len(jobs) - n_done} rollouts left")
+                kind = None
+            if kind == "start":
+                state[wid] = "resetting"
+            elif kind == "obs":
+                state[wid] = "waiting"
+                pending[wid] = (jid, payload)
+            elif kind == "done":
+                state[wid] = "idle"
+                n_done += 1
+                bar.update(finish(by_id[jid], payload))
+            elif kind == "error":
+                job = by_id.get(jid)
+                raise RuntimeError(f"evaluation worker {wid} failed on {job.task if job else '?'}/"
+                                   f"{job.condition if job else '?'} episode {job.episode if job else '?'}:\n{payload}")
+            # batch: once no worker is mid-chunk, every worker that will ask soon has asked
+            if pending and "stepping" not in state:
+                wids = sorted(pending)
+                chunks = pol(np.stack([pending[w][1] for w in wids]))
+                for w, c in zip(wids, chunks):
+                    act_qs[w].put(("act", c))
+                    state[w] = "stepping"
+                pending.clear()
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+        for q in [job_q, req_q, *act_qs]:
+            q.cancel_join_thread()
+            q.close()
+
+
+# ----------------------------------------------------------------------------- summary
+def summarize(df: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+    """Success rate per (method, task, condition) with the binomial standard error."""
+    if df.empty:
+        return df
+    g = df.groupby(["method", "task", "condition"], sort=True)
+    s = g.agg(n=("success", "size"), success_rate=("success", "mean"), mean_steps=("steps", "mean"),
+              wall_time_s=("wall_time_s", "sum")).reset_index()
+    s["stderr"] = np.sqrt(s["success_rate"] * (1 - s["success_rate"]) / s["n"].clip(lower=1))
+    return s
+
+
+def _markdown(df: "pd.DataFrame") -> str:  # noqa: F821
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- CLI
+@dataclass
+class EvaluateConfig:
+    checkpoint: str | None = None        # checkpoint or run folder
+    method: str | None = None            # or: an untrained registered method (smoke runs)
+    method_size: str = "tiny"
+    tasks: list[str] = field(default_factory=lambda: ["book_caddy"])
+    conditions: list[str] = field(default_factory=lambda: ["id", "ood"])
+    n_rollouts: int = 50
+    seed: int = 0
+    workers: int = 2
+    max_steps: int | None = None
+    replan_every: int = 16
+    obs_frames: int | None = None
+    camera_size: int = 128
+    render: str = "lazy"
+    settle_steps: int = 5
+    ood_margin: float = 0.03
+    ood_seed: int = 0
+    out: str | None = None
+    video: bool = False
+    flip_vertical: bool | None = None
+    device: str = "auto"
+    resume: bool = True
+    run_id: str = ""
+    sweep: str = ""
+    cell: str = ""
+    variant: str = ""
+    train_seed: int | None = None
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        print("options (key=value):")
+        for f in dataclasses.fields(EvaluateConfig):
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            print(f"  {f.name}={d}")
+        return 0
+    from uwmbench.config import ConfigError, load_config, typed
+
+    cfg = typed(load_config("evaluate", argv), EvaluateConfig, "evaluate")
+    if (cfg.checkpoint is None) == (cfg.method is None):
+        raise ConfigError("give exactly one of checkpoint=PATH or method=NAME (untrained, for smoke runs)")
+    if cfg.render not in ("lazy", "every_step"):
+        raise ConfigError(f"render={cfg.render!r} must be lazy or every_step")
+    if cfg.checkpoint is not None:
+        policy: Any = cfg.checkpoint
+    else:
+        from ..methods.base import build_method
+
+        policy = build_method(cfg.method, size=cfg.method_size)
+    out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S")
+    meta = {"run_id": cfg.run_id, "sweep": cfg.sweep, "cell": cfg.cell, "variant": cfg.variant}
+    if cfg.train_seed is not None:
+        meta["seed"] = cfg.train_seed
+    df = evaluate(policy, cfg.tasks, conditions=cfg.conditions, n_rollouts=cfg.n_rollouts, seed=cfg.seed,
+                  num_workers=cfg.workers, max_steps=cfg.max_steps, replan_every=cfg.replan_every,
+                  obs_frames=cfg.obs_frames, video_dir=(out / "videos") if cfg.video else None, run_meta=meta,
+                  out_dir=out, camera_size=cfg.camera_size, render=cfg.render, settle_steps=cfg.settle_steps,
+                  ood_margin=cfg.ood_margin, ood_seed=cfg.ood_seed, flip_vertical=cfg.flip_vertical,
+                  device=cfg.device, resume=cfg.resume)
+    summary = summarize(df)
+    md = _markdown(summary)
+    _atomic_write(out / "summary.csv", summary.to_csv(index=False))
+    _atomic_write(out / "summary.md", md + "\n")
+    print(md)
+    print(f"\nrows: {out / ROLLOUTS_FILE}\nsummary: {out / 'summary.csv'}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["evaluate", "rollout_seed", "summarize", "append_jsonl", "read_jsonl", "main", "EvaluateConfig"]

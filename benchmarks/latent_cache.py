@@ -1,0 +1,308 @@
+"""Precomputed VAE latent cache (the VAE is frozen: encoding the same frames every step is waste).
+
+One file per (source file, key) under ``data.cache_dir``::
+
+    <cache_dir>/<source name>-<key>.h5
+        attrs:  key, meta (JSON: source, views, encoder, latent shape, ...), complete
+        latents/<episode>/<view>   float16 (T, C, h, w)   every frame of every selected episode
+
+``key`` = sha256 of (absolute path, file size, mtime, selected episodes, views, vertical flip,
+frame shape, encoder fingerprint). Any change to the data file, the episode selection, the
+views/orientation or the encoder (weights, scaling, resize/crop) gives a new key and the cache
+is rebuilt; an unchanged key reuses the file without touching the encoder. Files are written to
+a temporary name and renamed when complete (a crash never leaves a half cache under the final
+name); concurrent builders of the same key wait on a lock file and reuse the winner's file.
+
+Augmentation: the cache holds the *center crop* (the eval-time view, exactly what
+``LatentEncoder.encode`` computes). The random crop / colour jitter of training apply to the
+current observation images, which methods still receive as uint8 and encode with their
+trainable encoder; diffused latent targets come from the center crop. ``data.latent_cache=false``
+is the exact on-the-fly path (the method encodes images each step, e.g. PAD's
+``augment_latents``). See ``docs/data.md``.
+
+CLI: ``uwmbench cache-latents method=uwm data.sources=[{path:demos.hdf5}]`` builds the caches
+ahead of time (the same ones ``uwmbench train`` with the same data/method config uses).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data_sources import DataError, EpisodeMemory, EpisodeSource
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- keys
+def cache_key(source: EpisodeSource, encoder_fingerprint: str) -> str:
+    ident = dict(format=CACHE_FORMAT, source=source.identity(), episodes=list(source.episodes),
+                 views=list(source.views), frame_shape=list(source.frame_shape), encoder=encoder_fingerprint)
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cache_path(cache_dir: str, source: EpisodeSource, key: str) -> str:
+    stem = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in Path(source.path).name)[:80]
+    return os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), f"{stem}-{key}.h5")
+
+
+# ----------------------------------------------------------------------------- reading
+class LatentCacheReader:
+    """Lazy, per-process reader of one cache file (handles never pickled)."""
+
+    def __init__(self, path: str, key: str, episodes: list[str], views: tuple[str, ...], memory_bytes: int = 1 << 30):
+        self.path = path
+        self.key = key
+        self.episodes = list(episodes)
+        self.views = tuple(views)
+        self._memory_bytes = int(memory_bytes)
+        self._memory = EpisodeMemory(self._memory_bytes)
+        self._h5 = None
+        self._pid = os.getpid()
+
+    def __getstate__(self):
+        d = self.__dict__.copy()
+        d["_h5"] = None
+        d["_memory"] = None
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._memory = EpisodeMemory(self._memory_bytes)
+        self._pid = os.getpid()
+
+    def _file(self):
+        import h5py
+        if self._pid != os.getpid():  # forked: drop the parent's handle, keep its arrays
+            self._h5, self._pid = None, os.getpid()
+        if self._h5 is None:
+            try:
+                self._h5 = h5py.File(self.path, "r")
+            except OSError as e:
+                raise DataError(f"{self.path}: cannot open the latent cache ({e}); delete it to rebuild") from None
+        return self._h5
+
+    def read(self, ep: str, view: str, start: int, stop: int) -> np.ndarray:
+        f = self._file()
+        k = f"latents/{ep}/{view}"
+        arr = self._memory.get(k)
+        if arr is None:
+            try:
+                ds = f[k]
+                if self._memory.room_for(ds.size * ds.dtype.itemsize):
+                    arr = ds[()]
+                    self._memory.put(k, arr)
+                else:
+                    return ds[start:stop]
+            except KeyError:
+                raise DataError(f"{self.path}: missing key {k!r} in the latent cache; delete the file to rebuild") from None
+        return arr[start:stop]
+
+    def latent_shape(self) -> tuple[int, ...]:
+        f = self._file()
+        return tuple(f[f"latents/{self.episodes[0]}/{self.views[0]}"].shape[1:])
+
+    def close(self):
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+
+def _valid_cache(path: str, key: str, episodes: list[str], views: tuple[str, ...]) -> bool:
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("key") != key or not bool(f.attrs.get("complete", False)):
+                return False
+            g = f["latents"]
+            return all(ep in g and all(v in g[ep] for v in views) for ep in episodes)
+    except Exception:
+        return False
+
+
+# ----------------------------------------------------------------------------- building
+def _encoder_device(encoder) -> torch.device:
+    try:
+        return next(encoder.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _lock(path: str):
+    """Exclusive advisory lock (fcntl) so concurrent runs build a cache once; no-op where
+    locking is unsupported."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    fd = os.open(path + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def ensure_latent_cache(source: EpisodeSource, encoder, cache_dir: str, batch_size: int = 64,
+                        progress: bool = True) -> LatentCacheReader:
+    """Reader of the cache of ``source`` for ``encoder``; builds it if missing or stale."""
+    key = cache_key(source, encoder.fingerprint())
+    path = cache_path(cache_dir, source, key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not _valid_cache(path, key, source.episodes, source.views):
+        with _lock(path):
+            if not _valid_cache(path, key, source.episodes, source.views):
+                build_latent_cache(source, encoder, path, key, batch_size, progress)
+            else:
+                log.info("latent cache %s was built by another process", path)
+    else:
+        log.info("latent cache: reusing %s", path)
+    return LatentCacheReader(path, key, source.episodes, source.views, memory_bytes=source._memory_bytes)
+
+
+@torch.no_grad()
+def build_latent_cache(source: EpisodeSource, encoder, path: str, key: str, batch_size: int = 64,
+                       progress: bool = True) -> str:
+    """Encode every frame of every selected episode (all views) and write ``path`` atomically."""
+    import h5py
+    from tqdm import tqdm
+
+    home = _encoder_device(encoder)
+    dev = home
+    if home.type == "cpu" and torch.cuda.is_available() and hasattr(encoder, "to"):
+        # the trainer builds datasets before moving the method to the GPU: encode there anyway
+        dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        encoder.to(dev)
+    was_training = getattr(encoder, "training", False)
+    if hasattr(encoder, "eval"):
+        encoder.eval()
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    total = source.num_frames() * len(source.views)
+    t0 = time.time()
+    latent_shape = None
+    try:
+        with h5py.File(tmp, "w") as f:
+            g = f.create_group("latents")
+            bar = tqdm(total=total, desc=f"latent cache {source.name}", unit="frame", disable=not progress,
+                       dynamic_ncols=True)
+            for ep in source.episodes:
+                frames = torch.from_numpy(source.load_episode_frames(ep))  # (T, V, 3, H, W) uint8
+                t, v = frames.shape[:2]
+                flat = frames.reshape(t * v, *frames.shape[2:])
+                outs = []
+                for i in range(0, flat.shape[0], batch_size):
+                    z = encoder.encode(flat[i:i + batch_size].to(dev))
+                    outs.append(z.float().cpu())
+                    bar.update(min(batch_size, flat.shape[0] - i))
+                z = torch.cat(outs).reshape(t, v, *outs[0].shape[1:]).numpy()
+                if not np.all(np.isfinite(z)):
+                    raise RuntimeError(f"latent cache: the encoder returned non-finite latents for {source.path}:{ep}")
+                latent_shape = z.shape[2:]
+                eg = g.create_group(ep)
+                for vi, view in enumerate(source.views):
+                    eg.create_dataset(view, data=z[:, vi].astype(np.float16))
+            bar.close()
+            meta = dict(source=source.identity(), episodes=len(source.episodes), frames=source.num_frames(),
+                        views=list(source.views), frame_shape=list(source.frame_shape),
+                        encoder=encoder.fingerprint(), encoder_source=str(getattr(encoder, "source", "?")),
+                        latent_shape=list(latent_shape or ()), built=time.strftime("%Y-%m-%d %H:%M:%S"),
+                        seconds=round(time.time() - t0, 2))
+            f.attrs["key"] = key
+            f.attrs["meta"] = json.dumps(meta)
+            f.attrs["complete"] = True
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    finally:
+        source._memory.clear()  # frames decoded for encoding are not kept in this process
+        if was_training and hasattr(encoder, "train"):
+            encoder.train(True)
+        if dev != home:
+            encoder.to(home)
+    log.info("latent cache: wrote %s (%d frames x %d views, %.1f s)", path, source.num_frames(), len(source.views),
+             time.time() - t0)
+    return path
+
+
+def cache_info(path: str) -> dict[str, Any]:
+    import h5py
+    with h5py.File(path, "r") as f:
+        meta = json.loads(f.attrs.get("meta", "{}"))
+    meta["path"] = path
+    meta["size_mb"] = round(os.path.getsize(path) / 2**20, 2)
+    return meta
+
+
+# ----------------------------------------------------------------------------- CLI
+def cache_latents(data_cfg, method, progress: bool = True) -> list[dict[str, Any]]:
+    """Build (or find) the latent caches that ``build_datasets(data_cfg, method)`` will use."""
+    from .data import LATENT_KEYS, WindowSpec, data_config_from, method_batch_keys, open_sources
+    data_cfg = data_config_from(data_cfg)
+    keys = method_batch_keys(method, True)
+    encoder = getattr(method, "latent_encoder", None)
+    if encoder is None or not any(k in keys for k in LATENT_KEYS):
+        return []
+    rows = []
+    for _, files in open_sources(data_cfg, WindowSpec.from_method(method)):
+        for src in files:
+            t0 = time.time()
+            key = cache_key(src, encoder.fingerprint())
+            existed = _valid_cache(cache_path(data_cfg.cache_dir, src, key), key, src.episodes, src.views)
+            reader = ensure_latent_cache(src, encoder, data_cfg.cache_dir, data_cfg.cache_batch_size, progress)
+            rows.append({**cache_info(reader.path), "reused": existed, "wall_s": round(time.time() - t0, 2)})
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    from ..config import load_config, to_container
+    from ..methods.base import method_from_config
+    p = argparse.ArgumentParser(prog="uwmbench cache-latents",
+                                description="Precompute the VAE latent cache of a dataset (config: configs/cache_latents.yaml).")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="hydra overrides, e.g. method=uwm data.sources=[{path:demos.hdf5}]")
+    a = p.parse_args(argv)
+    cfg = to_container(load_config("cache_latents", a.overrides))
+    if a.print_config:
+        from ..config import dump_yaml
+        print(dump_yaml(cfg))
+        return 0
+    device = cfg.get("device", "auto")
+    device = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    torch.manual_seed(int(cfg.get("seed", 0)))  # the trainer seeds the same way: random:* encoders match
+    method = method_from_config(dict(cfg["method"]))
+    if getattr(method, "latent_encoder", None) is None:
+        print(f"method {method.name!r} has no latent encoder: nothing to cache")
+        return 0
+    method.latent_encoder.to(device)
+    rows = cache_latents(cfg.get("data", {}), method, progress=True)
+    if not rows:
+        print(f"method {method.name!r} does not read cached latents with this config: nothing to cache")
+        return 0
+    for r in rows:
+        state = "reused" if r["reused"] else "built"
+        print(f"{state:6s} {r['path']}  ({r['episodes']} episodes, {r['frames']} frames x {len(r['views'])} views, "
+              f"latent {tuple(r['latent_shape'])}, {r['size_mb']} MB, {r['wall_s']} s)")
+    return 0

@@ -1,0 +1,372 @@
+"""Scripted expert for LIBERO tasks, driven by the task's BDDL goal.
+
+Goal predicates -> skills:
+
+- ``(On obj target)`` / ``(In obj region)``: top-down pick of ``obj`` (grasp point and gripper yaw
+  from the object's collision-geometry box in the simulator), carry above the target (a region
+  site, e.g. ``basket_1_contain_region`` / ``flat_stove_1_cook_region``, or another object's top,
+  e.g. a plate), lower and release.
+- ``(Close region)`` / ``(Open region)`` of an articulated fixture (drawer): push/pull the drawer
+  along its joint axis from the region site (best effort).
+- ``(Turnon obj)`` / ``(Turnoff obj)``: press down on the object's knob/button (best effort).
+
+Predicates that already hold are skipped; the episode ends as soon as LIBERO's own success check
+(``env._check_success()``) is true. Actions are 7-d OSC_POSE deltas in [-1, 1] (robosuite scales
+position by 0.05 m and rotation by 0.5 rad per step); gripper -1 open, +1 closed.
+Diversity: ``jitter`` (m) perturbs every waypoint, ``action_noise`` adds Gaussian noise to each
+action, and ``speed`` varies the motion gain; all from one seeded ``np.random.Generator``.
+
+Planning runs without rendering; :func:`run_episode` returns the action list and the flattened
+sim states so observations can be rendered afterwards by replay (collect.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ExpertConfig:
+    jitter: float = 0.0          # m, uniform waypoint perturbation (xy), half of it on z
+    action_noise: float = 0.0    # std of Gaussian noise added to the arm part of each action
+    speed: float = 1.0           # gain multiplier (randomised +-20% per episode when noise > 0)
+    max_steps: int = 600
+    pos_tol: float = 0.01
+    grasp_depth: float = 0.025   # how far below the object's top the fingers close (capped at half height)
+    lift_height: float = 0.15    # carry height above the table objects
+    release_clearance: float = 0.03
+
+
+@dataclass
+class EpisodeResult:
+    success: bool
+    steps: int
+    actions: np.ndarray                 # (T, 7)
+    states: np.ndarray                  # (T, D): state BEFORE each action (LIBERO layout)
+    final_state: np.ndarray
+    skills: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+# ----------------------------------------------------------------------------------- sim geometry
+
+
+def _quat_wxyz_to_mat(q):
+    w, x, y, z = q
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def _rot_to_axis_angle(R):
+    cos = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
+    ang = np.arccos(cos)
+    if ang < 1e-6:
+        return np.zeros(3)
+    if np.pi - ang < 1e-4:
+        # 180 degrees: axis from the diagonal
+        ax = np.sqrt(np.maximum((np.diag(R) + 1) / 2, 0))
+        i = int(np.argmax(ax))
+        ax = R[:, i] + np.eye(3)[i]
+        return ax / np.linalg.norm(ax) * ang
+    ax = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2 * np.sin(ang))
+    return ax * ang
+
+
+class SimView:
+    """Positions and boxes of objects/sites from a LIBERO env (no rendering needed)."""
+
+    def __init__(self, env):
+        self.env = env.env if hasattr(env, "env") and hasattr(env.env, "sim") else env
+        self.sim = self.env.sim
+        m = self.sim.model
+        self._geoms: dict[str, np.ndarray] = {}
+        for name in list(self.env.objects_dict) + list(self.env.fixtures_dict):
+            obj = self.env.get_object(name)
+            root = m.body_name2id(obj.root_body)
+            ids = []
+            for g in range(m.ngeom):
+                b = m.geom_bodyid[g]
+                # geoms of the object's body subtree
+                while b != 0 and b != root:
+                    b = m.body_parentid[b]
+                if b == root and m.geom_contype[g] + m.geom_conaffinity[g] > 0:
+                    ids.append(g)
+            self._geoms[name] = np.array(ids, dtype=int)
+
+    def body_pos(self, name) -> np.ndarray:
+        obj = self.env.get_object(name)
+        return np.array(self.sim.data.body_xpos[self.sim.model.body_name2id(obj.root_body)])
+
+    def body_mat(self, name) -> np.ndarray:
+        obj = self.env.get_object(name)
+        return np.array(self.sim.data.body_xmat[self.sim.model.body_name2id(obj.root_body)]).reshape(3, 3)
+
+    def world_box(self, name) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned world box (lo, hi) of the object's collision geoms."""
+        d, m = self.sim.data, self.sim.model
+        pts = []
+        for g in self._geoms.get(name, []):
+            c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
+            R = d.geom_xmat[g].reshape(3, 3)
+            corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
+            pts.append(corners @ R.T + d.geom_xpos[g])
+        if not pts:
+            p = self.body_pos(name)
+            return p - 0.02, p + 0.02
+        pts = np.concatenate(pts)
+        return pts.min(0), pts.max(0)
+
+    def grasp_yaw(self, name) -> float:
+        """Yaw of the closing direction: across the object's narrowest horizontal extent."""
+        d, m = self.sim.data, self.sim.model
+        R = self.body_mat(name)
+        # extents of the geoms in the object's frame
+        pos = self.body_pos(name)
+        pts = []
+        for g in self._geoms.get(name, []):
+            c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
+            Rg = d.geom_xmat[g].reshape(3, 3)
+            corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
+            pts.append(((corners @ Rg.T + d.geom_xpos[g]) - pos) @ R)
+        if not pts:
+            return 0.0
+        pts = np.concatenate(pts)
+        ext = pts.max(0) - pts.min(0)
+        # the two body axes closest to horizontal
+        horiz = np.argsort(np.abs(R[2, :]))[:2]
+        a = min(horiz, key=lambda i: ext[i])
+        v = R[:, a]
+        return float(np.arctan2(v[1], v[0]))
+
+    def site_pos(self, name) -> np.ndarray | None:
+        site = self.env.object_sites_dict.get(name)
+        if site is None:
+            return None
+        return np.array(self.sim.data.get_site_xpos(site.name))
+
+    def eef_pos(self) -> np.ndarray:
+        r = self.env.robots[0]
+        return np.array(self.sim.data.site_xpos[r.eef_site_id])
+
+    def eef_mat(self) -> np.ndarray:
+        r = self.env.robots[0]
+        return np.array(self.sim.data.site_xmat[r.eef_site_id]).reshape(3, 3)
+
+    def finger_axis(self) -> np.ndarray:
+        """World direction between the finger pads (the closing axis)."""
+        m, d = self.sim.model, self.sim.data
+        names = [m.body_id2name(i) for i in range(m.nbody)]
+        l = [i for i, n in enumerate(names) if n and n.endswith("leftfinger")]
+        r = [i for i, n in enumerate(names) if n and n.endswith("rightfinger")]
+        if l and r:
+            v = d.body_xpos[l[0]] - d.body_xpos[r[0]]
+            if np.linalg.norm(v) > 1e-6:
+                return v / np.linalg.norm(v)
+        return self.eef_mat()[:, 1]
+
+    def gripper_width(self) -> float:
+        r = self.env.robots[0]
+        q = self.sim.data.qpos[r._ref_gripper_joint_pos_indexes]
+        return float(np.abs(q).sum())
+
+
+# ----------------------------------------------------------------------------------- expert
+
+
+class ScriptedExpert:
+    def __init__(self, env, cfg: ExpertConfig | None = None, seed: int = 0):
+        self.env = env
+        self.cfg = cfg or ExpertConfig()
+        self.rng = np.random.default_rng(seed)
+        self.view = SimView(env)
+        self.inner = self.view.env
+        noisy = self.cfg.jitter > 0 or self.cfg.action_noise > 0
+        self.gain = self.cfg.speed * (self.rng.uniform(0.8, 1.2) if noisy else 1.0)
+        self.actions: list[np.ndarray] = []
+        self.states: list[np.ndarray] = []
+        self.done = False
+        self.steps = 0
+        self.R_down = None
+        self.finger_yaw0 = 0.0
+
+    # -- low level
+    def _success(self) -> bool:
+        return bool(self.inner._check_success())
+
+    def _step(self, a: np.ndarray) -> None:
+        if self.steps >= self.cfg.max_steps or self.done:
+            raise _Stop()
+        a = np.clip(a, -1, 1)
+        self.states.append(self.inner.sim.get_state().flatten().copy())
+        self.actions.append(a.astype(np.float32))
+        self.inner.step(a)
+        self.steps += 1
+        if self._success():
+            self.done = True
+            raise _Stop()
+
+    def _rot_action(self, yaw: float) -> np.ndarray:
+        Rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+        Rt = Rz @ self.R_down
+        err = _rot_to_axis_angle(Rt @ self.view.eef_mat().T)
+        return np.clip(err / 0.5 * 1.5, -1, 1)
+
+    def move(self, target, yaw, grip, tol=None, max_steps=120, jitter=True):
+        target = np.array(target, dtype=float)
+        if jitter and self.cfg.jitter > 0:
+            target = target + self.rng.uniform(-1, 1, 3) * np.array([1, 1, 0.5]) * self.cfg.jitter
+        tol = tol or self.cfg.pos_tol
+        for _ in range(max_steps):
+            err = target - self.view.eef_pos()
+            rot = self._rot_action(yaw)
+            if np.linalg.norm(err) < tol and np.abs(rot).max() < 0.1:
+                return
+            a = np.zeros(7)
+            a[:3] = np.clip(err / 0.05 * 2.0 * self.gain, -1, 1)
+            a[3:6] = rot
+            if self.cfg.action_noise > 0:
+                a[:6] += self.rng.normal(0, self.cfg.action_noise, 6)
+            a[6] = grip
+            self._step(a)
+
+    def hold(self, yaw, grip, n):
+        p = self.view.eef_pos()
+        for _ in range(n):
+            a = np.zeros(7)
+            a[:3] = np.clip((p - self.view.eef_pos()) / 0.05 * 2.0, -1, 1)
+            a[3:6] = self._rot_action(yaw)
+            a[6] = grip
+            self._step(a)
+
+    # -- yaw: rotate the fingers' closing axis onto the wanted world direction (mod pi)
+    def _yaw_for(self, closing_yaw: float) -> float:
+        d = closing_yaw - self.finger_yaw0
+        d = (d + np.pi / 2) % np.pi - np.pi / 2
+        return float(d)
+
+    # -- skills
+    def pick(self, obj: str):
+        v = self.view
+        lo, hi = v.world_box(obj)
+        c = (lo + hi) / 2
+        height = hi[2] - lo[2]
+        depth = min(self.cfg.grasp_depth, height / 2)
+        # keep the fingertips off the table for flat objects
+        gz_min = lo[2] + 0.004
+        yaw = self._yaw_for(v.grasp_yaw(obj))
+        gz = max(hi[2] - depth, gz_min)
+        self.move([c[0], c[1], hi[2] + 0.08], yaw, -1, tol=0.02)
+        self.move([c[0], c[1], gz], yaw, -1, tol=0.008, jitter=False)
+        self.hold(yaw, 1, 12)
+        self.move([c[0], c[1], hi[2] + self.cfg.lift_height], yaw, 1, tol=0.03, jitter=False)
+        return yaw, self.view.eef_pos()[2] - v.world_box(obj)[0][2]
+
+    def place(self, obj: str, target_xy, target_top_z: float, yaw: float, carry_h: float):
+        # carry_h: eef height above the object's bottom while held
+        z_release = target_top_z + carry_h + self.cfg.release_clearance
+        z_carry = max(z_release + 0.06, self.view.eef_pos()[2])
+        self.move([target_xy[0], target_xy[1], z_carry], yaw, 1, tol=0.02)
+        self.move([target_xy[0], target_xy[1], z_release], yaw, 1, tol=0.01, jitter=False)
+        self.hold(yaw, -1, 10)
+        p = self.view.eef_pos()
+        self.move([p[0], p[1], p[2] + 0.1], yaw, -1, tol=0.03, jitter=False)
+
+    def _target(self, name: str):
+        """(xy, top_z) of a placement target: region site or object."""
+        site = self.view.site_pos(name)
+        env = self.inner
+        if name in env.objects_dict or name in env.fixtures_dict:
+            lo, hi = self.view.world_box(name)
+            p = self.view.body_pos(name)
+            return p[:2], hi[2]
+        if site is not None:
+            s = env.object_sites_dict[name]
+            size = np.array(getattr(s, "size", [0, 0, 0]), dtype=float)
+            # release from the region's center height (containers: above their rim and handle)
+            top = site[2]
+            return site[:2], top
+        raise KeyError(f"placement target {name!r} is neither a site nor an object")
+
+    def close_drawer(self, region: str):
+        site = self.view.site_pos(region)
+        if site is None:
+            raise _Unsupported(f"Close {region}: no site")
+        # push toward the cabinet: from the front (robot side, -x) of the region
+        yaw = 0.0
+        front = site.copy()
+        front[0] += 0.12
+        self.move([front[0], front[1], site[2] + 0.02], yaw, 1, tol=0.02)
+        self.move([site[0] - 0.05, site[1], site[2] + 0.02], yaw, 1, tol=0.01, max_steps=80)
+
+    def turn_on(self, obj: str):
+        lo, hi = self.view.world_box(obj)
+        c = (lo + hi) / 2
+        self.move([c[0], c[1], hi[2] + 0.05], 0.0, 1, tol=0.02)
+        self.move([c[0], c[1], hi[2] - 0.01], 0.0, 1, tol=0.01, max_steps=40)
+
+    def run(self) -> list[str]:
+        env = self.inner
+        self.R_down = self.view.eef_mat()
+        fa = self.view.finger_axis()
+        self.finger_yaw0 = float(np.arctan2(fa[1], fa[0]))
+        goals = env.parsed_problem["goal_state"]
+        done_skills = []
+        try:
+            for g in goals:
+                if env._eval_predicate(g):
+                    continue
+                kind = g[0].lower()
+                if kind in ("on", "in"):
+                    for _try in range(3):  # re-grasp when the object did not come up
+                        z0 = self.view.world_box(g[1])[0][2]
+                        yaw, carry_h = self.pick(g[1])
+                        if self.view.world_box(g[1])[0][2] > z0 + 0.04:
+                            break
+                        self.hold(yaw, -1, 8)
+                    xy, top = self._target(g[2])
+                    self.place(g[1], xy, top, yaw, carry_h)
+                elif kind == "close":
+                    self.close_drawer(g[1])
+                elif kind in ("turnon",):
+                    self.turn_on(g[1])
+                else:
+                    raise _Unsupported(f"predicate {g}")
+                done_skills.append(kind)
+            self.hold(0.0, -1, 5)
+        except _Stop:
+            pass
+        return done_skills
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def run_episode(env, init_state: np.ndarray, cfg: ExpertConfig | None = None, seed: int = 0) -> EpisodeResult:
+    """One scripted episode from ``init_state`` (env without rendering is fine)."""
+    env.reset()
+    env.set_init_state(init_state)
+    # let objects settle with a few no-op steps (as LIBERO's evaluation does), recorded as actions
+    ex = ScriptedExpert(env, cfg, seed)
+    err = ""
+    try:
+        for _ in range(5):
+            ex._step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
+        skills = ex.run()
+    except _Stop:
+        skills = []
+    except _Unsupported as e:
+        skills, err = [], f"unsupported: {e}"
+    success = bool(ex.inner._check_success())
+    return EpisodeResult(success=success, steps=ex.steps,
+                         actions=np.array(ex.actions, dtype=np.float32).reshape(-1, 7),
+                         states=np.array(ex.states), final_state=ex.inner.sim.get_state().flatten().copy(),
+                         skills=skills, error=err)

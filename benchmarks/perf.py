@@ -1,0 +1,155 @@
+"""``uwmbench perf``: speed benchmarks that print a table (and write it as CSV + Markdown).
+
+``uwmbench perf eval [task=book_caddy] [steps=64] [rollouts=4] [workers=2] [method=bc] [out=DIR]``
+    LIBERO evaluation throughput, same rollouts and the same (tiny, untrained, so every rollout
+    runs to ``steps``) policy under:
+
+    - ``serial_full``:  one env in this process, every step rendered, policy batch 1 (how the
+      public UWM code evaluates);
+    - ``serial_lazy``:  one env, only the frames the policy reads rendered;
+    - ``pool_lazy``:    our evaluator: ``workers`` env processes, lazy rendering, policy calls
+      batched across workers.
+
+    Columns: end-to-end wall time (env creation and worker start-up included), env steps/s,
+    rollouts/hour, camera frames rendered per step, policy calls and mean batch size. With a
+    short horizon the fixed costs (env creation ~5 s, reset ~3 s) weigh more than in a real
+    520-1000-step evaluation, which understates the gains of lazy rendering.
+
+``uwmbench perf train ...``
+    training throughput of every method (``uwmbench.benchmarks.perf_train``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VARIANTS = ("serial_full", "serial_lazy", "pool_lazy")
+
+
+@dataclass
+class PerfEvalConfig:
+    task: str = "book_caddy"
+    condition: str = "id"
+    steps: int = 64            # max_steps per rollout (the policy never succeeds: every rollout runs this long)
+    rollouts: int = 4
+    workers: int = 2
+    method: str = "bc"
+    method_size: str = "tiny"
+    replan_every: int = 16
+    camera_size: int = 128
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    out: str | None = None
+    seed: int = 0
+
+
+def _parse_kv(argv: list[str], schema: type) -> object:
+    import yaml
+
+    from uwmbench.config import ConfigError, typed
+
+    values = {}
+    for a in argv:
+        if "=" not in a:
+            raise ConfigError(f"argument {a!r} is not of the form key=value")
+        k, v = a.split("=", 1)
+        values[k.strip()] = yaml.safe_load(v)
+    return typed(values, schema, "perf")
+
+
+def run_eval_perf(cfg: PerfEvalConfig):
+    import pandas as pd
+    import torch
+
+    from ..methods.base import build_method
+    from .evaluate import evaluate
+
+    bad = [v for v in cfg.variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"variants {bad} unknown; known: {VARIANTS}")
+    torch.set_num_threads(1)
+    method = build_method(cfg.method, size=cfg.method_size)
+    rows = []
+    for variant in cfg.variants:
+        workers = cfg.workers if variant == "pool_lazy" else 0
+        render = "every_step" if variant == "serial_full" else "lazy"
+        t0 = time.time()
+        df = evaluate(method, [cfg.task], conditions=[cfg.condition], n_rollouts=cfg.rollouts, seed=cfg.seed,
+                      num_workers=workers, max_steps=cfg.steps, replan_every=cfg.replan_every,
+                      camera_size=cfg.camera_size, render=render, out_dir=None, progress=True)
+        wall = time.time() - t0
+        steps = int(df["steps"].sum())
+        sizes = df.attrs.get("policy_batch_sizes", [])
+        rows.append({
+            "variant": variant, "workers": workers, "render": render, "rollouts": len(df), "steps_per_rollout": cfg.steps,
+            "wall_s": round(wall, 1), "env_steps_per_s": round(steps / wall, 2),
+            "rollouts_per_hour": round(len(df) / wall * 3600, 1),
+            "mean_rollout_s": round(float(df["wall_time_s"].mean()), 1),
+            "renders_per_step": round(float(df["n_renders"].sum()) / max(steps, 1), 3),
+            "policy_calls": len(sizes), "mean_batch": round(sum(sizes) / max(len(sizes), 1), 2),
+            "policy_s": round(float(df.attrs.get("policy_time_s", 0.0)), 1),
+        })
+        print(f"perf eval: {variant}: {rows[-1]}", file=sys.stderr, flush=True)
+    table = pd.DataFrame(rows)
+    if "serial_full" in set(table["variant"]):
+        ref = float(table.loc[table["variant"] == "serial_full", "env_steps_per_s"].iloc[0])
+        table["speedup"] = (table["env_steps_per_s"] / ref).round(2)
+    return table
+
+
+def _markdown(df) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def _write(out: Path, name: str, table, header: str) -> None:
+    from .evaluate import _atomic_write
+
+    _atomic_write(out / f"{name}.csv", table.to_csv(index=False))
+    _atomic_write(out / f"{name}.md", header + "\n\n" + _markdown(table) + "\n")
+
+
+def _host() -> str:
+    import os
+    import platform
+
+    return f"{platform.node()} {os.cpu_count()} CPUs, MUJOCO_GL={os.environ.get('MUJOCO_GL', '')}"
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    sub, rest = argv[0], argv[1:]
+    if sub == "train":
+        from . import perf_train
+
+        return int(perf_train.main(rest) or 0)
+    if sub != "eval":
+        print(f"uwmbench perf: unknown benchmark {sub!r}; use `perf eval` or `perf train`", file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in rest):
+        print(__doc__)
+        for f in dataclasses.fields(PerfEvalConfig):
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            print(f"  {f.name}={d}")
+        return 0
+    cfg = _parse_kv(rest, PerfEvalConfig)
+    table = run_eval_perf(cfg)
+    out = Path(cfg.out) if cfg.out else Path("runs") / "perf" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    header = (f"# perf eval: {cfg.task}/{cfg.condition}, {cfg.rollouts} rollouts x {cfg.steps} steps, "
+              f"policy {cfg.method}/{cfg.method_size}, replan_every={cfg.replan_every}, "
+              f"{cfg.camera_size}px, host: {_host()}")
+    _write(out, "perf_eval", table, header)
+    print(header)
+    print(_markdown(table))
+    print(f"\nwritten: {out / 'perf_eval.csv'}, {out / 'perf_eval.md'}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["main", "run_eval_perf", "PerfEvalConfig"]

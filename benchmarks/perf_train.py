@@ -1,0 +1,134 @@
+"""``uwmbench perf train``: training throughput and policy latency of every method on synthetic
+LIBERO-shaped batches (the same setup as REFERENCE section 6: batch 36, 2 views x 2 frames of
+128x128 stored frames, 16 x 7 actions), in fp32 and bf16 autocast (CUDA), with and without
+the latent cache (UWM/PAD: cached latents skip the frozen VAE encode of the next frames).
+
+Prints a Markdown table and writes it (CSV + Markdown) to ``--out``. Measured numbers, never
+asserted by tests.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from ..methods.base import build_method, human_count, registered_methods
+
+
+def synthetic_batch(method, batch: int, raw: int, device, with_latents: bool):
+    cfg = method.cfg
+    v = len(cfg.views)
+    b = {
+        "obs": torch.randint(0, 256, (batch, v, cfg.obs_frames, 3, raw, raw), dtype=torch.uint8, device=device),
+        "next_obs": torch.randint(0, 256, (batch, v, cfg.next_frames, 3, raw, raw), dtype=torch.uint8, device=device),
+        "action": torch.rand(batch, cfg.action_horizon, cfg.action_dim, device=device) * 2 - 1,
+        "action_mask": torch.ones(batch, dtype=torch.bool, device=device),
+    }
+    enc = getattr(method, "latent_encoder", None)
+    if with_latents and enc is not None:
+        keys = method.batch_keys()
+        with torch.no_grad():
+            if "next_obs_latent" in keys:
+                b["next_obs_latent"] = enc.encode(b["next_obs"])
+            if "obs_latent" in keys:
+                b["obs_latent"] = enc.encode(b["obs"])
+    return b
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, precision: str, cached: bool,
+            raw: int = 128) -> dict:
+    over = {}
+    m0 = registered_methods()[name]
+    import dataclasses
+    if "vae" in {f.name for f in dataclasses.fields(m0.config_class)}:
+        from .. methods.cli import OFFLINE_VAE_ARCH
+        from ..methods.base import make_config
+        vae = make_config(name, size).vae
+        over["vae"] = OFFLINE_VAE_ARCH.get(vae, vae)
+    torch.manual_seed(0)
+    m = build_method(name, size, **over).to(device)
+    m.train()
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-4)
+    bf16 = precision == "bf16"
+    batch_d = synthetic_batch(m, batch, raw, device, cached)
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = m.compute_loss(batch_d)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    step_s = sorted(times)[len(times) // 2]
+    m.eval()
+    obs = {"obs": batch_d["obs"][:1]}
+    lat = []
+    for i in range(warmup + max(3, steps // 2)):
+        _sync(device)
+        t = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            m.predict_action(obs)
+        _sync(device)
+        if i >= warmup:
+            lat.append(time.perf_counter() - t)
+    trainable, frozen = m.parameter_counts()
+    del m, opt
+    return dict(method=name, size=size, device=str(device), precision=precision, latent_cache=cached, batch=batch,
+                trainable=human_count(trainable), frozen=human_count(frozen), step_s=round(step_s, 4),
+                samples_per_s=round(batch / step_s, 1), policy_latency_ms=round(1000 * sorted(lat)[len(lat) // 2], 1))
+
+
+def main(argv: list[str]) -> int:
+    import pandas as pd
+    p = argparse.ArgumentParser(prog="uwmbench perf train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default="uwm,dp,pad,gr1")
+    p.add_argument("--size", default="paper")
+    p.add_argument("--batch", type=int, default=36)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", default="auto", help="fp32 | bf16 | both | auto (both on CUDA, fp32 on CPU)")
+    p.add_argument("--raw", type=int, default=128, help="stored frame size")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/perf")
+    a = p.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    precs = {"both": ["fp32", "bf16"], "auto": ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]}.get(
+        a.precision, [a.precision])
+    rows = []
+    for name in a.methods.split(","):
+        for prec in precs:
+            cached_opts = [False, True] if name in ("uwm", "pad") else [False]
+            for cached in cached_opts:
+                r = measure(name, a.size, a.batch, a.steps, a.warmup, device, prec, cached, a.raw)
+                rows.append(r)
+                print(r, flush=True)
+    df = pd.DataFrame(rows)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "perf_train.csv", index=False)
+    md = df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False)
+    (out / "perf_train.md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False

@@ -1,0 +1,305 @@
+"""Protocol run (``uwmbench run``): pretrain (optional) -> finetune per task -> evaluate ID/OOD.
+
+One composed ``run`` config (configs/run.yaml) describes it. The run folder
+``<runs_root>/<run_id>/`` holds ``config.yaml`` (resolved), ``pretrain/`` and
+``finetune/<task>/`` (trainer run folders with checkpoints and metrics.csv), ``eval/<task>/<mode>/``
+(evaluator output), ``stages.json`` (finished stages) and ``DONE``. Result rows (one per rollout,
+one per run) go to the results store ``<store>``.
+
+Rerunning a finished run does nothing; an interrupted one resumes: finished stages are skipped,
+the trainer resumes from its latest checkpoint, the evaluator skips rollouts it has written.
+
+API: ``run_protocol(cfg) -> dict`` (the run row); ``uwmbench run key=value ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import ConfigError, dump_yaml, load_config, to_container, typed
+
+log = logging.getLogger(__name__)
+
+# A cell function: (composed run config) -> run row. Pluggable for tests / other protocols.
+CellFn = Callable[[Any], dict]
+
+
+@dataclass
+class StageConfig:
+    enabled: bool = True
+    checkpoint: str | None = None
+    gpus: int = 1
+    sources: list[Any] = field(default_factory=list)
+    cotrain: list[Any] = field(default_factory=list)
+    cotrain_video: str = "none"
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    n_rollouts: int = 50
+    conditions: list[str] = field(default_factory=lambda: ["id", "ood"])
+    num_workers: int = 8
+    max_steps: int = 1000
+    replan_every: int = 16
+    modes: list[str] = field(default_factory=lambda: ["policy"])
+    forward_dynamics_error: bool = False
+
+
+RUN_KEYS = {"method", "run_id", "sweep_name", "cell", "variant", "seed", "tasks", "runs_root", "store", "data_root",
+            "data", "pretrain", "finetune", "evaluate", "video_sets"}
+
+
+class RunInterrupted(RuntimeError):
+    """The trainer stopped before its last step (``trainer.stop_after``): the run is resumable."""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_dir_of(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["runs_root"]) / cfg["run_id"]
+
+
+def _resolve(cfg: Any) -> dict[str, Any]:
+    full = to_container(cfg)
+    unknown = sorted(set(full) - RUN_KEYS)
+    if unknown:
+        raise ConfigError(f"run config: unknown key(s) {unknown}; valid: {sorted(RUN_KEYS)}")
+    full.setdefault("seed", 0)
+    if not full.get("run_id"):
+        full["run_id"] = f"{full['method']['name']}-s{full['seed']}"
+    if ".." in Path(full["run_id"]).parts or Path(full["run_id"]).is_absolute():
+        raise ConfigError(f"run_id={full['run_id']!r} must be a relative name without '..'")
+    tasks = full.get("tasks")
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    if not tasks:
+        raise ConfigError("run config: tasks is empty")
+    full["tasks"] = list(tasks)
+    return full
+
+
+def _sources(stage: StageConfig, task: str | None, video_sets: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    out = []
+    for s in list(stage.sources) + list(stage.cotrain):
+        s = {"path": s} if isinstance(s, str) else dict(s)
+        if task is not None:
+            s["path"] = str(s["path"]).replace("{task}", task)
+        out.append(s)
+    if stage.cotrain_video != "none":
+        if stage.cotrain_video not in (video_sets or {}):
+            raise ConfigError(f"{where}.cotrain_video={stage.cotrain_video!r} is not 'none' or a key of video_sets "
+                              f"({sorted(video_sets or {})})")
+        out += [dict(s) for s in video_sets[stage.cotrain_video]]
+    if not out:
+        raise ConfigError(f"{where}.sources is empty")
+    return out
+
+
+def _val_columns(val: dict[str, Any] | None) -> dict[str, float]:
+    out = {}
+    for k, v in (val or {}).items():
+        if isinstance(v, (int, float)):
+            out["val_" + k.split("/", 1)[-1].replace("/", "_")] = float(v)
+    return out
+
+
+class _Stages:
+    """``stages.json``: results of finished stages (atomic rewrite on each change)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        _atomic_write(self.path, json.dumps(self.data, indent=2, default=str))
+
+
+def _train(train_cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    from ..benchmarks.train import train
+    summary = train(train_cfg, run_dir)
+    if summary.get("interrupted") or not summary.get("completed", True):
+        raise RunInterrupted(f"training in {run_dir} stopped at step {summary.get('steps')} (resumable)")
+    return summary
+
+
+def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, meta: dict, out_dir: Path):
+    import inspect
+    from ..benchmarks.evaluate import evaluate
+    kwargs: dict[str, Any] = {}
+    if mode != "policy":
+        if "mode" not in inspect.signature(evaluate).parameters:
+            raise ConfigError(f"evaluate.modes contains {mode!r}, but uwmbench.benchmarks.evaluate.evaluate() has no "
+                              "`mode` parameter in this build (only policy rollouts are available)")
+        kwargs["mode"] = mode
+    return evaluate(ckpt, [task], conditions=ev.conditions, n_rollouts=ev.n_rollouts, seed=seed,
+                    num_workers=ev.num_workers, max_steps=ev.max_steps, replan_every=ev.replan_every,
+                    row_sink=sink, run_meta=meta, out_dir=str(out_dir), **kwargs)
+
+
+def run_protocol(cfg: Any) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) one protocol run; returns its run row."""
+    from .store import ResultsStore
+
+    full = _resolve(cfg)
+    pre = typed(full.get("pretrain") or {}, StageConfig, "pretrain")
+    fin = typed(full.get("finetune") or {}, StageConfig, "finetune")
+    ev = typed(full.get("evaluate") or {}, EvalConfig, "evaluate")
+    bad = [m for m in ev.modes if m not in ("policy", "inverse_dynamics")]
+    if bad or not ev.modes:
+        raise ConfigError(f"evaluate.modes={ev.modes}: each must be policy or inverse_dynamics")
+    method_name = full["method"]["name"]
+    if ev.forward_dynamics_error or "inverse_dynamics" in ev.modes:
+        from ..methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class
+        caps = get_method_class(method_name).capabilities
+        need = ([FORWARD_DYNAMICS] if ev.forward_dynamics_error else []) + \
+               ([INVERSE_DYNAMICS] if "inverse_dynamics" in ev.modes else [])
+        missing = [c for c in need if c not in caps]
+        if missing:
+            raise ConfigError(f"method {method_name!r} does not declare {missing} (evaluate.modes / forward_dynamics_error)")
+
+    run_dir = run_dir_of(full)
+    store = ResultsStore(full["store"])
+    meta = {"run_id": full["run_id"], "sweep": full.get("sweep_name"), "cell": full.get("cell"), "method": method_name,
+            "variant": full.get("variant") or "default", "seed": int(full["seed"])}
+    done_file = run_dir / "DONE"
+    if done_file.is_file():
+        row = json.loads(done_file.read_text())
+        log.info("run %s is finished (%s): nothing to do", full["run_id"], done_file)
+        store.set_run(row)  # no-op if the store has it; restores it into a fresh store
+        return row
+
+    # the stored config leaves out trainer.stop_after (a testing aid that may differ between attempts)
+    config_yaml = dump_yaml({k: ({**v, "trainer": {tk: tv for tk, tv in (v.get("trainer") or {}).items()
+                                                   if tk != "stop_after"}}
+                                 if k in ("pretrain", "finetune") and isinstance(v, dict) else v)
+                             for k, v in full.items()})
+    cfg_file = run_dir / "config.yaml"
+    if cfg_file.is_file() and cfg_file.read_text() != config_yaml:
+        import difflib
+        diff = "".join(list(difflib.unified_diff(cfg_file.read_text().splitlines(True), config_yaml.splitlines(True),
+                                                 "stored", "new"))[:40])
+        raise ConfigError(f"run folder {run_dir} holds a different config; use another run_id or the same config:\n{diff}")
+    _atomic_write(cfg_file, config_yaml)
+    stages = _Stages(run_dir / "stages.json")
+    elapsed_before = float(stages.get("elapsed_s") or 0.0)
+    t0 = time.time()
+    job = {"host": socket.gethostname(), "pid": os.getpid(),
+           "job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", os.environ.get("SUBMITIT_LOCAL_JOB_ID"))),
+           "run_dir": str(run_dir)}
+    _atomic_write(run_dir / "worker.json", json.dumps(job))
+    store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", **job})
+    data_common = dict(full.get("data") or {})
+    data_common.pop("sources", None)
+    try:
+        # ---- pretrain
+        init_from = pre.checkpoint
+        if pre.enabled and not pre.checkpoint:
+            res = stages.get("pretrain")
+            if res is None:
+                tcfg = {"method": full["method"], "seed": full["seed"], "trainer": dict(pre.trainer),
+                        "data": {**data_common, "sources": _sources(pre, None, full.get("video_sets"), "pretrain")}}
+                s = _train(tcfg, run_dir / "pretrain")
+                res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
+                       "val": _val_columns(s.get("val"))}
+                stages.put("pretrain", res)
+            init_from = res["checkpoint"]
+        # ---- finetune + evaluate, per task
+        per_task = {}
+        for task in full["tasks"]:
+            key = f"finetune/{task}"
+            res = stages.get(key) if fin.enabled else {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
+            if res is None:
+                trainer = dict(fin.trainer)
+                if init_from:
+                    trainer["init_from"] = str(init_from)
+                tcfg = {"method": full["method"], "seed": full["seed"], "trainer": trainer,
+                        "data": {**data_common, "sources": _sources(fin, task, full.get("video_sets"), "finetune")}}
+                s = _train(tcfg, run_dir / "finetune" / task)
+                res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
+                       "val": _val_columns(s.get("val"))}
+                stages.put(key, res)
+            if not res.get("checkpoint"):
+                raise ConfigError(f"run {full['run_id']}: no checkpoint to evaluate for task {task} "
+                                  "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
+            if ev.n_rollouts > 0:
+                for mode in ev.modes:
+                    ekey = f"eval/{task}/{mode}"
+                    if stages.get(ekey):
+                        continue
+                    m = {**meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
+                    df = _evaluate(str(res["checkpoint"]), task, ev, mode, int(full["seed"]), store.rollout_sink(m), m,
+                                   run_dir / "eval" / task / mode)
+                    stages.put(ekey, {"rollouts": int(len(df)),
+                                      "success_rate": float(df["success"].mean()) if len(df) else None})
+            else:
+                log.info("run %s task %s: evaluate.n_rollouts=0, no rollouts (offline validation metrics only)",
+                         full["run_id"], task)
+            per_task[task] = res
+        # ---- run row
+        vals: dict[str, list[float]] = {}
+        for r in per_task.values():
+            for k, v in (r.get("val") or {}).items():
+                vals.setdefault(k, []).append(v)
+        losses = [r["final_loss"] for r in per_task.values() if r.get("final_loss") is not None]
+        pre_res = stages.get("pretrain") or {}
+        row = {**meta, "task": ",".join(full["tasks"]), "status": "done",
+               "train_steps": int(sum(r.get("steps") or 0 for r in per_task.values()) + (pre_res.get("steps") or 0)),
+               "final_loss": float(sum(losses) / len(losses)) if losses else None,
+               **{k: sum(v) / len(v) for k, v in vals.items()},
+               "wall_time_s": elapsed_before + time.time() - t0, "error": "",
+               "evaluated": ev.n_rollouts > 0, "run_dir": str(run_dir),
+               "checkpoints": json.dumps({t: str(r.get("checkpoint")) for t, r in per_task.items()}),
+               "host": job["host"], "job_id": job["job_id"]}
+        if ev.forward_dynamics_error:
+            row["val_forward_dynamics_error"] = row.get("val_next_obs_latent_mse")
+        store.set_run(row)
+        _atomic_write(done_file, json.dumps(row, default=str))
+        return row
+    except BaseException as e:
+        stages.put("elapsed_s", elapsed_before + time.time() - t0)
+        if isinstance(e, (RunInterrupted, KeyboardInterrupt, SystemExit)):
+            raise  # resumable: the run stays "running" until it is resumed
+        store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed",
+                       "wall_time_s": elapsed_before + time.time() - t0,
+                       "error": "".join(traceback.format_exception(e)), **job})
+        raise
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="uwmbench run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="overrides: key=value for configs/run.yaml, e.g. method=dp tasks=[book_caddy] "
+                                       "pretrain.enabled=false evaluate.n_rollouts=10")
+    p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args(argv)
+    cfg = load_config("run", a.overrides)
+    if a.print_config:
+        print(dump_yaml(_resolve(cfg)))
+        return 0
+    row = run_protocol(cfg)
+    keys = ["run_id", "status", "train_steps", "final_loss", "wall_time_s"]
+    print(json.dumps({k: row.get(k) for k in keys} | {k: v for k, v in row.items() if k.startswith("val_")},
+                     default=str, indent=1))
+    return 0

@@ -1,0 +1,143 @@
+"""``uwmbench sweep <name>``: launch, preview or inspect a sweep (configs/sweep/<name>.yaml).
+
+  uwmbench sweep main --dry-run                  job table: cells, resources, estimated GPU-hours
+  uwmbench sweep smoke --launcher local data_root=/tmp/d
+  uwmbench sweep main --launcher slurm launcher.partition=gpu launcher.account=me
+  uwmbench sweep main --status                   per-cell state from the results store
+
+Overrides: ``launcher.<key>=value`` set configs/launcher/<name>.yaml keys; ``seeds=[..]`` and
+``tasks=[..]`` replace the sweep's lists; anything else is a ``run`` config override applied to
+every cell. Launching returns at once; rerunning skips finished cells, leaves cells whose job
+is still queued or running alone, and re-queues failed (or vanished) ones.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from importlib import resources as ires
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ..config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_launcher(name: str, overrides: list[str] = ()) -> dict[str, Any]:
+    f = ires.files("uwmbench.configs").joinpath("launcher", f"{name}.yaml")
+    if not f.is_file():
+        raise ConfigError(f"unknown launcher {name!r} (no configs/launcher/{name}.yaml); use local or slurm")
+    base = OmegaConf.create(f.read_text())
+    dot = [o.split(".", 1)[1] for o in overrides]
+    for o in dot:
+        k = o.split("=", 1)[0]
+        if k not in base:
+            raise ConfigError(f"launcher.{k}: unknown key for launcher {name!r}; valid: {sorted(base)}")
+    cfg = OmegaConf.to_container(OmegaConf.merge(base, OmegaConf.from_dotlist(dot)), resolve=True)
+    cfg["name"] = name
+    return cfg
+
+
+def plan(cells: list, store, subs: dict[str, dict], check_jobs: bool = True) -> list[tuple[Any, str]]:
+    """[(cell, action)] with action: done | active | launch:new | launch:failed | launch:stale."""
+    from .launch import is_active
+    states = store.cell_states(cells[0].sweep) if cells else {}
+    out = []
+    for c in cells:
+        st = states.get(c.cell, {}).get("status")
+        if st == "done":
+            out.append((c, "done"))
+        elif check_jobs and is_active(subs.get(c.cell)):
+            out.append((c, "active"))
+        elif st == "failed":
+            out.append((c, "launch:failed"))
+        elif st == "running" or c.cell in subs:
+            out.append((c, "launch:stale"))
+        else:
+            out.append((c, "launch:new"))
+    return out
+
+
+def status_table(name: str, cells: list, store, subs: dict[str, dict]):
+    import pandas as pd
+    from .launch import job_state
+    states = store.cell_states(name)
+    rows = []
+    for c in cells:
+        r = states.get(c.cell, {})
+        sub = subs.get(c.cell)
+        st = r.get("status", "not run" if not sub else "submitted")
+        err = (r.get("error") or "").strip().splitlines()
+        rows.append({"cell": c.cell, "method": c.method, "variant": c.variant, "seed": c.seed, "status": st,
+                     "job": f"{sub['launcher']}:{sub['job_id']}" if sub else "",
+                     "job_state": job_state(sub) if (sub and st != "done") else "",
+                     "train_steps": r.get("train_steps"), "final_loss": r.get("final_loss"),
+                     "wall_time_s": r.get("wall_time_s"), "error": err[-1][:80] if err else ""})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str]) -> int:
+    from .grids import expand_sweep, format_job_table, sweep_names
+    from .launch import launch_cells, submissions
+    from .store import ResultsStore
+
+    p = argparse.ArgumentParser(prog="uwmbench sweep", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("name", nargs="?", help="sweep name (configs/sweep/<name>.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the job table and estimates; launch nothing")
+    p.add_argument("--status", action="store_true", help="per-cell state from the results store")
+    p.add_argument("--list", action="store_true", help="list the sweeps")
+    p.add_argument("--launcher", default="local", help="local | slurm (configs/launcher/)")
+    p.add_argument("--store", default="results", help="results store folder (default: results)")
+    p.add_argument("--runs", default="runs", help="run folders root (default: runs)")
+    p.add_argument("--cell-fn", default=None, help="module:function run for each cell (default: the protocol)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args(argv)
+    if a.list or not a.name:
+        for n in sweep_names():
+            print(n)
+        return 0 if a.list else 2
+    launcher_ov = [o for o in a.overrides if o.startswith("launcher.")]
+    run_ov = [o for o in a.overrides if not o.startswith("launcher.")]
+    for o in run_ov:
+        if "=" not in o:
+            raise ConfigError(f"override {o!r} is not of the form key=value")
+    cells = expand_sweep(a.name, run_ov, estimate=a.dry_run)
+    store = ResultsStore(a.store)
+    if a.dry_run:
+        print(format_job_table(a.name, cells))
+        launcher = load_launcher(a.launcher, launcher_ov)
+        todo = plan(cells, store, submissions(a.store, a.name), check_jobs=False)
+        n_done = sum(1 for _, act in todo if act == "done")
+        print(f"launcher: {a.launcher}; store {a.store}: {n_done} of {len(cells)} cells done; dry run, nothing launched")
+        if a.launcher == "slurm":
+            print("slurm: " + ", ".join(f"{k}={v}" for k, v in launcher.items() if v not in (None, [], {})))
+        return 0
+    subs = submissions(a.store, a.name)
+    if a.status:
+        import pandas as pd
+        df = status_table(a.name, cells, store, subs)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(df.to_string(index=False))
+        counts = df["status"].value_counts().to_dict()
+        print(f"sweep {a.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
+              f"; {len(store.rollout_records())} rollout rows in {a.store}")
+        return 0
+    launcher = load_launcher(a.launcher, launcher_ov)
+    todo = plan(cells, store, subs)
+    to_launch = [c for c, act in todo if act.startswith("launch")]
+    for c, act in todo:
+        log.info("%-28s %s", c.cell, act)
+    if not to_launch:
+        print(f"sweep {a.name}: nothing to launch ({len(cells)} cells done or in flight)")
+        return 0
+    kw = {"cell_fn": a.cell_fn} if a.cell_fn else {}
+    jobs = launch_cells(to_launch, launcher, a.store, a.runs, threads=a.threads, **kw)
+    print(f"sweep {a.name}: launched {len(jobs)} job(s) on {a.launcher} "
+          f"({sum(1 for _, x in todo if x == 'done')} done, {sum(1 for _, x in todo if x == 'active')} in flight): "
+          + ", ".join(f"{c.cell}={j.job_id}" for c, j in jobs))
+    print(f"follow with: uwmbench sweep {a.name} --status --store {a.store}")
+    return 0

@@ -1,0 +1,84 @@
+"""Fixtures for the SLURM tests: a single-node SLURM on this machine (scripts/slurm_local.sh),
+started once per session and stopped afterwards; when it cannot start (not root, no apt, no
+Debian), the same tests run with the local launcher and say so."""
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+
+
+def _say(request, msg):
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(f"\n[uwmbench] {msg}")
+    print(msg)
+
+
+@pytest.fixture(scope="session")
+def launcher_name(request):
+    """'slurm' when a SLURM could be started here, else 'local'."""
+    if os.environ.get("UWMBENCH_TEST_LAUNCHER") == "local":
+        _say(request, "launcher tests: LOCAL launcher (UWMBENCH_TEST_LAUNCHER=local)")
+        yield "local"
+        return
+    started, why = False, ""
+    if os.geteuid() != 0:
+        why = "not root"
+    elif shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        why = "no apt-get and no slurmctld"
+    else:
+        was_up = subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0 if shutil.which("scontrol") else False
+        t0 = time.time()
+        r = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+        if r.returncode == 0:
+            started = not was_up
+            _say(request, f"launcher tests: SLURM launcher (single-node SLURM started in {time.time() - t0:.0f} s)")
+            yield "slurm"
+            if started and not os.environ.get("UWMBENCH_KEEP_SLURM"):
+                subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120)
+            return
+        why = f"scripts/slurm_local.sh start failed: {r.stderr.strip()[-300:]}"
+    _say(request, f"launcher tests: LOCAL launcher (SLURM could not start: {why})")
+    yield "local"
+
+
+def write_smoke_hdf5(path, episodes=3, length=30, size=32, seed=0):
+    """A small LIBERO-layout HDF5: data/demo_i/{actions, obs/agentview_rgb, obs/eye_in_hand_rgb}."""
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        g = f.create_group("data")
+        for i in range(episodes):
+            d = g.create_group(f"demo_{i}")
+            d.create_dataset("actions", data=rng.uniform(-1, 1, (length, 7)).astype(np.float32))
+            for v in ("agentview_rgb", "eye_in_hand_rgb"):
+                d.create_dataset(f"obs/{v}", data=rng.integers(0, 255, (length, size, size, 3), dtype=np.uint8))
+            d.attrs["num_samples"] = length
+        g.attrs["total"] = episodes * length
+    return path
+
+
+@pytest.fixture
+def smoke_data(tmp_path):
+    """data_root with libero_10/smoke.hdf5 (the smoke sweep's task)."""
+    write_smoke_hdf5(tmp_path / "data" / "libero_10" / "smoke.hdf5")
+    return tmp_path / "data"
+
+
+def wait_for(pred, timeout, what, poll=1.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

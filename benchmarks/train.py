@@ -267,6 +267,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else None
         opt.step()
+        cur_lr = sched.get_last_lr()[0]  # the LR this step used
         sched.step()
         if ema is not None:
             with torch.no_grad():
@@ -277,7 +278,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         last_loss = float(loss.detach())
         bar.update(1)
         if is_main and (step % tcfg.log_every == 0 or step == tcfg.steps):
-            row = {"step": step, "loss": last_loss, "lr": sched.get_last_lr()[0],
+            row = {"step": step, "loss": last_loss, "lr": cur_lr,
                    **{k: float(v) for k, v in terms.items() if k != "loss"}}
             if gnorm is not None:
                 row["grad_norm"] = float(gnorm)

@@ -293,7 +293,7 @@ def main(argv: list[str]) -> int:
                                        "pretrain.enabled=false evaluate.n_rollouts=10")
     p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     cfg = load_config("run", a.overrides)
     if a.print_config:
         print(dump_yaml(_resolve(cfg)))

@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cell-fn", default=None, help="module:function run for each cell (default: the protocol)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per job")
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     if a.list or not a.name:
         for n in sweep_names():
             print(n)

@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--wait", action="store_true", help="wait for the workers and print the best trial")
     p.add_argument("--show", action="store_true", help="print the study's trials and exit")
     p.add_argument("overrides", nargs="*", help="configs/tune.yaml overrides; launcher.<key>=v for the launcher")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     launcher_ov = [o for o in a.overrides if o.startswith("launcher.")]
     cfg = resolve(load_config("tune", [o for o in a.overrides if not o.startswith("launcher.")]))
     if a.show:

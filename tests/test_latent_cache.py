@@ -166,6 +166,27 @@ def test_interrupted_build_leaves_no_cache(tmp_path, h5):
     assert m.latent_encoder.calls > 0 and len(list(cache.glob("*.h5"))) == 1
 
 
+def _build_in_child(args):
+    h5, cache, q = args
+    m = latent_method(tiny_encoder(0))
+    build_datasets(cfg_for(h5, cache), m)
+    q.put(m.latent_encoder.calls)
+
+
+def test_concurrent_builders_encode_once(tmp_path, h5):
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    ps = [ctx.Process(target=_build_in_child, args=((h5, str(tmp_path / "c"), q),)) for _ in range(3)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join(120)
+    calls = sorted(q.get(timeout=5) for _ in ps)
+    assert calls[0] == calls[1] == 0 and calls[2] > 0, calls   # one process encoded, two waited and reused
+    assert len(list((tmp_path / "c").glob("*.h5"))) == 1
+
+
 # ----------------------------------------------------------------------------- CLI: cache-latents
 @dataclasses.dataclass
 class FakeLatentConfig(MethodConfig):

@@ -267,10 +267,28 @@ class ScriptedExpert:
 
     def place(self, obj: str, target_xy, target_top_z: float, yaw: float, carry_h: float):
         # carry_h: eef height above the object's bottom while held
+        # LIBERO's predicates test the object's *body* position (On: within 3 cm of the target
+        # object's body in xy; In: inside the region box), so steer the held object's body onto
+        # the target, correcting for where in the hand it sits (re-measured as it settles)
+        target_xy = np.asarray(target_xy, dtype=float)[:2]
         z_release = target_top_z + carry_h + self.cfg.release_clearance
         z_carry = max(z_release + 0.06, self.view.eef_pos()[2])
-        self.move([target_xy[0], target_xy[1], z_carry], yaw, 1, tol=0.02)
-        self.move([target_xy[0], target_xy[1], z_release], yaw, 1, tol=0.01, jitter=False)
+
+        def eef_goal():
+            off = self.view.body_pos(obj)[:2] - self.view.eef_pos()[:2]
+            if np.linalg.norm(off) > 0.12:  # not plausibly in the hand: steer the hand itself
+                off = np.zeros(2)
+            return target_xy - off
+
+        xy = eef_goal()
+        self.move([xy[0], xy[1], z_carry], yaw, 1, tol=0.02)
+        for _ in range(2):
+            xy = eef_goal()
+            self.move([xy[0], xy[1], z_carry], yaw, 1, tol=0.008, max_steps=40, jitter=False)
+        xy = eef_goal()
+        self.move([xy[0], xy[1], z_release + 0.02], yaw, 1, tol=0.008, jitter=False)
+        xy = eef_goal()
+        self.move([xy[0], xy[1], z_release], yaw, 1, tol=0.006, max_steps=40, jitter=False)
         self.hold(yaw, -1, 10)
         p = self.view.eef_pos()
         self.move([p[0], p[1], p[2] + 0.1], yaw, -1, tol=0.03, jitter=False)

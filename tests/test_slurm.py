@@ -1,0 +1,123 @@
+"""Launchers end to end: the smoke sweep through submitit on a real single-node SLURM (started
+by the `launcher_name` fixture; the local launcher when SLURM cannot start - the output says
+which). Smoke cells are tiny CPU training runs on a small HDF5 with evaluation disabled
+(evaluate.n_rollouts=0): LIBERO rollouts are too heavy for a test."""
+import glob
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+from uwmbench.sweeps import grids, launch, sweep as sweep_cli
+from uwmbench.sweeps.store import ResultsStore
+
+pytest_plugins = ["conftest_slurm"]
+from conftest_slurm import wait_for  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # cell functions below travel by value
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
+
+
+def poisoned_cell(cfg):
+    """The protocol, with one cell pointed at data that does not exist (it must fail)."""
+    from uwmbench.sweeps.protocol import run_protocol
+    if cfg.cell == "dp-s1":
+        cfg.data_root = "/nonexistent/uwmbench-data"
+    return run_protocol(cfg)
+
+
+def release_requeued(job_id, timeout=120):
+    """SLURM holds a requeued batch job for ~2 minutes (begin time); start it now instead."""
+    import subprocess
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T %r"], capture_output=True, text=True).stdout
+        if out.startswith("PENDING"):
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+            return out.strip()
+        time.sleep(0.5)
+    return None
+
+
+def _settled(store, sweep, n):
+    st = store.cell_states(sweep)
+    return len(st) == n and all(r["status"] in ("done", "failed") for r in st.values()) and st
+
+
+def test_smoke_sweep_failure_and_rerun(launcher_name, smoke_data, tmp_path, capsys):
+    store_dir, runs = tmp_path / "store", tmp_path / "runs"
+    cells = grids.expand_sweep("smoke", [f"data_root={smoke_data}"], estimate=False)
+    t0 = time.time()
+    jobs = launch.launch_cells(cells, sweep_cli.load_launcher(launcher_name), store_dir, runs,
+                               cell_fn=poisoned_cell, threads=1)
+    assert time.time() - t0 < 30, "launch must return at once"
+    store = ResultsStore(store_dir)
+    states = wait_for(lambda: _settled(store, "smoke", 4), 600, "4 smoke cells to finish or fail", poll=2)
+    assert sorted(c for c, r in states.items() if r["status"] == "done") == ["bc-s0", "bc-s1", "dp-s0"]
+    err = states["dp-s1"]["error"]
+    assert states["dp-s1"]["status"] == "failed" and "Traceback" in err and "nonexistent" in err
+    failed_job = dict((c.cell, j) for c, j in jobs)["dp-s1"]
+    with pytest.raises(Exception):
+        failed_job.result()  # submitit has the traceback too
+    # rerun the sweep from the CLI: finished cells are skipped, the failed one is re-queued
+    args = ["smoke", "--launcher", launcher_name, "--store", str(store_dir), "--runs", str(runs), "--threads", "1",
+            f"data_root={smoke_data}"]
+    assert sweep_cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "launched 1 job(s)" in out and "dp-s1=" in out and "3 done" in out
+    wait_for(lambda: store.cell_states("smoke")["dp-s1"]["status"] == "done", 600, "the re-queued cell", poll=2)
+    runs_df = store.runs()
+    assert len(runs_df) == 4 and set(runs_df["status"]) == {"done"} and (runs_df["train_steps"] == 6).all()
+    assert runs_df["val_loss"].notna().all()
+    assert sweep_cli.main(["smoke", "--status", "--store", str(store_dir)]) == 0
+    assert "4 done" in capsys.readouterr().out
+    assert sweep_cli.main(args) == 0
+    assert "nothing to launch" in capsys.readouterr().out
+    print(f"[{launcher_name}] smoke sweep rows: {len(runs_df)} runs done (no rollouts: evaluate.n_rollouts=0)")
+
+
+def test_preempted_job_requeues_and_resumes(launcher_name, smoke_data, tmp_path):
+    store_dir, runs = tmp_path / "store", tmp_path / "runs"
+    steps = 30
+    cell = grids.expand_sweep("smoke", [f"data_root={smoke_data}", f"finetune.trainer.steps={steps}",
+                                        "finetune.trainer.ckpt_every=3"], estimate=False)[0]
+    [(c, job)] = launch.launch_cells([cell], sweep_cli.load_launcher(launcher_name), store_dir, runs, threads=1)
+    ft = runs / c.run_id / "finetune" / "smoke"
+    wait_for(lambda: len(glob.glob(str(ft / "checkpoints" / "step_*"))) >= 2, 600, "two checkpoints", poll=0.5)
+    launch.preempt(job, runs / c.run_id)
+    t_pre = time.time()
+    if launcher_name == "slurm":
+        release_requeued(job.job_id)
+    store = ResultsStore(store_dir)
+    row = wait_for(lambda: (store.run(c.run_id) or {}).get("status") in ("done", "failed") and store.run(c.run_id),
+                   600, "the preempted cell to finish", poll=1)
+    assert row["status"] == "done", row.get("error")
+    assert row["train_steps"] == steps
+    rows = [l.split(",") for l in (ft / "metrics.csv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows if r[1]] == list(range(1, steps + 1))  # every step once: nothing lost or doubled
+    logs = "".join(open(p).read() for p in glob.glob(str(store_dir / "submitit" / "smoke" / "*" / "*.err")))
+    assert "requeueing" in logs and "resuming" in logs and "attempt 2" in logs, logs[-3000:]
+    print(f"[{launcher_name}] preempted job requeued and finished {time.time() - t_pre:.0f} s later")
+
+
+def test_optuna_two_parallel_workers_share_storage(launcher_name, smoke_data, tmp_path):
+    import optuna
+    from uwmbench.config import load_config
+    from uwmbench.sweeps import tune
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cfg = tune.resolve(load_config("tune", [
+        f"launcher={launcher_name}", "workers=2", "n_trials=4", f"storage={storage}", f"out={tmp_path / 'tune'}",
+        "study=smoke-study", "report_every=2", "train.method.name=bc", "train.method.size=tiny",
+        f"train.data.sources=[{{path:'{smoke_data}/libero_10/smoke.hdf5'}}]", "train.data.val_fraction=0.34",
+        "train.trainer.steps=4", "train.trainer.batch_size=4", "train.trainer.device=cpu", "sampler=random"]))
+    jobs = tune.launch_study(cfg)
+    assert len(jobs) == 2
+    results = [j.result() for j in jobs]
+    assert sorted(r["n_trials"] for r in results) == [2, 2]
+    study = optuna.load_study(study_name="smoke-study", storage=storage)
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(done) == 4, [t.state for t in study.trials]
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # two workers wrote to one storage
+    assert all(t.intermediate_values for t in done)  # validation loss reported for pruning
+    print(f"[{launcher_name}] optuna: 4 trials from 2 workers, best {study.best_value:.4f}")

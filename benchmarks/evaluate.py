@@ -35,7 +35,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -126,12 +126,7 @@ def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> Non
     """Worker process: one env, rollouts pulled from ``job_q``, observations to ``req_q``,
     action chunks from ``act_q``."""
     os.environ.setdefault("MUJOCO_GL", "egl")
-    try:
-        import torch  # noqa: F401  (only to cap its threads if something imports it)
-        torch.set_num_threads(1)
-    except Exception:
-        pass
-    from .libero.envs import LiberoEnv
+    from .libero.envs import LiberoEnv  # no torch in workers: the policy lives in the main process
 
     env, env_key = None, None
     try:
@@ -192,6 +187,7 @@ def _write_video(path: str, frames: list[np.ndarray], fps: int, success: bool) -
     os.close(fd)
     try:
         imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
@@ -571,6 +567,7 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -578,8 +575,7 @@ def _atomic_write(path: Path, text: str) -> None:
 @dataclass
 class EvaluateConfig:
     checkpoint: str | None = None        # checkpoint or run folder
-    method: str | None = None            # or: an untrained registered method (smoke runs)
-    method_size: str = "tiny"
+    method: dict[str, Any] | None = None  # or: an untrained method, `method=bc method.size=tiny` (smoke runs)
     tasks: list[str] = field(default_factory=lambda: ["book_caddy"])
     conditions: list[str] = field(default_factory=lambda: ["id", "ood"])
     n_rollouts: int = 50
@@ -617,15 +613,19 @@ def main(argv: list[str]) -> int:
 
     cfg = typed(load_config("evaluate", argv), EvaluateConfig, "evaluate")
     if (cfg.checkpoint is None) == (cfg.method is None):
-        raise ConfigError("give exactly one of checkpoint=PATH or method=NAME (untrained, for smoke runs)")
+        raise ConfigError("give exactly one of checkpoint=PATH or method=NAME (untrained, for smoke runs, "
+                          "e.g. method=bc method.size=tiny)")
     if cfg.render not in ("lazy", "every_step"):
         raise ConfigError(f"render={cfg.render!r} must be lazy or every_step")
     if cfg.checkpoint is not None:
         policy: Any = cfg.checkpoint
     else:
-        from ..methods.base import build_method
+        from ..methods.base import method_from_config
 
-        policy = build_method(cfg.method, size=cfg.method_size)
+        try:
+            policy = method_from_config(dict(cfg.method))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"method: {e}") from None
     out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S")
     meta = {"run_id": cfg.run_id, "sweep": cfg.sweep, "cell": cfg.cell, "variant": cfg.variant}
     if cfg.train_seed is not None:

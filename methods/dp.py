@@ -100,7 +100,7 @@ class DiffusionPolicy(Method):
         t = torch.randint(0, self.cfg.num_train_timesteps, (b,), device=action.device)
         noise = torch.randn_like(action)
         noisy = self.noise_scheduler.add_noise(action, noise, t)
-        loss = F.mse_loss(self.denoise(noisy, t, features), noise)
+        loss = F.mse_loss(self.denoise(noisy, t, features).float(), noise)
         return loss, {"loss": loss.item(), "action_loss": loss.item()}
 
     @torch.no_grad()
@@ -111,5 +111,5 @@ class DiffusionPolicy(Method):
         self.noise_scheduler.set_timesteps(self.cfg.num_inference_steps)
         for t in self.noise_scheduler.timesteps:
             eps = self.denoise(a, t.expand(a.shape[0]).to(self.device), features)
-            a = self.noise_scheduler.step(eps, t, a).prev_sample
+            a = self.noise_scheduler.step(eps.float(), t, a).prev_sample
         return self.action_normalizer.unnormalize(a)

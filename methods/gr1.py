@@ -214,6 +214,8 @@ class GR1(Method):
     # ------------------------------------------------------------------ contract
     def compute_loss(self, batch):
         mask = self.check_action_free(batch).to(batch["action"].device)
+        if "next_obs" not in batch:
+            raise KeyError("gr1: the batch has no 'next_obs' frames (GR1 regresses future pixels; see batch_keys())")
         to = batch["obs"].shape[2]
         frames = self.preprocess(torch.cat([batch["obs"], batch["next_obs"]], dim=2))  # same crop + jitter
         action_pred, pix_pred = self(frames[:, :, :to], mask)

@@ -62,7 +62,7 @@ def build_autoencoder(source: str):
     if p.exists():
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"vae source {p} has no config.json (expected an AutoencoderKL.save_pretrained folder)")
-        return AutoencoderKL.from_pretrained(str(p))
+        return AutoencoderKL.from_pretrained(str(p), low_cpu_mem_usage=False)
     try:
         return AutoencoderKL.from_pretrained(source)
     except Exception as e:  # offline, no cache, wrong id

@@ -196,10 +196,19 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
                              for k, v in full.items()})
     cfg_file = run_dir / "config.yaml"
     if cfg_file.is_file() and cfg_file.read_text() != config_yaml:
-        import difflib
-        diff = "".join(list(difflib.unified_diff(cfg_file.read_text().splitlines(True), config_yaml.splitlines(True),
-                                                 "stored", "new"))[:40])
-        raise ConfigError(f"run folder {run_dir} holds a different config; use another run_id or the same config:\n{diff}")
+        # a changed config may only replace one that produced nothing yet (e.g. a run that failed at start)
+        done_stages = set(_Stages(run_dir / "stages.json").data) - {"elapsed_s"}
+        progress = bool(done_stages) or any(run_dir.glob("**/checkpoints/step_*"))
+        if progress:
+            import difflib
+            diff = "".join(list(difflib.unified_diff(cfg_file.read_text().splitlines(True),
+                                                     config_yaml.splitlines(True), "stored", "new"))[:40])
+            msg = (f"run folder {run_dir} holds a different config and has checkpoints; use another run_id, "
+                   f"the same config, or delete the folder:\n{diff}")
+            store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed", "error": msg})
+            raise ConfigError(msg)
+        log.warning("run %s: config changed since the last attempt (which left no checkpoints): replacing it",
+                    full["run_id"])
     _atomic_write(cfg_file, config_yaml)
     stages = _Stages(run_dir / "stages.json")
     elapsed_before = float(stages.get("elapsed_s") or 0.0)

@@ -49,10 +49,10 @@ def plan(cells: list, store, subs: dict[str, dict], check_jobs: bool = True) -> 
         st = states.get(c.cell, {}).get("status")
         if st == "done":
             out.append((c, "done"))
+        elif st == "failed":  # recorded just before the job exits with the error: re-queue it
+            out.append((c, "launch:failed"))
         elif check_jobs and is_active(subs.get(c.cell)):
             out.append((c, "active"))
-        elif st == "failed":
-            out.append((c, "launch:failed"))
         elif st == "running" or c.cell in subs:
             out.append((c, "launch:stale"))
         else:

@@ -1,11 +1,11 @@
 """``uwmbench tune``: an optuna study over a method's hyperparameters (configs/tune.yaml).
 
-  uwmbench tune train.method.name=dp n_trials=20 workers=4 launcher=slurm \
+  uwmbench tune train.method.name=dp n_trials=20 workers=4 launch_with=slurm launcher.partition=gpu \
       "train.data.sources=[{path:data/libero_10/book_caddy.hdf5}]"
 
 Storage is an optuna RDB (SQLite file by default; any SQLAlchemy URL, e.g. postgresql://...).
 Each worker (a submitit job through the same launchers as sweeps, or this process with
-``launcher=inline``) runs ``study.optimize`` on the shared storage. A trial trains in chunks of
+``launch_with=inline``) runs ``study.optimize`` on the shared storage. A trial trains in chunks of
 ``report_every`` steps, each resuming from the last checkpoint, reports the validation loss
 after each chunk and is pruned when the pruner says so.
 """
@@ -136,7 +136,7 @@ def tune_worker(cfg: dict[str, Any], n_trials: int) -> dict[str, Any]:
 
 def resolve(cfg: Any) -> dict[str, Any]:
     full = to_container(cfg)
-    known = {"study", "storage", "out", "direction", "metric", "n_trials", "workers", "launcher", "sampler", "seed",
+    known = {"study", "storage", "out", "direction", "metric", "n_trials", "workers", "launch_with", "sampler", "seed",
              "pruner", "report_every", "space", "train"}
     unknown = sorted(set(full) - known)
     if unknown:
@@ -158,16 +158,16 @@ def launch_study(cfg: dict[str, Any], launcher_overrides: list[str] = ()) -> lis
     workers = max(1, int(cfg["workers"]))
     per = [cfg["n_trials"] // workers + (1 if i < cfg["n_trials"] % workers else 0) for i in range(workers)]
     per = [n for n in per if n > 0]
-    if cfg["launcher"] == "inline":
+    if cfg["launch_with"] == "inline":
         for n in per:
             tune_worker(cfg, n)
         return []
-    launcher = load_launcher(cfg["launcher"], list(launcher_overrides))
+    launcher = load_launcher(cfg["launch_with"], list(launcher_overrides))
     folder = Path(launcher.get("folder") or Path(cfg["out"]) / "submitit") / time.strftime("%Y%m%d-%H%M%S")
     ex = make_executor(launcher, folder, Resources(gpus=0, cpus=1, mem_gb=4, time_h=24), job_name=f"tune-{cfg['study']}")
     with ex.batch():
         jobs = [ex.submit(tune_worker, cfg, n) for n in per]
-    log.info("study %s: %d worker(s) on %s, storage %s", cfg["study"], len(jobs), cfg["launcher"], cfg["storage"])
+    log.info("study %s: %d worker(s) on %s, storage %s", cfg["study"], len(jobs), cfg["launch_with"], cfg["storage"])
     return jobs
 
 

@@ -34,3 +34,8 @@ def random_tiny_batch(method_or_cfg, b: int = 4, seed: int = 0, action_free: int
 def tiny_batch():
     """The :func:`random_tiny_batch` factory."""
     return random_tiny_batch
+
+
+# Tiny models run fastest single-threaded, and the LIBERO tests start env worker processes
+# beside the test process: one torch thread avoids oversubscribing a 2-core machine.
+torch.set_num_threads(1)

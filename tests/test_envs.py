@@ -78,3 +78,20 @@ def test_bad_arguments_name_the_value():
         make_env(spec, render="sometimes")
     with pytest.raises(ValueError, match="unknown view"):
         make_env(spec, views=("frontview_rgb",))
+
+
+def test_lazy_schedule_renders_only_frames_the_policy_reads():
+    from types import SimpleNamespace
+
+    from uwmbench.benchmarks.libero.envs import LiberoEnv
+
+    def needed(max_steps, k, to, lo=-5):
+        env = SimpleNamespace(render_mode="lazy", record_video=False, max_steps=max_steps, replan_every=k,
+                              obs_frames=to)
+        return [t for t in range(lo, max_steps + 1) if LiberoEnv.frame_needed(env, t)]
+
+    assert needed(40, 16, 2) == [-1, 0, 15, 16, 31, 32]          # no replanning at t = 40 = max_steps
+    assert needed(20, 8, 3) == [-2, -1, 0, 6, 7, 8, 14, 15, 16]
+    assert needed(6, 1, 2) == [-1, 0, 1, 2, 3, 4, 5]             # replanning every step: every frame
+    full = SimpleNamespace(render_mode="every_step", record_video=False, max_steps=10, replan_every=4, obs_frames=2)
+    assert all(LiberoEnv.frame_needed(full, t) for t in range(-5, 11))

@@ -86,6 +86,7 @@ def test_cli_requires_checkpoint_or_method():
 
     assert main(["evaluate", "tasks=[book_caddy]"]) == 2
     assert main(["evaluate", "method=bc", "n_rolouts=3"]) == 2  # misspelt key
+    assert main(["evaluate", "method=bc", "method.size=huge"]) == 2
 
 
 @pytest.mark.libero

@@ -107,7 +107,7 @@ def test_optuna_two_parallel_workers_share_storage(launcher_name, smoke_data, tm
     from uwmbench.sweeps import tune
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     cfg = tune.resolve(load_config("tune", [
-        f"launcher={launcher_name}", "workers=2", "n_trials=4", f"storage={storage}", f"out={tmp_path / 'tune'}",
+        f"launch_with={launcher_name}", "workers=2", "n_trials=4", f"storage={storage}", f"out={tmp_path / 'tune'}",
         "study=smoke-study", "report_every=2", "train.method.name=bc", "train.method.size=tiny",
         f"train.data.sources=[{{path:'{smoke_data}/libero_10/smoke.hdf5'}}]", "train.data.val_fraction=0.34",
         "train.trainer.steps=4", "train.trainer.batch_size=4", "train.trainer.device=cpu", "sampler=random"]))
@@ -121,3 +121,23 @@ def test_optuna_two_parallel_workers_share_storage(launcher_name, smoke_data, tm
     assert len({t.user_attrs["worker"] for t in done}) == 2  # two workers wrote to one storage
     assert all(t.intermediate_values for t in done)  # validation loss reported for pruning
     print(f"[{launcher_name}] optuna: 4 trials from 2 workers, best {study.best_value:.4f}")
+
+
+def test_hydra_multirun_with_submitit_launcher(launcher_name, smoke_data, tmp_path):
+    """`python -m uwmbench.sweeps.hydra_run -m hydra/launcher=submitit_<slurm|local>` runs a protocol run."""
+    import subprocess
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    store_dir = tmp_path / "store"
+    cmd = [sys.executable, "-m", "uwmbench.sweeps.hydra_run", "-m", f"hydra/launcher=submitit_{launcher_name}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}", f"hydra.launcher.submitit_folder={tmp_path / 'hsub'}",
+           "method=bc", "method.size=tiny", "seed=0", "tasks=[smoke]", f"data_root={smoke_data}",
+           f"store={store_dir}", f"runs_root={tmp_path / 'runs'}", "pretrain.enabled=false", "evaluate.n_rollouts=0",
+           "finetune.trainer.steps=3", "finetune.trainer.batch_size=4", "+finetune.trainer.device=cpu",
+           "+finetune.trainer.progress=false", "finetune.trainer.warmup_steps=0", "data.latent_cache=false",
+           "data.val_fraction=0.34"]
+    if launcher_name == "slurm":
+        cmd += ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=3", "hydra.launcher.timeout_min=20"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    runs = ResultsStore(store_dir).runs()
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "done" and runs.iloc[0]["run_id"] == "bc-s0"

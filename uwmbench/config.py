@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 def load_config(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import ConfigCompositionException, OverrideParseException
 
     overrides = list(overrides)
     for o in overrides:
@@ -35,6 +35,9 @@ def load_config(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -
             try:
                 cfg = compose(config_name=config_name, overrides=overrides)
                 break
+            except OverrideParseException as e:
+                raise ConfigError(f"config {config_name!r}: could not parse an override ({e}); quote values with "
+                                  f"special characters, e.g. data.sources=[{{path:'~/demos.hdf5'}}]") from None
             except ConfigCompositionException as e:
                 msg = str(e)
                 m = re.search(r"Could not override '([^']+)'", msg)

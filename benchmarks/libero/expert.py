@@ -142,6 +142,59 @@ class SimView:
         v = R[:, a]
         return float(np.arctan2(v[1], v[0]))
 
+    def geom_boxes(self, name) -> list[tuple[np.ndarray, np.ndarray]]:
+        """World axis-aligned (lo, hi) box of each collision geom of the object."""
+        d, m = self.sim.data, self.sim.model
+        out = []
+        for g in self._geoms.get(name, []):
+            c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
+            R = d.geom_xmat[g].reshape(3, 3)
+            corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
+            pts = corners @ R.T + d.geom_xpos[g]
+            out.append((pts.min(0), pts.max(0)))
+        return out
+
+    def rim_grasp(self, name, max_width: float = 0.072):
+        """Grasp across the rim wall of a wide, open-topped object (mug, bowl) that does not fit
+        between the fingers: returns (xy of the wall, closing direction yaw, rim top z), or None
+        when the object fits the gripper or is not hollow. The wall opposite a handle is used."""
+        boxes = self.geom_boxes(name)
+        if len(boxes) < 6:
+            return None
+        R = self.body_mat(name)
+        if abs(R[2, 2]) < 0.9:  # lying on its side
+            return None
+        lo, hi = self.world_box(name)
+        # narrowest horizontal extent in the object's own frame
+        pos = self.body_pos(name)
+        loc = np.concatenate([np.array([b[0], b[1]]) for b in boxes]) - pos
+        ext = (loc @ R).max(0) - (loc @ R).min(0)
+        if min(ext[0], ext[1]) <= max_width:
+            return None
+        cen = np.array([(b[0][:2] + b[1][:2]) / 2 for b in boxes])
+        tops = np.array([b[1][2] for b in boxes])
+        center = np.median(cen, axis=0)
+        height = hi[2] - lo[2]
+        # hollow: nothing at the center reaches the upper part of the object
+        for (blo, bhi) in boxes:
+            if np.all(blo[:2] - 0.005 <= center) and np.all(center <= bhi[:2] + 0.005) \
+                    and bhi[2] > lo[2] + 0.5 * height:
+                return None
+        rad = np.linalg.norm(cen - center, axis=1)
+        cand = np.where((tops >= hi[2] - 0.015) & (rad > 0.015) & (rad < 0.06))[0]
+        if len(cand) == 0:
+            return None
+        far = int(np.argmax(rad))
+        dirs = (cen[cand] - center) / rad[cand, None]
+        if rad[far] > np.median(rad[cand]) + 0.01:  # a handle sticks out: grasp the opposite wall
+            hdir = (cen[far] - center) / rad[far]
+            score = dirs @ hdir
+        else:  # no handle: the wall nearest the hand
+            score = np.linalg.norm(cen[cand] - self.eef_pos()[:2], axis=1)
+        i = int(cand[int(np.argmin(score))])
+        d = (cen[i] - center) / rad[i]
+        return cen[i], float(np.arctan2(d[1], d[0])), float(tops[i])
+
     def site_pos(self, name) -> np.ndarray | None:
         site = self.env.object_sites_dict.get(name)
         if site is None:
@@ -259,6 +312,11 @@ class ScriptedExpert:
         gz_min = lo[2] + 0.004
         yaw = self._yaw_for(v.grasp_yaw(obj))
         gz = max(hi[2] - depth, gz_min)
+        rim = v.rim_grasp(obj)
+        if rim is not None:  # too wide for the fingers: one finger inside, one outside the wall
+            (c[0], c[1]), ryaw, top = rim
+            yaw = self._yaw_for(ryaw)
+            gz = max(top - min(self.cfg.grasp_depth, height / 2), gz_min)
         self.move([c[0], c[1], hi[2] + 0.08], yaw, -1, tol=0.02)
         self.move([c[0], c[1], gz], yaw, -1, tol=0.008, jitter=False)
         self.hold(yaw, 1, 12)

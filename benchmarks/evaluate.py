@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 ROLLOUTS_FILE = "rollouts.jsonl"
 ROW_KEY = ("checkpoint", "method", "variant", "task", "condition", "rollout_seed", "episode", "max_steps",
-           "replan_every")
+           "replan_every", "mode")
+MODES = ("policy", "inverse_dynamics")
 
 
 # ----------------------------------------------------------------------------- seeds & rows
@@ -93,7 +94,8 @@ def _json_default(o: Any) -> Any:
 
 
 def _row_key(row: dict[str, Any]) -> tuple:
-    return tuple(str(row.get(k)) for k in ROW_KEY)
+    # rows written before the `mode` column existed are policy rollouts
+    return tuple(str(row.get(k) or "policy") if k == "mode" else str(row.get(k)) for k in ROW_KEY)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -109,6 +111,8 @@ class RolloutJob:
     init_state_index: int
     max_steps: int
     video_path: str | None = None
+    reference: str | None = None       # inverse_dynamics: expert demo file ...
+    reference_demo: str | None = None  # ... and demo whose future frames are tracked
 
 
 @dataclass
@@ -151,7 +155,7 @@ def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> Non
                 obs = env.reset(init_state=job.init_state, seed=job.rollout_seed)
                 n_calls = 0
                 while True:
-                    req_q.put(("obs", wid, job.id, obs))
+                    req_q.put(("obs", wid, job.id, (obs, int(env.t))))
                     msg = act_q.get()
                     if msg[0] != "act":
                         raise RuntimeError(f"worker {wid}: unexpected message {msg[0]!r}")
@@ -214,27 +218,165 @@ class _Policy:
         self.views = tuple(getattr(cfg, "views", ("agentview_rgb", "eye_in_hand_rgb")))
         self.obs_frames = int(getattr(cfg, "obs_frames", 2))
         self.horizon = int(getattr(cfg, "action_horizon", 16))
+        self.next_frames = int(getattr(cfg, "next_frames", 2))
         self.name = getattr(method, "name", type(method).__name__)
         self.calls = 0
         self.batch_sizes: list[int] = []
         self.time_s = 0.0
 
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
+    def __call__(self, obs: np.ndarray, next_obs: np.ndarray | None = None) -> np.ndarray:
+        """Action chunks (B, H, 7): ``predict_action`` on ``obs``, or, with ``next_obs`` (uint8
+        (B, V, Tn, 3, H, W), same orientation as ``obs``), ``infer_action(obs, next_obs)``."""
         import torch
 
         t0 = time.time()
         if self.flip_vertical:
             obs = obs[..., ::-1, :]
+            if next_obs is not None:
+                next_obs = next_obs[..., ::-1, :]
         x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device)
+        fn = "predict_action" if next_obs is None else "infer_action"
         with torch.no_grad():
-            a = self.method.predict_action({"obs": x})
+            if next_obs is None:
+                a = self.method.predict_action({"obs": x})
+            else:
+                if next_obs.shape[0] != obs.shape[0]:
+                    raise RuntimeError(f"next_obs batch {next_obs.shape[0]} != obs batch {obs.shape[0]}")
+                nx = torch.from_numpy(np.ascontiguousarray(next_obs)).to(self.device)
+                a = self.method.infer_action({"obs": x}, nx)
         a = a.detach().float().cpu().numpy().astype(np.float64)
         if a.ndim != 3 or a.shape[0] != obs.shape[0] or a.shape[2] != 7:
-            raise RuntimeError(f"{self.name}.predict_action returned shape {a.shape}; expected ({obs.shape[0]}, H, 7)")
+            raise RuntimeError(f"{self.name}.{fn} returned shape {a.shape}; expected ({obs.shape[0]}, H, 7)")
         self.calls += 1
         self.batch_sizes.append(obs.shape[0])
         self.time_s += time.time() - t0
         return a
+
+
+class _Reference:
+    """Expert demos tracked in ``inverse_dynamics`` mode (LIBERO-layout HDF5, read in the main
+    process): the first sim state of each demo and its future frames at replanning points.
+
+    At env step ``t`` (the last frame of the observation history) the target is the demo's
+    frames ``t + Ha + k`` (k < Tn), clamped to the last frame: the training window's
+    ``next_obs`` (``s+To-1+Ha ..`` with ``s = t-To+1``, see ``benchmarks/data.py``). Env step 0
+    is the demo's frame 0 (the env's settle steps after loading states[0] have negative t).
+    Frames stay in the stored orientation (the policy wrapper applies the evaluator's flip to
+    observations and targets alike) and are resized to the camera size when they differ."""
+
+    def __init__(self, views: Sequence[str], horizon: int, next_frames: int, camera_size: int):
+        self.views = tuple(views)
+        self.horizon = int(horizon)
+        self.next_frames = int(next_frames)
+        self.size = int(camera_size)
+        self._files: dict[str, Any] = {}
+        self._lengths: dict[tuple[str, str], int] = {}
+        self._warned: set[str] = set()
+        if self.next_frames < 1:
+            raise ValueError(f"inverse_dynamics needs the method's next_frames >= 1, got {self.next_frames}")
+
+    def _file(self, path: str):
+        import h5py
+
+        f = self._files.get(path)
+        if f is None:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"inverse_dynamics reference file not found: {path}")
+            f = self._files[path] = h5py.File(path, "r")
+        return f
+
+    def check_demo(self, path: str, demo: str) -> int:
+        """Validates ``data/<demo>`` (states, both views, equal lengths); returns its length."""
+        f = self._file(path)
+        if "data" not in f:
+            raise ValueError(f"{path}: missing group 'data' (expected the LIBERO layout data/demo_N/...)")
+        if demo not in f["data"]:
+            n = len(f["data"])
+            raise ValueError(f"{path}: no data/{demo} (the file has {n} demo(s)); inverse_dynamics episode i tracks "
+                             f"data/demo_i, so n_rollouts/episodes must stay below the demo count")
+        g = f["data"][demo]
+        if "states" not in g:
+            raise ValueError(f"{path}: data/{demo}/states is missing (needed to reset the env to the demo's start)")
+        t = None
+        for v in self.views:
+            key = f"obs/{v}"
+            if key not in g:
+                raise ValueError(f"{path}: data/{demo}/{key} is missing (the method's views are {list(self.views)})")
+            ds = g[key]
+            if ds.ndim != 4 or ds.shape[-1] != 3 or ds.dtype != np.uint8:
+                raise ValueError(f"{path}: data/{demo}/{key} has shape {ds.shape} dtype {ds.dtype}; "
+                                 "expected uint8 (T, H, W, 3)")
+            if t is not None and ds.shape[0] != t:
+                raise ValueError(f"{path}: data/{demo}/{key} has {ds.shape[0]} frames but {self.views[0]} has {t}")
+            t = ds.shape[0]
+        if not t:
+            raise ValueError(f"{path}: data/{demo} has no frames")
+        self._lengths[(path, demo)] = int(t)
+        return int(t)
+
+    def first_state(self, path: str, demo: str) -> np.ndarray:
+        return np.asarray(self._file(path)[f"data/{demo}/states"][0], dtype=np.float64)
+
+    def indices(self, path: str, demo: str, t: int) -> list[int]:
+        n = self._lengths.get((path, demo)) or self.check_demo(path, demo)
+        return [min(max(int(t), 0) + self.horizon + k, n - 1) for k in range(self.next_frames)]
+
+    def next_obs(self, path: str, demo: str, t: int) -> np.ndarray:
+        """uint8 (V, Tn, 3, size, size), stored orientation."""
+        idx = self.indices(path, demo, t)
+        uniq = sorted(set(idx))
+        g = self._file(path)[f"data/{demo}/obs"]
+        out = []
+        for v in self.views:
+            block = np.asarray(g[v][uniq])                       # h5py wants increasing indices
+            frames = block[[uniq.index(i) for i in idx]]         # (Tn, H, W, 3)
+            out.append(self._resize(frames, path))
+        return np.ascontiguousarray(np.stack(out).transpose(0, 1, 4, 2, 3))
+
+    def _resize(self, frames: np.ndarray, path: str) -> np.ndarray:
+        h, w = frames.shape[1:3]
+        if (h, w) == (self.size, self.size):
+            return frames
+        import torch
+        import torch.nn.functional as F
+
+        if path not in self._warned:
+            self._warned.add(path)
+            log.info("evaluate: reference %s has %dx%d frames, the env camera %dx%d: resizing demo frames "
+                     "(bilinear, antialiased)", path, h, w, self.size, self.size)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    def close(self) -> None:
+        for f in self._files.values():
+            try:
+                f.close()
+            except Exception:
+                pass
+        self._files.clear()
+
+
+def _reference_path(reference: Any, task: str, condition: str, n_tasks: int, n_conditions: int) -> str:
+    """The reference file of (task, condition): a path (``{task}`` / ``{condition}`` are
+    replaced) or a dict keyed by condition or by task, or by "task/condition"."""
+    ref = reference
+    if isinstance(ref, dict):
+        for k in (f"{task}/{condition}", task, condition):
+            if k in ref:
+                ref = ref[k]
+                break
+        else:
+            raise ValueError(f"reference has no entry for task {task!r} condition {condition!r} "
+                             f"(keys {sorted(map(str, reference))}; use '<task>/<condition>', the task or the condition)")
+        n_tasks = n_conditions = 1  # an explicit entry names what it is for
+    ref = os.fspath(ref)
+    if n_tasks > 1 and "{task}" not in ref:
+        raise ValueError(f"reference={ref!r} serves several tasks: put '{{task}}' in the path or pass a dict")
+    if n_conditions > 1 and "{condition}" not in ref:
+        raise ValueError(f"reference={ref!r} serves several conditions (expert demos are per task and condition): "
+                         "put '{condition}' in the path, pass a dict, or evaluate one condition")
+    return ref.replace("{task}", task).replace("{condition}", condition)
 
 
 def _resolve_policy(policy: Any, device: str | None) -> tuple[Any, str, bool | None]:
@@ -285,7 +427,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
              out_dir: str | os.PathLike | None = None, camera_size: int = 128, render: str = "lazy",
              settle_steps: int = 5, ood_margin: float = 0.03, ood_seed: int = 0, flip_vertical: bool | None = None,
              device: str | None = "auto", resume: bool = True, progress: bool = True,
-             episodes: Sequence[int] | None = None) -> "pd.DataFrame":  # noqa: F821
+             episodes: Sequence[int] | None = None, mode: str = "policy",
+             reference: str | os.PathLike | dict[str, Any] | None = None) -> "pd.DataFrame":  # noqa: F821
     """Roll out ``policy`` on every (task, condition), ``n_rollouts`` episodes each.
 
     policy        a checkpoint/run folder, a :class:`Method`, or a zero-argument factory of one.
@@ -298,6 +441,14 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                   training seed, checkpoint, ...).
     out_dir       where ``rollouts.jsonl`` is appended (and read back to skip done rollouts).
     episodes      explicit episode indices instead of ``range(n_rollouts)``.
+    mode          "policy": ``predict_action(obs)``; "inverse_dynamics": track expert demos with
+                  ``infer_action(obs, next_obs)`` (the method must declare INVERSE_DYNAMICS).
+                  Episode i resets to ``data/demo_i/states[0]`` of the reference file and, at
+                  every replanning step t, ``next_obs`` = the demo's frames t+Ha+k (k < Tn,
+                  clamped to its last frame), see :class:`_Reference`.
+    reference     inverse_dynamics: the LIBERO-layout HDF5 of expert demos; ``{task}`` and
+                  ``{condition}`` in the path are replaced, or a dict keyed by condition, task
+                  or "task/condition".
     Returns a DataFrame with one row per rollout (including ones found done in ``out_dir``).
     """
     import pandas as pd
@@ -318,8 +469,24 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     episodes = list(range(n_rollouts)) if episodes is None else [int(e) for e in episodes]
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} must be one of {MODES}")
+    if mode == "inverse_dynamics" and reference is None:
+        raise ValueError("mode='inverse_dynamics' needs reference=<LIBERO-layout HDF5 of expert demos of the task>")
+    if mode == "policy" and reference is not None:
+        raise ValueError("reference is only used with mode='inverse_dynamics'")
+    if mode == "inverse_dynamics" and any(e < 0 for e in episodes):
+        raise ValueError(f"episodes={episodes}: inverse_dynamics episode i tracks data/demo_i, need i >= 0")
 
     method, ckpt, ckpt_flip = _resolve_policy(policy, device)
+    if mode == "inverse_dynamics":
+        from ..methods.base import INVERSE_DYNAMICS
+
+        caps = getattr(method, "capabilities", frozenset())
+        name = getattr(method, "name", type(method).__name__)
+        if INVERSE_DYNAMICS not in caps or not callable(getattr(method, "infer_action", None)):
+            raise ValueError(f"mode='inverse_dynamics': method {name!r} does not declare the {INVERSE_DYNAMICS!r} "
+                             f"capability (it declares {sorted(caps)}); only such methods implement infer_action")
     flip = flip_vertical if flip_vertical is not None else (ckpt_flip if ckpt_flip is not None else True)
     pol = _Policy(method, flip, device)
     if replan_every < 1 or replan_every > pol.horizon:
@@ -330,9 +497,12 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     torch.manual_seed(seed)
 
     meta = dict(run_meta or {})
+    if meta.get("mode", mode) != mode:
+        raise ValueError(f"run_meta mode={meta['mode']!r} disagrees with mode={mode!r}")
+    meta.pop("mode", None)
     base = {"run_id": meta.pop("run_id", ""), "sweep": meta.pop("sweep", ""), "cell": meta.pop("cell", ""),
             "method": meta.pop("method", pol.name), "variant": meta.pop("variant", ""),
-            "seed": int(meta.pop("seed", seed)), "checkpoint": str(meta.pop("checkpoint", ckpt))}
+            "seed": int(meta.pop("seed", seed)), "checkpoint": str(meta.pop("checkpoint", ckpt)), "mode": mode}
     base.update(meta)
 
     out = Path(out_dir) if out_dir is not None else None
@@ -348,6 +518,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     # ---- jobs, grouped by (task, condition) so that workers keep their env
     jobs: list[RolloutJob] = []
     rows_prev: list[dict] = []
+    ref = _Reference(pol.views, pol.horizon, pol.next_frames, camera_size) if mode == "inverse_dynamics" else None
     for task in tasks:
         for cond in conditions:
             spec = get_task(task, cond, ood_margin=ood_margin, ood_seed=ood_seed)
@@ -364,15 +535,27 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                     pending.append((ep, rs))
             if not pending:
                 continue
-            states = np.asarray(load_init_states(spec, n=max(ep for ep, _ in pending) + 1) if cond == "ood"
-                                else load_init_states(spec))
+            if ref is not None:  # every demo is checked before any env exists
+                rpath = _reference_path(reference, name, cond, len(tasks), len(conditions))
+                for ep, _ in pending:
+                    ref.check_demo(rpath, f"demo_{ep}")
+            else:
+                states = np.asarray(load_init_states(spec, n=max(ep for ep, _ in pending) + 1) if cond == "ood"
+                                    else load_init_states(spec))
             for ep, rs in pending:
                 vp = None
                 if video_dir is not None:
-                    vp = str(Path(video_dir) / f"{name.replace('/', '__')}_{cond}_ep{ep:03d}.mp4")
-                jobs.append(RolloutJob(id=len(jobs), spec=spec, task=name, condition=cond, episode=ep,
-                                       rollout_seed=rs, init_state=states[ep % len(states)],
-                                       init_state_index=ep % len(states), max_steps=steps, video_path=vp))
+                    vp = str(Path(video_dir) / f"{name.replace('/', '__')}_{cond}{'_invdyn' if ref else ''}"
+                                               f"_ep{ep:03d}.mp4")
+                if ref is not None:
+                    job = RolloutJob(id=len(jobs), spec=spec, task=name, condition=cond, episode=ep, rollout_seed=rs,
+                                     init_state=ref.first_state(rpath, f"demo_{ep}"), init_state_index=-1,
+                                     max_steps=steps, video_path=vp, reference=rpath, reference_demo=f"demo_{ep}")
+                else:
+                    job = RolloutJob(id=len(jobs), spec=spec, task=name, condition=cond, episode=ep, rollout_seed=rs,
+                                     init_state=states[ep % len(states)], init_state_index=ep % len(states),
+                                     max_steps=steps, video_path=vp)
+                jobs.append(job)
     if rows_prev:
         log.info("evaluate: %d rollouts already in %s, skipping them", len(rows_prev), jsonl)
 
@@ -390,6 +573,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                    render=settings.render, n_policy_calls=int(result["n_policy_calls"]),
                    n_renders=int(result["n_renders"]), video=result.get("video") or "", suite=job.spec.suite,
                    task_key=job.spec.key)
+        if job.reference is not None:
+            row.update(reference=job.reference, reference_demo=job.reference_demo)
         if jsonl is not None:
             append_jsonl(jsonl, row)
         if row_sink is not None:
@@ -401,11 +586,15 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         bar = _progress(len(jobs), progress)
         try:
             if num_workers == 0:
-                _run_serial(jobs, settings, pol, finish, bar)
+                _run_serial(jobs, settings, pol, finish, bar, ref)
             else:
-                _run_pool(jobs, settings, pol, finish, bar, min(num_workers, len(jobs)))
+                _run_pool(jobs, settings, pol, finish, bar, min(num_workers, len(jobs)), ref=ref)
         finally:
             bar.close()
+            if ref is not None:
+                ref.close()
+    elif ref is not None:
+        ref.close()
     cols = ["run_id", "sweep", "cell", "method", "variant", "task", "condition", "seed", "episode", "rollout_seed",
             "success", "steps", "wall_time_s", "checkpoint"]
     df = pd.DataFrame(rows_prev + new_rows)
@@ -441,7 +630,14 @@ def _progress(total: int, enabled: bool) -> _Bar:
     return _Bar(total, enabled)
 
 
-def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, bar: _Bar) -> None:
+def _next_obs(ref: _Reference | None, job: RolloutJob, t: int) -> np.ndarray | None:
+    if ref is None or job.reference is None:
+        return None
+    return ref.next_obs(job.reference, job.reference_demo, t)
+
+
+def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, bar: _Bar,
+                ref: _Reference | None = None) -> None:
     """One env in this process, batch-1 policy calls (the public code's way, and the fallback)."""
     from .libero.envs import LiberoEnv
 
@@ -462,7 +658,8 @@ def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish,
             obs = env.reset(init_state=job.init_state, seed=job.rollout_seed)
             calls = 0
             while True:
-                chunk = pol(obs[None])[0]
+                nxt = _next_obs(ref, job, env.t)
+                chunk = pol(obs[None], None if nxt is None else nxt[None])[0]
                 calls += 1
                 env.execute_chunk(chunk)
                 if env.done:
@@ -478,7 +675,7 @@ def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish,
 
 
 def _run_pool(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, bar: _Bar, n_workers: int,
-              poll_s: float = 1.0) -> None:
+              poll_s: float = 1.0, ref: _Reference | None = None) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -492,7 +689,7 @@ def _run_pool(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, b
         job_q.put(None)
     by_id = {j.id: j for j in jobs}
     state = ["idle"] * n_workers       # idle | resetting | waiting | stepping
-    pending: dict[int, tuple[int, np.ndarray]] = {}
+    pending: dict[int, tuple[int, np.ndarray, int]] = {}  # worker -> (job id, obs history, env step)
     n_done = 0
     try:
         for p in procs:
@@ -512,7 +709,7 @@ def _run_pool(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, b
                 state[wid] = "resetting"
             elif kind == "obs":
                 state[wid] = "waiting"
-                pending[wid] = (jid, payload)
+                pending[wid] = (jid, payload[0], payload[1])
             elif kind == "done":
                 state[wid] = "idle"
                 n_done += 1
@@ -524,7 +721,9 @@ def _run_pool(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, b
             # batch: once no worker is mid-chunk, every worker that will ask soon has asked
             if pending and "stepping" not in state:
                 wids = sorted(pending)
-                chunks = pol(np.stack([pending[w][1] for w in wids]))
+                nxt = [_next_obs(ref, by_id[pending[w][0]], pending[w][2]) for w in wids]
+                chunks = pol(np.stack([pending[w][1] for w in wids]),
+                             None if nxt[0] is None else np.stack(nxt))
                 for w, c in zip(wids, chunks):
                     act_qs[w].put(("act", c))
                     state[w] = "stepping"
@@ -547,7 +746,8 @@ def summarize(df: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
     """Success rate per (method, task, condition) with the binomial standard error."""
     if df.empty:
         return df
-    g = df.groupby(["method", "task", "condition"], sort=True)
+    keys = ["method", "task", "condition"] + (["mode"] if "mode" in df.columns and df["mode"].nunique() > 1 else [])
+    g = df.groupby(keys, sort=True)
     s = g.agg(n=("success", "size"), success_rate=("success", "mean"), mean_steps=("steps", "mean"),
               wall_time_s=("wall_time_s", "sum")).reset_index()
     s["stderr"] = np.sqrt(s["success_rate"] * (1 - s["success_rate"]) / s["n"].clip(lower=1))
@@ -599,6 +799,8 @@ class EvaluateConfig:
     cell: str = ""
     variant: str = ""
     train_seed: int | None = None
+    mode: str = "policy"                 # policy | inverse_dynamics (needs reference)
+    reference: str | None = None         # inverse_dynamics: expert demos HDF5 ({task}, {condition} replaced)
 
 
 def main(argv: list[str]) -> int:
@@ -615,6 +817,8 @@ def main(argv: list[str]) -> int:
     if (cfg.checkpoint is None) == (cfg.method is None):
         raise ConfigError("give exactly one of checkpoint=PATH or method=NAME (untrained, for smoke runs, "
                           "e.g. method=bc method.size=tiny)")
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r} must be one of {list(MODES)}")
     if cfg.render not in ("lazy", "every_step"):
         raise ConfigError(f"render={cfg.render!r} must be lazy or every_step")
     if cfg.checkpoint is not None:
@@ -635,7 +839,7 @@ def main(argv: list[str]) -> int:
                   obs_frames=cfg.obs_frames, video_dir=(out / "videos") if cfg.video else None, run_meta=meta,
                   out_dir=out, camera_size=cfg.camera_size, render=cfg.render, settle_steps=cfg.settle_steps,
                   ood_margin=cfg.ood_margin, ood_seed=cfg.ood_seed, flip_vertical=cfg.flip_vertical,
-                  device=cfg.device, resume=cfg.resume)
+                  device=cfg.device, resume=cfg.resume, mode=cfg.mode, reference=cfg.reference)
     summary = summarize(df)
     md = _markdown(summary)
     _atomic_write(out / "summary.csv", summary.to_csv(index=False))

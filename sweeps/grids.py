@@ -204,7 +204,7 @@ def estimate_cell(cell: Cell) -> dict[str, float]:
 
     pre_h = train_h(pre, 1) if pre.get("enabled") and not pre.get("checkpoint") else 0.0
     fin_h = train_h(fin, n_tasks) if fin.get("enabled", True) else 0.0
-    n_roll = int(ev.get("n_rollouts", 0)) * len(ev.get("conditions", [])) * n_tasks
+    n_roll = int(ev.get("n_rollouts", 0)) * len(ev.get("conditions", [])) * n_tasks * len(ev.get("modes") or ["policy"])
     max_steps = int(ev.get("max_steps") or 1000)
     calls = n_roll * math.ceil(max_steps / int(ev.get("replan_every") or 16))
     ev_gpu_h = calls * lat / 3600 if lat else (0.0 if n_roll == 0 else nan)

@@ -1,7 +1,7 @@
 """Protocol run (``uwmbench run``): pretrain (optional) -> finetune per task -> evaluate ID/OOD.
 
 One composed ``run`` config (configs/run.yaml) describes it. The run folder
-``<runs_root>/<run_id>/`` holds ``config.yaml`` (resolved), ``pretrain/`` and
+``<runs_root>/<run_id>/`` holds ``config.yaml`` (resolved), ``run.log``, ``pretrain/`` and
 ``finetune/<task>/`` (trainer run folders with checkpoints and metrics.csv), ``eval/<task>/<mode>/``
 (evaluator output), ``stages.json`` (finished stages) and ``DONE``. Result rows (one per rollout,
 one per run) go to the results store ``<store>``.
@@ -143,16 +143,40 @@ def _train(train_cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, meta: dict, out_dir: Path):
+def _reference_source(fin: StageConfig, task: str) -> str | None:
+    """inverse_dynamics: the expert demos to track = the first hdf5 finetune source of ``task``."""
+    for s in fin.sources:
+        s = {"path": s} if isinstance(s, str) else dict(s)
+        if s.get("kind", "hdf5") == "hdf5":
+            return str(s["path"]).replace("{task}", task)
+    return None
+
+
+def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, meta: dict, out_dir: Path,
+              reference: str | None = None):
     import inspect
     from ..benchmarks.evaluate import evaluate
     kwargs: dict[str, Any] = {}
+    conditions = list(ev.conditions)
     if mode != "policy":
         if "mode" not in inspect.signature(evaluate).parameters:
             raise ConfigError(f"evaluate.modes contains {mode!r}, but uwmbench.benchmarks.evaluate.evaluate() has no "
                               "`mode` parameter in this build (only policy rollouts are available)")
         kwargs["mode"] = mode
-    return evaluate(ckpt, [task], conditions=ev.conditions, n_rollouts=ev.n_rollouts, seed=seed,
+    if mode == "inverse_dynamics":
+        if not reference:
+            raise ConfigError(f"evaluate.modes contains inverse_dynamics but finetune.sources has no hdf5 source "
+                              f"of task {task!r} to track (its expert demos are the reference)")
+        # the finetune demos start from in-distribution placements: there are no OOD expert demos to track
+        conditions = [c for c in conditions if c == "id"]
+        if not conditions:
+            raise ConfigError(f"evaluate.modes contains inverse_dynamics, which tracks the (in-distribution) finetune "
+                              f"demos, but evaluate.conditions={list(ev.conditions)} has no 'id'")
+        if len(conditions) < len(ev.conditions):
+            log.info("task %s: inverse_dynamics evaluated in-distribution only (reference %s has no OOD demos)",
+                     task, reference)
+        kwargs["reference"] = reference
+    return evaluate(ckpt, [task], conditions=conditions, n_rollouts=ev.n_rollouts, seed=seed,
                     num_workers=ev.num_workers, max_steps=ev.max_steps, replan_every=ev.replan_every,
                     row_sink=sink, run_meta=meta, out_dir=str(out_dir), **kwargs)
 
@@ -210,6 +234,17 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
         log.warning("run %s: config changed since the last attempt (which left no checkpoints): replacing it",
                     full["run_id"])
     _atomic_write(cfg_file, config_yaml)
+    handler = logging.FileHandler(run_dir / "run.log")  # every attempt appends its log here
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        return _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str, Any]:
     stages = _Stages(run_dir / "stages.json")
     elapsed_before = float(stages.get("elapsed_s") or 0.0)
     t0 = time.time()
@@ -258,7 +293,7 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
                         continue
                     m = {**meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
                     df = _evaluate(str(res["checkpoint"]), task, ev, mode, int(full["seed"]), store.rollout_sink(m), m,
-                                   run_dir / "eval" / task / mode)
+                                   run_dir / "eval" / task / mode, reference=_reference_source(fin, task))
                     stages.put(ekey, {"rollouts": int(len(df)),
                                       "success_rate": float(df["success"].mean()) if len(df) else None})
             else:

@@ -74,7 +74,12 @@ def smoke_data(tmp_path):
     return tmp_path / "data"
 
 
-def wait_for(pred, timeout, what, poll=1.0):
+@pytest.fixture
+def wait_for():
+    return wait_until
+
+
+def wait_until(pred, timeout, what, poll=1.0):
     t0 = time.time()
     while time.time() - t0 < timeout:
         v = pred()

@@ -13,7 +13,6 @@ from uwmbench.sweeps import grids, launch, sweep as sweep_cli
 from uwmbench.sweeps.store import ResultsStore
 
 pytest_plugins = ["conftest_slurm"]
-from conftest_slurm import wait_for  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # cell functions below travel by value
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
@@ -45,7 +44,7 @@ def _settled(store, sweep, n):
     return len(st) == n and all(r["status"] in ("done", "failed") for r in st.values()) and st
 
 
-def test_smoke_sweep_failure_and_rerun(launcher_name, smoke_data, tmp_path, capsys):
+def test_smoke_sweep_failure_and_rerun(launcher_name, smoke_data, tmp_path, capsys, wait_for):
     store_dir, runs = tmp_path / "store", tmp_path / "runs"
     cells = grids.expand_sweep("smoke", [f"data_root={smoke_data}"], estimate=False)
     t0 = time.time()
@@ -60,24 +59,40 @@ def test_smoke_sweep_failure_and_rerun(launcher_name, smoke_data, tmp_path, caps
     failed_job = dict((c.cell, j) for c, j in jobs)["dp-s1"]
     with pytest.raises(Exception):
         failed_job.result()  # submitit has the traceback too
-    # rerun the sweep from the CLI: finished cells are skipped, the failed one is re-queued
+    runs_df = store.runs()
+    assert len(runs_df) == 4 and (runs_df[runs_df.status == "done"]["train_steps"] == 6).all()
+    assert runs_df[runs_df.status == "done"]["val_loss"].notna().all()
+    assert sweep_cli.main(["smoke", "--status", "--store", str(store_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "3 done" in out and "1 failed" in out
+    print(f"[{launcher_name}] smoke sweep: 3 runs done, 1 failed with its traceback (no rollouts: evaluate.n_rollouts=0)")
+
+
+def test_sweep_rerun_skips_done_and_requeues_failed(launcher_name, smoke_data, tmp_path, capsys, wait_for):
+    store_dir, runs = tmp_path / "store", tmp_path / "runs"
+    store = ResultsStore(store_dir)
+    for cell in ("bc-s0", "bc-s1", "dp-s0"):
+        store.set_run({"run_id": f"smoke/{cell}", "sweep": "smoke", "cell": cell, "status": "done", "train_steps": 6})
+    store.set_run({"run_id": "smoke/dp-s1", "sweep": "smoke", "cell": "dp-s1", "status": "failed",
+                   "error": "Traceback (most recent call last): ... RuntimeError: earlier failure"})
     args = ["smoke", "--launcher", launcher_name, "--store", str(store_dir), "--runs", str(runs), "--threads", "1",
             f"data_root={smoke_data}"]
+    t0 = time.time()
     assert sweep_cli.main(args) == 0
+    assert time.time() - t0 < 30, "launch must return at once"
     out = capsys.readouterr().out
     assert "launched 1 job(s)" in out and "dp-s1=" in out and "3 done" in out
     wait_for(lambda: store.cell_states("smoke")["dp-s1"]["status"] == "done", 600, "the re-queued cell", poll=2)
     runs_df = store.runs()
-    assert len(runs_df) == 4 and set(runs_df["status"]) == {"done"} and (runs_df["train_steps"] == 6).all()
-    assert runs_df["val_loss"].notna().all()
+    assert len(runs_df) == 4 and set(runs_df["status"]) == {"done"}
+    assert runs_df.set_index("cell").loc["dp-s1", "train_steps"] == 6
     assert sweep_cli.main(["smoke", "--status", "--store", str(store_dir)]) == 0
     assert "4 done" in capsys.readouterr().out
     assert sweep_cli.main(args) == 0
     assert "nothing to launch" in capsys.readouterr().out
-    print(f"[{launcher_name}] smoke sweep rows: {len(runs_df)} runs done (no rollouts: evaluate.n_rollouts=0)")
 
 
-def test_preempted_job_requeues_and_resumes(launcher_name, smoke_data, tmp_path):
+def test_preempted_job_requeues_and_resumes(launcher_name, smoke_data, tmp_path, wait_for):
     store_dir, runs = tmp_path / "store", tmp_path / "runs"
     steps = 30
     cell = grids.expand_sweep("smoke", [f"data_root={smoke_data}", f"finetune.trainer.steps={steps}",
@@ -107,20 +122,20 @@ def test_optuna_two_parallel_workers_share_storage(launcher_name, smoke_data, tm
     from uwmbench.sweeps import tune
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     cfg = tune.resolve(load_config("tune", [
-        f"launch_with={launcher_name}", "workers=2", "n_trials=4", f"storage={storage}", f"out={tmp_path / 'tune'}",
+        f"launch_with={launcher_name}", "workers=2", "n_trials=2", f"storage={storage}", f"out={tmp_path / 'tune'}",
         "study=smoke-study", "report_every=2", "train.method.name=bc", "train.method.size=tiny",
         f"train.data.sources=[{{path:'{smoke_data}/libero_10/smoke.hdf5'}}]", "train.data.val_fraction=0.34",
         "train.trainer.steps=4", "train.trainer.batch_size=4", "train.trainer.device=cpu", "sampler=random"]))
     jobs = tune.launch_study(cfg)
     assert len(jobs) == 2
     results = [j.result() for j in jobs]
-    assert sorted(r["n_trials"] for r in results) == [2, 2]
+    assert sorted(r["n_trials"] for r in results) == [1, 1]
     study = optuna.load_study(study_name="smoke-study", storage=storage)
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    assert len(done) == 4, [t.state for t in study.trials]
+    assert len(done) == 2, [t.state for t in study.trials]
     assert len({t.user_attrs["worker"] for t in done}) == 2  # two workers wrote to one storage
     assert all(t.intermediate_values for t in done)  # validation loss reported for pruning
-    print(f"[{launcher_name}] optuna: 4 trials from 2 workers, best {study.best_value:.4f}")
+    print(f"[{launcher_name}] optuna: 2 trials from 2 workers, best {study.best_value:.4f}")
 
 
 def test_hydra_multirun_with_submitit_launcher(launcher_name, smoke_data, tmp_path):

@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     else:
         res = collect(CollectConfig(task=task, condition="id", episodes=int(cfg["episodes"]), workers=int(cfg["workers"]),
                                     out=str(data), seed=int(cfg["seed"])))
-        print(f"  wrote {data}; expert success rate {res.get('success_rate', float('nan')):.2f}")
+        print(f"  wrote {data}; expert success rate {res['expert_success_rate']:.2f} ({res['demos']} demos)")
 
     # 2. latent encoder ----------------------------------------------------------------
     st.start("fitting the offline latent encoder (AutoencoderKL) on the demo frames")
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
                      "steps": int(cfg["vae"]["steps"]), "batch_size": int(cfg["vae"]["batch_size"]),
                      "image_size": size, "resize": resize, "seed": int(cfg["seed"])})
         r = fit_vae(vcfg)
-        print(f"  saved {vae_dir}; held-out reconstruction PSNR {r.get('psnr', float('nan')):.1f} dB")
+        print(f"  saved {vae_dir}; held-out reconstruction PSNR {r['psnr_holdout_db']:.1f} dB")
 
     # 3 + 4. protocol runs: finetune -> evaluate ID/OOD ------------------------------------
     st.start(f"training and evaluating {', '.join(cfg['methods'])} ({cfg['method_size']}, "

@@ -36,6 +36,8 @@ class ExpertConfig:
     grasp_depth: float = 0.025   # how far below the object's top the fingers close (capped at half height)
     lift_height: float = 0.15    # carry height above the table objects
     release_clearance: float = 0.03
+    push_tilt: float = 0.8      # rad, fingertips-forward tilt while pushing a drawer shut
+    drawer_edge: float = 0.035   # push a drawer this far in from its panel's robot-side end
 
 
 @dataclass
@@ -59,6 +61,16 @@ def _quat_wxyz_to_mat(q):
         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
     ])
+
+
+def _axis_angle_to_rot(v):
+    v = np.asarray(v, dtype=float)
+    ang = np.linalg.norm(v)
+    if ang < 1e-9:
+        return np.eye(3)
+    k = v / ang
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(ang) * K + (1 - np.cos(ang)) * K @ K
 
 
 def _rot_to_axis_angle(R):
@@ -245,6 +257,7 @@ class ScriptedExpert:
         self.steps = 0
         self.R_down = None
         self.finger_yaw0 = 0.0
+        self.tilt: np.ndarray | None = None
 
     # -- low level
     def _success(self) -> bool:
@@ -265,6 +278,8 @@ class ScriptedExpert:
     def _rot_action(self, yaw: float) -> np.ndarray:
         Rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
         Rt = Rz @ self.R_down
+        if self.tilt is not None:  # extra rotation (axis * angle) about the fingertips
+            Rt = _axis_angle_to_rot(self.tilt) @ Rt
         err = _rot_to_axis_angle(Rt @ self.view.eef_mat().T)
         return np.clip(err / 0.5 * 1.5, -1, 1)
 
@@ -331,6 +346,15 @@ class ScriptedExpert:
         target_xy = np.asarray(target_xy, dtype=float)[:2]
         z_release = target_top_z + carry_h + self.cfg.release_clearance
         z_carry = max(z_release + 0.06, self.view.eef_pos()[2])
+        # carry the object's bottom over everything standing near the target
+        obj_bottom = self.view.eef_pos()[2] - carry_h
+        for other in self.inner.objects_dict:
+            if other == obj:
+                continue
+            olo, ohi = self.view.world_box(other)
+            near = np.all(olo[:2] - 0.08 < target_xy) and np.all(target_xy < ohi[:2] + 0.08)
+            if near and ohi[2] < obj_bottom + 0.25:
+                z_carry = max(z_carry, ohi[2] + carry_h + 0.03)
 
         def eef_goal():
             off = self.view.body_pos(obj)[:2] - self.view.eef_pos()[:2]
@@ -361,22 +385,109 @@ class ScriptedExpert:
             return p[:2], hi[2]
         if site is not None:
             s = env.object_sites_dict[name]
-            size = np.array(getattr(s, "size", [0, 0, 0]), dtype=float)
             # release from the region's center height (containers: above their rim and handle)
             top = site[2]
-            return site[:2], top
+            xy = site[:2].copy()
+            # a drawer's region: aim toward its open end, clear of the cabinet front above it
+            m, d = env.sim.model, env.sim.data
+            for jn in list(getattr(s, "joints", None) or [])[:1]:
+                jid = m.joint_name2id(jn)
+                lo_r, hi_r = m.jnt_range[jid]
+                q_closed = hi_r if abs(hi_r) < abs(lo_r) else lo_r
+                axis = d.body_xmat[m.jnt_bodyid[jid]].reshape(3, 3) @ m.jnt_axis[jid]
+                opening = -axis[:2] * np.sign(q_closed - (lo_r + hi_r - q_closed))
+                if np.linalg.norm(opening) > 1e-6:
+                    xy = xy + opening / np.linalg.norm(opening) * 0.025
+            return xy, top
         raise KeyError(f"placement target {name!r} is neither a site nor an object")
 
+    def _slots(self, goals) -> dict[int, np.ndarray]:
+        """xy offsets from a shared ``On`` region's center when several objects go onto it (two
+        moka pots on the stove): spread them side by side across their narrow axes."""
+        env, v = self.inner, self.view
+        groups: dict[str, list[int]] = {}
+        for i, g in enumerate(goals):
+            if g[0].lower() == "on" and len(g) > 2 and g[2] in env.object_sites_dict:
+                groups.setdefault(g[2], []).append(i)
+        out = {}
+        for region, idx in groups.items():
+            if len(idx) < 2:
+                continue
+            size = np.abs(np.array(getattr(env.object_sites_dict[region], "size", [0, 0, 0]), dtype=float))
+            ang = np.array([v.grasp_yaw(goals[i][1]) for i in idx])
+            u = np.array([np.cos(2 * ang).mean(), np.sin(2 * ang).mean()])
+            a = 0.5 * np.arctan2(u[1], u[0]) if np.linalg.norm(u) > 1e-3 else np.pi / 2
+            u = np.array([np.cos(a), np.sin(a)])
+            reach = abs(u[0]) * size[0] + abs(u[1]) * size[1]  # region half-extent along u
+            half = min(0.048 * (len(idx) - 1), max(reach - 0.025, 0.0))
+            for k, i in enumerate(idx):
+                out[i] = u * np.linspace(-half, half, len(idx))[k]
+        return out
+
     def close_drawer(self, region: str):
-        site = self.view.site_pos(region)
-        if site is None:
-            raise _Unsupported(f"Close {region}: no site")
-        # push toward the cabinet: from the front (robot side, -x) of the region
-        yaw = 0.0
-        front = site.copy()
-        front[0] += 0.12
-        self.move([front[0], front[1], site[2] + 0.02], yaw, 1, tol=0.02)
-        self.move([site[0] - 0.05, site[1], site[2] + 0.02], yaw, 1, tol=0.01, max_steps=80)
+        """Push the region's drawer shut along its slide joint with the closed fingertips, from
+        just in front of the drawer's front panel (top edge)."""
+        env, v = self.inner, self.view
+        site_obj = env.object_sites_dict.get(region)
+        joints = list(getattr(site_obj, "joints", None) or [])
+        if not joints:
+            raise _Unsupported(f"Close {region}: region has no joint")
+        m, d = self.inner.sim.model, self.inner.sim.data
+        for jn in joints:
+            jid = m.joint_name2id(jn)
+            q = float(d.qpos[m.jnt_qposadr[jid]])
+            body = m.jnt_bodyid[jid]
+            axis = d.body_xmat[body].reshape(3, 3) @ m.jnt_axis[jid]
+            lo_r, hi_r = m.jnt_range[jid]
+            # closed end of the range: LIBERO drawers close at the top of the range (qpos > 0)
+            q_goal = hi_r if abs(hi_r) < abs(lo_r) else lo_r
+            travel = q_goal - q
+            if abs(travel) < 0.003:
+                continue
+            dvec = axis * np.sign(travel)
+            dvec[2] = 0.0
+            dvec /= max(np.linalg.norm(dvec), 1e-6)
+            # the drawer's own geoms (its body subtree)
+            pts = []
+            for g in range(m.ngeom):
+                b = m.geom_bodyid[g]
+                while b != 0 and b != body:
+                    b = m.body_parentid[b]
+                if b == body and m.geom_contype[g] + m.geom_conaffinity[g] > 0:
+                    c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
+                    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
+                    pts.append(corners @ d.geom_xmat[g].reshape(3, 3).T + d.geom_xpos[g])
+            if not pts:
+                raise _Unsupported(f"Close {region}: drawer body has no geoms")
+            pts = np.concatenate(pts)
+            lo, hi = pts.min(0), pts.max(0)
+            c = (lo + hi) / 2
+            front = c - dvec * (np.abs(dvec) @ ((hi - lo) / 2))  # the front panel's face
+            z = hi[2] - 0.015
+            # push near the panel's end closest to the robot base: the forearm then stays clear
+            # of the cabinet's top when the hand reaches low and far (the slide is prismatic,
+            # so where along the panel it is pushed does not matter)
+            perp = np.array([-dvec[1], dvec[0], 0.0])
+            base = np.array(self.inner.robots[0].base_pos if hasattr(self.inner.robots[0], "base_pos")
+                            else d.body_xpos[m.body_name2id(self.inner.robots[0].robot_model.root_body)])
+            side = np.sign(perp[:2] @ (base[:2] - front[:2])) or 1.0
+            front = front + perp * side * max(np.abs(perp) @ ((hi - lo) / 2) - self.cfg.drawer_edge, 0.0)
+            # fingers side by side across the push: the wide hand stays clear of the cabinet face
+            yaw = self._yaw_for(float(np.arctan2(dvec[1], dvec[0])) + np.pi / 2)
+            start = front - dvec * 0.06
+            self.move([start[0], start[1], max(z + 0.1, self.view.eef_pos()[2])], yaw, 1, tol=0.02)
+            self.move([start[0], start[1], z], yaw, 1, tol=0.01, jitter=False)
+            end = front + dvec * (abs(travel) + 0.04)
+            # fingertips lead, tilted toward the push, so the hand stays off the cabinet face above
+            self.tilt = np.cross([0.0, 0.0, -1.0], dvec) * self.cfg.push_tilt
+            try:
+                self.move([start[0], start[1], z], yaw, 1, tol=0.01, max_steps=30, jitter=False)
+                self.move([end[0], end[1], z], yaw, 1, tol=0.01, max_steps=100, jitter=False)
+                p = self.view.eef_pos()
+                back = p - dvec * 0.05
+                self.move([back[0], back[1], p[2] + 0.05], yaw, 1, tol=0.02, max_steps=40, jitter=False)
+            finally:
+                self.tilt = None
 
     def turn_on(self, obj: str):
         lo, hi = self.view.world_box(obj)
@@ -391,8 +502,11 @@ class ScriptedExpert:
         self.finger_yaw0 = float(np.arctan2(fa[1], fa[0]))
         goals = env.parsed_problem["goal_state"]
         done_skills = []
+        # close drawers/doors after everything that goes into them has been placed
+        goals = sorted(goals, key=lambda g: g[0].lower() == "close")
+        slots = self._slots(goals)
         try:
-            for g in goals:
+            for gi, g in enumerate(goals):
                 if env._eval_predicate(g):
                     continue
                 kind = g[0].lower()
@@ -404,6 +518,7 @@ class ScriptedExpert:
                             break
                         self.hold(yaw, -1, 8)
                     xy, top = self._target(g[2])
+                    xy = np.asarray(xy, dtype=float) + slots.get(gi, 0.0)
                     self.place(g[1], xy, top, yaw, carry_h)
                 elif kind == "close":
                     self.close_drawer(g[1])

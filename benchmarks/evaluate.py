@@ -743,7 +743,8 @@ def _run_pool(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish, b
 
 # ----------------------------------------------------------------------------- summary
 def summarize(df: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
-    """Success rate per (method, task, condition) with the binomial standard error."""
+    """Success rate per (method, task, condition[, mode when rows mix modes]) with the binomial
+    standard error."""
     if df.empty:
         return df
     keys = ["method", "task", "condition"] + (["mode"] if "mode" in df.columns and df["mode"].nunique() > 1 else [])

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     cfg = to_container(load_config("quickstart", a.overrides))
     out = Path(cfg["out"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    st = _Stages(5)
+    st = _Stages(6)
     task = cfg["task"]
 
     # 1. demonstrations --------------------------------------------------------------
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
     summaries = {}
     for method in cfg["methods"]:
         ov = [f"method={method}", f"method.size={cfg['method_size']}", f"method.image_size={size}", f"method.resize={resize}",
-              f"run_id=quickstart/{method}", "sweep_name=quickstart", f"seed={cfg['seed']}", f"tasks=[{task}]",
+              f"run_id=quickstart/{method}", "sweep_name=main", f"seed={cfg['seed']}", f"tasks=[{task}]",
               f"runs_root={out / 'runs'}", f"store={out / 'results'}", "pretrain.enabled=false",
               f"finetune.sources=[{{path:'{data}',kind:hdf5,weight:1.0}}]",
               f"finetune.trainer.steps={cfg['train']['steps']}", f"finetune.trainer.batch_size={cfg['train']['batch_size']}",
@@ -90,17 +90,25 @@ def main(argv: list[str]) -> int:
         print(f"  -- {method}", flush=True)
         summaries[method] = run_protocol(load_config("run", ov))
 
-    # 5. report ------------------------------------------------------------------------------
+    # 5. forward dynamics --------------------------------------------------------------------
+    st.start("UWM forward dynamics: predicted vs true next frames on held-out windows")
+    run_uwm = out / "runs" / "quickstart" / "uwm" / "finetune" / task
+    if "uwm" in cfg["methods"] and run_uwm.exists():
+        print(f"  wrote {dump_forward_predictions(run_uwm, data, out / 'results' / 'predictions_uwm_forward.npz')}")
+    else:
+        print("  skipped (no UWM run)")
+
+    # 6. report ------------------------------------------------------------------------------
     st.start("writing the report (tables, figures, index page)")
     from .analysis.report import make_report
-    index = make_report(out / "results", out / "report")
+    index = make_report(out, out / "report")  # results store + training curves + predictions
     from .analysis.tables import paper_table, summarize_arms
     from .sweeps.store import ResultsStore
     ro = ResultsStore(out / "results").rollouts()
     if len(ro):
         summary = summarize_arms(ro)
         for cond in cfg["evaluate"]["conditions"]:
-            t = paper_table(summary, condition=cond, sweep="quickstart")
+            t = paper_table(summary, condition=cond, sweep="main")
             if t is not None:
                 print(f"\n{t.title}\n{t.to_markdown()}")
     else:
@@ -109,3 +117,31 @@ def main(argv: list[str]) -> int:
           "This was a SMALL-SCALE run (tiny models, a few minutes of CPU training): its success rates say the pipeline "
           "works, not how the methods compare. See README 'Reproducing the paper' for full-scale runs.")
     return 0
+
+
+def dump_forward_predictions(run_dir: Path, data_file: Path, out_file: Path, n: int = 6) -> Path:
+    """UWM forward dynamics p(o'|o,a) on validation windows: decoded predicted next frames and
+    the true next frames (first view, first next frame, same crop), saved as ``pred``/``true``
+    arrays (N, H, W, 3) uint8 for the report's prediction grid."""
+    import numpy as np
+    import torch
+
+    from .benchmarks.checkpoint import load_method
+    from .benchmarks.data import build_datasets, data_config_from, make_loader
+
+    method = load_method(run_dir)
+    dcfg = data_config_from({"sources": [{"path": str(data_file)}], "latent_cache": False})
+    bundle = build_datasets(dcfg, method)
+    ds = bundle.val if bundle.val is not None else bundle.train
+    batch = next(iter(make_loader(ds, n, seed=0)))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        z = method.predict_next_obs({"obs": batch["obs"]}, batch["action"])
+        pred = method.latent_encoder.decode(z)[:, 0, 0]  # (N, 3, S, S) uint8
+        true = method.latent_encoder.pre(batch["next_obs"][:, 0, :1], train=False)[:, 0]
+        true = (true.clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.stem + ".tmp.npz")
+    np.savez(tmp, pred=pred.permute(0, 2, 3, 1).numpy(), true=true.permute(0, 2, 3, 1).numpy())
+    tmp.replace(out_file)
+    return out_file

@@ -245,9 +245,11 @@ def training_curves(curves: dict[str, pd.DataFrame], title: str = "Training curv
     ncol = min(3, len(metrics))
     nrow = int(np.ceil(len(metrics) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.4 * nrow), squeeze=False)
+    runs = sorted(long["run"].unique())
+    palette = dict(zip(runs, sns.color_palette(n_colors=len(runs))))  # one colour per run in every panel
     for ax, c in zip(axes.flat, metrics):
         d = long[long["metric"] == c]
-        sns.lineplot(data=d, x="step", y="value", hue="run", ax=ax, marker="o" if d.groupby("run").size().max() < 30 else None,
+        sns.lineplot(data=d, x="step", y="value", hue="run", hue_order=runs, palette=palette, ax=ax, marker="o" if d.groupby("run").size().max() < 30 else None,
                      markersize=4, linewidth=1.4, legend=ax is axes.flat[0])
         if (d["value"] > 0).all() and d["value"].max() / max(d["value"].min(), 1e-12) > 30:
             ax.set_yscale("log")

@@ -77,13 +77,13 @@ def _classify(df: pd.DataFrame) -> str | None:
     return None
 
 
-def _metrics_label(path: Path, root: Path) -> str:
+def _metrics_label(path: Path, root: Path, depth: int = 2) -> str:
     rel = path.relative_to(root) if root in path.parents else Path(path.name)
     parts = list(rel.parts[:-1])
     stem = path.stem
     if stem not in ("metrics", "train_metrics", "log"):
         parts.append(stem)
-    return "/".join(parts[-2:]) or stem
+    return "/".join(parts[-depth:]) or stem
 
 
 def _from_store(root: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
@@ -143,7 +143,7 @@ def load_results(path: str | Path, exclude: Path | None = None) -> Results:
             if store is None:
                 runs.append(df)
         elif kind == "metrics":
-            label = _metrics_label(f, root)
+            label = _metrics_label(f, root, depth=3)  # <run>/finetune/<task>: one line per run
             metrics[label] = df
         elif len(df):
             notes.append(f"{f}: ignored (columns {list(df.columns)[:8]} are neither rollout rows, run rows "

@@ -20,6 +20,9 @@ def _say(request, msg):
     if tr is not None:
         tr.write_line(f"\n[uwmbench] {msg}")
     print(msg)
+    import sys
+    sys.__stderr__.write(f"[uwmbench] {msg}\n")  # visible in CI logs even under -q and output capture
+    sys.__stderr__.flush()
 
 
 @pytest.fixture(scope="session")

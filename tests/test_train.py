@@ -105,3 +105,21 @@ def test_short_training_run_of_every_method_on_libero_layout_file(name, tmp_path
     assert s["completed"] and s["steps"] == 3 and s["final_loss"] == s["final_loss"]  # not NaN
     m = load_method(tmp_path / "run")
     assert m.name == name
+
+
+def test_torchrun_ddp_two_cpu_processes(tmp_path):
+    """Multi-GPU path, exercised on CPU: torchrun with 2 processes (gloo backend)."""
+    import os
+    import subprocess
+    import sys
+    data = write_libero_hdf5(tmp_path / "demos.hdf5", n_demos=3, length=24)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "uwmbench", "train", "method=dp", "method.size=tiny", f"data.sources=[{{path:{data}}}]",
+           "trainer.steps=4", "trainer.batch_size=4", "trainer.log_every=1", "trainer.ckpt_every=2",
+           "trainer.progress=false", "data.latent_cache=false", "--run-dir", str(tmp_path / "run")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("trained 4 steps") == 2  # both ranks finished
+    assert (tmp_path / "run/checkpoints/step_00000004/model.safetensors").is_file()
+    assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2, 3, 4]

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     cfg = to_container(load_config("quickstart", a.overrides))
     out = Path(cfg["out"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    st = _Stages(6)
+    st = _Stages(5)
     task = cfg["task"]
 
     # 1. demonstrations --------------------------------------------------------------

@@ -10,8 +10,6 @@ hierarchical-bootstrap CI and the n's.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pandas as pd
 
 from . import stats
 from .paper import SWEEP_TO_PAPER_TABLE, load_paper_numbers, paper_variant
+from ..fileio import atomic_write_text
 
 # ---------------------------------------------------------------------------- naming
 
@@ -146,20 +145,6 @@ def df_to_latex(df: pd.DataFrame, caption: str, label: str, index_name: str | No
     out += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex_escape(caption)}}}",
             rf"\label{{tab:{label}}}", r"\end{table}"]
     return "\n".join(out) + "\n"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass

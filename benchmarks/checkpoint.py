@@ -23,17 +23,7 @@ from typing import Any
 import torch
 
 from ..methods.base import Method, config_to_dict, make_config, get_method_class
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from ..fileio import atomic_write_text
 
 
 def checkpoint_root(run_dir: str | os.PathLike) -> Path:

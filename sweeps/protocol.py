@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import ConfigError, dump_yaml, load_config, to_container, typed
+from ..fileio import atomic_write_text as _atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,6 @@ RUN_KEYS = {"method", "run_id", "sweep_name", "cell", "variant", "seed", "tasks"
 
 class RunInterrupted(RuntimeError):
     """The trainer stopped before its last step (``trainer.stop_after``): the run is resumable."""
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def run_dir_of(cfg: dict[str, Any]) -> Path:

@@ -39,3 +39,10 @@ def tiny_batch():
 # Tiny models run fastest single-threaded, and the LIBERO tests start env worker processes
 # beside the test process: one torch thread avoids oversubscribing a 2-core machine.
 torch.set_num_threads(1)
+
+
+def product_methods() -> list[str]:
+    """Registered methods, minus helper methods that test modules register for themselves."""
+    from uwmbench.methods import registered_methods
+    return sorted(n for n, cls in registered_methods().items()
+                  if not cls.__module__.split(".")[0].startswith(("test_", "conftest")))

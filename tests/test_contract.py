@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import product_methods
 from uwmbench.methods import (
     ACTION_FREE, FORWARD_DYNAMICS, INVERSE_DYNAMICS, VIDEO_PREDICTION, CapabilityError, build_method,
-    registered_methods,
 )
 
-METHODS = sorted(registered_methods())
+METHODS = product_methods()  # every registered method (plugins included), not test-only helpers
 RAW = 32  # stored frame size used by the contract batch
 
 

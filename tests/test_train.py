@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from uwmbench.config import ConfigError, load_config
+from conftest import product_methods
 from libero_files import write_libero_hdf5
 
 
@@ -89,12 +90,7 @@ def test_unknown_method_key_is_named(tmp_path):
         train(_cfg(tmp_path, extra=["method.num_regsters=3"]), tmp_path / "r")
 
 
-def _registered():
-    from uwmbench.methods import registered_methods
-    return sorted(registered_methods())
-
-
-@pytest.mark.parametrize("name", _registered())
+@pytest.mark.parametrize("name", product_methods())
 def test_short_training_run_of_every_method_on_libero_layout_file(name, tmp_path):
     """Every registered method (tiny) trains through the real trainer and data pipeline on a
     LIBERO-layout HDF5 file, with the latent cache on, and its checkpoint loads back."""

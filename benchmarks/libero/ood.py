@@ -31,12 +31,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ...fileio import atomic_write_bytes
 
 OOD_VERSION = 1
 DEFAULT_MARGIN = 0.03
@@ -268,19 +268,6 @@ def _widen(rect: list[str], margin: float) -> list[str]:
 
 def cache_root() -> Path:
     return Path(os.environ.get("UWMBENCH_CACHE", Path.home() / ".cache" / "uwmbench"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_ood_bddl(spec, margin: float = DEFAULT_MARGIN) -> Path:

@@ -20,9 +20,16 @@ def _say(request, msg):
     if tr is not None:
         tr.write_line(f"\n[uwmbench] {msg}")
     print(msg)
-    import sys
-    sys.__stderr__.write(f"[uwmbench] {msg}\n")  # visible in CI logs even under -q and output capture
-    sys.__stderr__.flush()
+    _SUMMARY.append(msg)
+
+
+_SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Repeat which launcher the SLURM tests used in the run's summary (visible under -q)."""
+    for msg in _SUMMARY:
+        terminalreporter.write_line(f"[uwmbench] {msg}")
 
 
 @pytest.fixture(scope="session")

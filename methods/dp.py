@@ -13,18 +13,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler
 from torch import nn
 
-from .base import POLICY, Method, MethodConfig, register_method
+from .base import POLICY, Method, register_method
+from .diffusion import DiffusionConfig, make_ddim
 from .nets import (ActionMLP, DiTBlock, FinalLayer, ImagePreprocessor, MultiViewEncoder, TimestepEmbedder,
                    init_transformer_weights)
-
-
-def make_ddim(num_train_timesteps: int, beta_schedule: str, clip_sample: bool) -> DDIMScheduler:
-    """The paper's scheduler (epsilon prediction, eta 0 at inference)."""
-    return DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                         clip_sample=clip_sample, prediction_type="epsilon")
 
 
 def zero_adaln(blocks: nn.ModuleList, final: FinalLayer) -> None:
@@ -35,17 +29,13 @@ def zero_adaln(blocks: nn.ModuleList, final: FinalLayer) -> None:
 
 
 @dataclass
-class DPConfig(MethodConfig):
+class DPConfig(DiffusionConfig):
     width: int = 768             # DiT width, also the per-image feature size (fc: 512 -> width)
     depth: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
     timestep_dim: int = 256      # sinusoidal -> MLP(4x) -> timestep_dim
     encoder_width: int = 64      # ResNet-18 base width (64 = the real ResNet-18)
-    num_train_timesteps: int = 100
-    num_inference_steps: int = 10
-    beta_schedule: str = "squaredcos_cap_v2"
-    clip_sample: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -76,7 +66,7 @@ class DiffusionPolicy(Method):
             init_transformer_weights(m)
         nn.init.normal_(self.pos_embed, std=0.02)
         zero_adaln(self.blocks, self.final)
-        self.noise_scheduler = make_ddim(cfg.num_train_timesteps, cfg.beta_schedule, cfg.clip_sample)
+        self.noise_scheduler = make_ddim(cfg)
 
     def batch_keys(self) -> tuple[str, ...]:
         return ("obs", "action", "action_mask")

@@ -25,15 +25,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .base import ACTION_FREE, POLICY, VIDEO_PREDICTION, CapabilityError, Method, MethodConfig, register_method
-from .dp import make_ddim, zero_adaln
+from .base import ACTION_FREE, POLICY, VIDEO_PREDICTION, CapabilityError, Method, register_method
+from .diffusion import DiffusionConfig, make_ddim
+from .dp import zero_adaln
 from .latent_encoder import LatentEncoder
 from .nets import (ActionMLP, DiTBlock, FinalLayer, ImagePreprocessor, LatentPatchify, TimestepEmbedder,
                    init_transformer_weights, num_latent_tokens)
 
 
 @dataclass
-class PADConfig(MethodConfig):
+class PADConfig(DiffusionConfig):
     width: int = 768
     depth: int = 12
     heads: int = 12
@@ -46,10 +47,6 @@ class PADConfig(MethodConfig):
     augment_latents: bool = False         # encode augmented frames on the fly (public code) instead of cached latents
     action_loss_weight: float = 1.0
     image_loss_weight: float = 1.0
-    num_train_timesteps: int = 100
-    num_inference_steps: int = 10
-    beta_schedule: str = "squaredcos_cap_v2"
-    clip_sample: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -123,7 +120,7 @@ class PAD(Method):
                                             cfg.latent_extra_scale)
         self.net = PADNoiseNet(cfg, self.latent_encoder.latent_channels, self.latent_encoder.latent_size)
         self.augment = ImagePreprocessor(cfg.resize, cfg.image_size, cfg.color_jitter, normalize="sym")
-        self.noise_scheduler = make_ddim(cfg.num_train_timesteps, cfg.beta_schedule, cfg.clip_sample)
+        self.noise_scheduler = make_ddim(cfg)
 
     def batch_keys(self) -> tuple[str, ...]:
         if self.cfg.augment_latents:

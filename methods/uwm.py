@@ -53,7 +53,6 @@ the SDXL architecture with random weights): right parameter counts and speed, us
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -63,8 +62,9 @@ from torch import nn
 
 from .base import (
     ACTION_FREE, FORWARD_DYNAMICS, INVERSE_DYNAMICS, POLICY, VIDEO_PREDICTION, CapabilityError, Method,
-    MethodConfig, register_method,
+    register_method,
 )
+from .diffusion import DiffusionConfig, make_ddim
 from .latent_encoder import LatentEncoder
 from .nets import (
     ActionMLP, DiTBlock, FinalLayer, ImagePreprocessor, LatentPatchify, LatentUnpatchify, MultiViewEncoder,
@@ -79,7 +79,7 @@ MARGINAL_TS = ("T", "first_inference_step")
 
 # ----------------------------------------------------------------------------- config
 @dataclass
-class UWMConfig(MethodConfig):
+class UWMConfig(DiffusionConfig):
     name: str = "uwm"
     # transformer
     width: int = 768
@@ -99,8 +99,6 @@ class UWMConfig(MethodConfig):
     marginal_t: str = "T"            # T (paper) | first_inference_step (public code)
     mask_action_loss_for_videos: bool = False  # public code: False; PAD/GR1 mask
     # diffusion
-    num_train_timesteps: int = 100
-    num_inference_steps: int = 10
     # latents
     vae: str = "stabilityai/sdxl-vae"  # hub id | local save_pretrained folder | random:<preset>
     vae_scaling: float = 0.13025     # <= 0: take the VAE config's scaling_factor
@@ -238,7 +236,6 @@ class UWM(Method):
     def __init__(self, cfg: UWMConfig):
         super().__init__(cfg)
         cfg.validate()
-        from diffusers import DDIMScheduler
         self.cfg: UWMConfig = cfg
         nv = len(cfg.views)
         self.pre = ImagePreprocessor(cfg.resize, cfg.image_size, jitter=cfg.color_jitter, normalize="imagenet")
@@ -254,8 +251,7 @@ class UWM(Method):
             latent_shape = (nv, frames, le.latent_channels, le.latent_size, le.latent_size)
         self.latent_shape = latent_shape
         self.denoiser = UWMDenoiser(cfg, nv * cfg.obs_frames, latent_shape)
-        self.scheduler = DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule="squaredcos_cap_v2",
-                                       clip_sample=True, prediction_type="epsilon")
+        self.scheduler = make_ddim(cfg)
         # what this instance can do (the class declares the full set for objective="future")
         if cfg.objective != "future":
             self.capabilities = frozenset({POLICY, ACTION_FREE})

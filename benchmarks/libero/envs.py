@@ -22,10 +22,13 @@ for demos and rollouts. :func:`upright` flips a frame for viewing (videos).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from .scene import Scene, SceneError, apply_scene, capture_scene
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
@@ -103,10 +106,15 @@ class LiberoEnv:
         from libero.libero.envs import OffScreenRenderEnv
 
         cams = [VIEW_CAMERAS[v] for v in self.views]
+        # hard_reset=False: a reset keeps the compiled model (a rebuild costs ~2 s); everything a
+        # rebuild would have cleared is restored by apply_scene (see scene.py)
         self._env = OffScreenRenderEnv(bddl_file_name=spec.bddl_file, camera_names=cams,
                                        camera_heights=self.camera_size, camera_widths=self.camera_size,
-                                       ignore_done=True)
+                                       ignore_done=True, hard_reset=False)
         self._rs = self._env.env  # the robosuite environment
+        self._init_fixtures: list | None = None
+        self.scene: Scene | None = None   # the scene the current episode started from
+        self.last_reset_s = 0.0
         self._gate_open = False
         self._renders: dict[str, int] = {c: 0 for c in cams}  # real renders per camera (a check)
         self._install_gate()
@@ -173,34 +181,65 @@ class LiberoEnv:
             self._init_states = np.asarray(load_init_states(self.spec))
         return self._init_states
 
+    @property
+    def init_fixtures(self) -> list | None:
+        """Fixture poses stored with the init states (generated OOD init states), else None."""
+        if self._init_fixtures is None and getattr(self.spec, "condition", "id") == "ood":
+            from .ood import load_init_fixtures
+
+            self._init_fixtures = load_init_fixtures(self.spec)
+        return self._init_fixtures
+
     def seed(self, seed: int) -> None:
         self._seed = int(seed)
         np.random.seed(self._seed)
 
-    def reset(self, init_state: int | np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
-        """Start an episode. ``init_state``: an index into the task's init states (wraps around),
-        a flattened MuJoCo state, or None for a seeded random placement (``seed`` or the env's
-        seed). Returns the first observation history (V, To, 3, H, W)."""
+    def reset(self, init_state: "int | np.ndarray | Scene | None" = None, seed: int | None = None,
+              settle_steps: int | None = None) -> np.ndarray:
+        """Start an episode from a scene. ``init_state``: an index into the task's init states
+        (wraps around), a flattened MuJoCo state, a :class:`Scene` (state + fixture poses + controller
+        state, e.g. a demo's), or None for a seeded random placement (LIBERO's own samplers).
+        ``seed`` (default: the env's) draws whatever the scene does not fix: the placement when
+        ``init_state`` is None, the fixture poses when it is a bare state. The episode is a pure
+        function of (scene, seed): the simulator is not rebuilt, and every piece of state an earlier
+        episode could leave behind is reset (see :func:`apply_scene`). ``settle_steps`` overrides the
+        env's no-op steps after the scene is loaded (0 for a demo's states[0], which is settled).
+        Returns the first observation history (V, To, 3, H, W)."""
+        t_start = time.time()
+        settle = self.settle_steps if settle_steps is None else int(settle_steps)
+        if settle < 0:
+            raise ValueError(f"settle_steps must be >= 0, got {settle}")
         np.random.seed(self._seed if seed is None else int(seed))
         self._frames = {}
         self.video_frames = []
         self.success = False
         self.done = False
         self.n_renders = 0
-        self._env.reset()
-        t0 = -self.settle_steps
-        if init_state is not None:
+        self._gate_open = False
+        self._env.reset()  # soft: robosuite bookkeeping + a placement drawn from the seeded RNG (no render)
+        drawn = capture_scene(self._rs)
+        if init_state is None:
+            scene = Scene(state=drawn.state, fixtures=drawn.fixtures)
+        elif isinstance(init_state, Scene):
+            scene = Scene(init_state.state, {**drawn.fixtures, **init_state.fixtures}, init_state.controller_joints,
+                          init_state.gripper_action, init_state.warmstart)
+        else:
+            fixtures = drawn.fixtures
             state = init_state
             if isinstance(init_state, (int, np.integer)):
                 states = self.init_states
-                state = states[int(init_state) % len(states)]
-            state = np.asarray(state, dtype=np.float64).reshape(-1)
-            expect = self._env.get_sim_state().shape[0]
-            if state.shape[0] != expect:
-                raise ValueError(f"init state has {state.shape[0]} values but the sim of {self.spec.bddl_file} "
-                                 f"has {expect} (init states of another task or condition?)")
-            self._env.set_state(state)
-            self._rs.sim.forward()
+                i = int(init_state) % len(states)
+                state = states[i]
+                stored = self.init_fixtures
+                if stored is not None and stored[i]:
+                    fixtures = {**fixtures, **stored[i]}
+            scene = Scene(state=np.asarray(state, dtype=np.float64).reshape(-1), fixtures=fixtures)
+        try:
+            apply_scene(self._rs, scene, where=f"init state of {getattr(self.spec, 'key', self.spec)}")
+        except SceneError as e:
+            raise ValueError(str(e)) from None
+        self.scene = scene
+        t0 = -settle
         # after loading a state robosuite re-samples every observable (regenerate_obs_from_state)
         self._env.check_success()
         self._env._post_process()
@@ -213,10 +252,11 @@ class LiberoEnv:
         if needed:
             self._store_frames(t0)
         self.t = t0
-        for _ in range(self.settle_steps):
+        for _ in range(settle):
             self._physics_step(SETTLE_ACTION)
         self.t = 0
         self.success = False  # settling cannot count as solving
+        self.last_reset_s = time.time() - t_start
         return self.observation()
 
     def _store_frames(self, t: int) -> None:

@@ -266,9 +266,9 @@ class ScriptedExpert:
     def _step(self, a: np.ndarray) -> None:
         if self.steps >= self.cfg.max_steps or self.done:
             raise _Stop()
-        a = np.clip(a, -1, 1)
+        a = np.clip(np.asarray(a, np.float64), -1, 1)
         self.states.append(self.inner.sim.get_state().flatten().copy())
-        self.actions.append(a.astype(np.float32))
+        self.actions.append(a.copy())  # exactly what is stepped: a replay reproduces the states bit for bit
         self.inner.step(a)
         self.steps += 1
         if self._success():
@@ -541,15 +541,20 @@ class _Unsupported(Exception):
     pass
 
 
-def run_episode(env, init_state: np.ndarray, cfg: ExpertConfig | None = None, seed: int = 0) -> EpisodeResult:
-    """One scripted episode from ``init_state`` (env without rendering is fine)."""
-    env.reset()
-    env.set_init_state(init_state)
-    # let objects settle with a few no-op steps (as LIBERO's evaluation does), recorded as actions
+def run_episode(env, init_state: np.ndarray | None, cfg: ExpertConfig | None = None, seed: int = 0,
+                settle_steps: int = 5) -> EpisodeResult:
+    """One scripted episode from ``init_state`` (env without rendering is fine); with
+    ``init_state=None`` from the env's current scene (the caller restored it, e.g.
+    ``LiberoEnv.reset(scene)``). The first ``settle_steps`` actions are no-ops (gripper open) while
+    objects settle, as LIBERO's evaluation and its recorded demos do; they are recorded like the
+    others (LIBERO's dataset script drops them)."""
+    if init_state is not None:
+        env.reset()
+        env.set_init_state(init_state)
     ex = ScriptedExpert(env, cfg, seed)
     err = ""
     try:
-        for _ in range(5):
+        for _ in range(settle_steps):
             ex._step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
         skills = ex.run()
     except _Stop:
@@ -558,6 +563,6 @@ def run_episode(env, init_state: np.ndarray, cfg: ExpertConfig | None = None, se
         skills, err = [], f"unsupported: {e}"
     success = bool(ex.inner._check_success())
     return EpisodeResult(success=success, steps=ex.steps,
-                         actions=np.array(ex.actions, dtype=np.float32).reshape(-1, 7),
+                         actions=np.array(ex.actions, dtype=np.float64).reshape(-1, 7),
                          states=np.array(ex.states), final_state=ex.inner.sim.get_state().flatten().copy(),
                          skills=skills, error=err)

@@ -29,6 +29,7 @@ states are requested).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ...fileio import atomic_write_bytes
+from ...fileio import atomic_write_bytes, atomic_write_text
 
 OOD_VERSION = 1
 DEFAULT_MARGIN = 0.03
@@ -318,12 +319,37 @@ def seeded_reset(env, seed: int) -> None:
         np.random.set_state(rng_state)
 
 
+def ood_init_fixtures_path(states_path: Path | str) -> Path:
+    p = Path(states_path)
+    return p.with_name(p.stem.replace("init_states", "init_fixtures") + ".json")
+
+
+def load_init_fixtures(spec) -> list[dict] | None:
+    """Fixture poses ({name: (pos, quat)}) stored beside generated OOD init states, one per
+    init state; None when the task has no such file (shipped ID init states)."""
+    if not spec.init_states_file:
+        return None
+    path = ood_init_fixtures_path(spec.init_states_file)
+    if not path.is_file():
+        return None
+    rows = json.loads(path.read_text())
+    return [{k: (np.asarray(v[0], np.float64), np.asarray(v[1], np.float64)) for k, v in r.items()} for r in rows]
+
+
 def generate_init_states(spec, n: int = 50, env=None, progress: bool = True) -> np.ndarray:
-    """(n, D) init states of an OOD TaskSpec (cached, extended when more are asked for)."""
+    """(n, D) init states of an OOD TaskSpec (cached, extended when more are asked for). The
+    fixture poses of each placement are stored beside them (``init_fixtures_seed<k>.json``): a
+    generated init state is only reproducible together with them (see ``scene.py``)."""
+    from .scene import capture_scene
+
     if spec.condition != "ood":
         raise ValueError(f"generate_init_states needs an OOD TaskSpec, got condition={spec.condition!r}")
     path = Path(spec.init_states_file)
-    have = np.load(path) if path.is_file() else None
+    fpath = ood_init_fixtures_path(path)
+    have = np.load(path) if path.is_file() and fpath.is_file() else None
+    fixtures = json.loads(fpath.read_text()) if have is not None else []
+    if have is not None and len(fixtures) != len(have):
+        have, fixtures = None, []
     if have is not None and len(have) >= n:
         return have[:n]
     own = env is None
@@ -336,7 +362,9 @@ def generate_init_states(spec, n: int = 50, env=None, progress: bool = True) -> 
             it = tqdm(it, desc=f"OOD init states {spec.short or spec.task_name}", leave=False)
         for i in it:
             seeded_reset(env, episode_seed(spec.ood_seed or 0, i))
-            rows.append(env.get_sim_state().copy())
+            sc = capture_scene(env.env)
+            rows.append(sc.state.copy())
+            fixtures.append({k: [p.tolist(), q.tolist()] for k, (p, q) in sc.fixtures.items()})
     finally:
         if own:
             env.close()
@@ -344,5 +372,6 @@ def generate_init_states(spec, n: int = 50, env=None, progress: bool = True) -> 
     import io
     buf = io.BytesIO()
     np.save(buf, states)
+    atomic_write_text(fpath, json.dumps(fixtures))
     atomic_write_bytes(path, buf.getvalue())
     return states

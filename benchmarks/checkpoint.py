@@ -6,6 +6,7 @@
 - ``method.json``         the method's typed config (enough to rebuild it)
 - ``config.yaml``         the whole resolved run config
 - ``vae_config.json``     architecture of the frozen VAE (rebuild offline; weights are in the model file)
+- ``meta.json``           what the evaluator checks: ``frame_size`` [H, W] of the training frames
 
 Each checkpoint is written to a temporary folder and renamed into place, and
 ``checkpoints/latest`` (a text file) is replaced atomically after it, so a crash at any moment
@@ -22,8 +23,11 @@ from typing import Any
 
 import torch
 
+from ..config import ConfigPathError
 from ..methods.base import Method, config_to_dict, make_config, get_method_class
 from ..fileio import atomic_write_text
+
+META_FILE = "meta.json"
 
 
 def checkpoint_root(run_dir: str | os.PathLike) -> Path:
@@ -45,16 +49,21 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint folder, or a run folder (its latest checkpoint)."""
     p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigPathError(f"checkpoint {str(path)!r}: no such file or folder ({p.absolute()})")
     if (p / "model.safetensors").is_file():
         return p
     latest = latest_checkpoint(p)
     if latest is None:
-        raise FileNotFoundError(f"no checkpoint at {p} (expected model.safetensors or checkpoints/latest)")
+        raise ConfigPathError(f"no checkpoint at {p} (expected a checkpoint folder with model.safetensors, "
+                              "or a run folder with checkpoints/latest)")
     return latest
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, method: Method, trainer_state: dict[str, Any],
-                    config_yaml: str, ema_state: dict[str, torch.Tensor] | None = None, keep: int = 2) -> Path:
+                    config_yaml: str, ema_state: dict[str, torch.Tensor] | None = None, keep: int = 2,
+                    meta: dict[str, Any] | None = None) -> Path:
+    """``meta``: written to ``meta.json`` (the trainer stores ``frame_size: [H, W]``)."""
     from safetensors.torch import save_file, save_model
 
     root = checkpoint_root(run_dir)
@@ -69,6 +78,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, method: Method, train
         torch.save(trainer_state, tmp / "trainer_state.pt")
         (tmp / "method.json").write_text(json.dumps(config_to_dict(method.cfg), indent=2))
         (tmp / "config.yaml").write_text(config_yaml)
+        if meta is not None:
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=list))
         vae = getattr(getattr(method, "latent_encoder", None), "vae", None)
         if vae is not None:
             (tmp / "vae_config.json").write_text(json.dumps(dict(vae.config), default=list, indent=2))
@@ -83,6 +94,23 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, method: Method, train
     for p in old[: max(0, len(old) - (keep - 1))] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint (or run) folder; ``{}`` for checkpoints written before it
+    existed. A malformed file raises :class:`DataError` naming it."""
+    from .data_sources import DataError
+
+    f = resolve_checkpoint(path) / META_FILE
+    if not f.is_file():
+        return {}
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{f}: unreadable checkpoint metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{f}: checkpoint metadata is not a JSON object")
+    return meta
 
 
 def load_method(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = False) -> Method:
@@ -105,7 +133,7 @@ def load_method(path: str | os.PathLike, device: str | torch.device = "cpu", ema
     if ema:
         f = ckpt / "ema.safetensors"
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: this checkpoint has no EMA weights (trainer.ema was 0)")
+            raise ConfigPathError(f"{f}: this checkpoint has no EMA weights (trainer.ema was 0)")
         state = load_file(str(f))
         params = dict(method.named_parameters())
         with torch.no_grad():

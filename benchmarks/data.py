@@ -4,7 +4,11 @@ One sample is a window of ``obs_frames + action_horizon + next_frames - 1`` fram
 frame ``s`` of an episode (defaults 2 + 16 + 2 - 1 = 19):
 
 - ``obs``      frames ``s .. s+To-1``                       uint8 (V, To, 3, H, W)
-- ``action``   actions ``s+To-1 .. s+To-2+Ha``              float32 (Ha, A), raw env units
+- ``action``   actions ``s+To-1+d .. s+To-2+Ha+d``          float32 (Ha, A), raw env units; ``d`` = the
+  source's ``action_offset``: 1 for LIBERO's official files (obs[j] is the frame returned by
+  ``env.step(actions[j])``, so the first action after frame j is actions[j+1]), 0 for files whose
+  frame j precedes actions[j]. Either way the policy learns what the evaluator asks of it: the
+  actions that follow the last observed frame.
 - ``next_obs`` frames ``s+To-1+Ha .. s+To-2+Ha+Tn``          uint8 (V, Tn, 3, H, W)
 - ``action_mask`` True for sources with actions (action-free sources: zeros, False)
 - ``obs_latent`` / ``next_obs_latent`` instead of images when the method asks for latents and
@@ -186,6 +190,8 @@ class WindowDataset(SequenceDataset):
         self.pad_seq_length = True     # actions / next frames past the end repeat the last one
         self.get_pad_mask = False
         self.obs_normalization_stats = None
+        # actions[last_obs + offset] is the first action taken after the last observed frame
+        self.action_offset = int(getattr(source, "action_offset", 0)) if source.has_actions else 0
         self.load_demo_info(demos=list(episodes))
 
     def load_demo_info(self, filter_by_attribute=None, demos=None):
@@ -199,7 +205,17 @@ class WindowDataset(SequenceDataset):
         self.demos = [d for d in demos if d not in set(too_short)]
         self.n_demos = len(self.demos)
         self._demo_id_to_demo_length = {d: int(self.source.lengths[d]) for d in self.demos}
-        counts = np.array([self._demo_id_to_demo_length[d] - self.spec.obs_frames + 1 for d in self.demos], np.int64)
+        # an "after_action" file (LIBERO's official layout) has no action after its last frame
+        off = self.action_offset
+        short = [d for d in self.demos if self._demo_id_to_demo_length[d] - self.spec.obs_frames + 1 - off < 1]
+        if short:
+            log.warning("%s: %d episode(s) too short for one window skipped (e.g. %s)", self.source.path, len(short),
+                        short[0])
+            self.demos = [d for d in self.demos if d not in set(short)]
+            self.n_demos = len(self.demos)
+            self._demo_id_to_demo_length = {d: int(self.source.lengths[d]) for d in self.demos}
+        counts = np.array([self._demo_id_to_demo_length[d] - self.spec.obs_frames + 1 - off for d in self.demos],
+                          np.int64)
         self._window_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._demo_id_to_start_indices = {d: int(self._window_starts[i]) for i, d in enumerate(self.demos)}
         self.total_num_sequences = int(self._window_starts[-1])
@@ -255,7 +271,7 @@ class WindowDataset(SequenceDataset):
                                               num_frames_to_stack=sp.obs_frames - 1, seq_length=1, prefix="obs")
         out["obs"] = np.stack([obs[v] for v in self.obs_keys])
         if self.source.has_actions:
-            seq = self.get_dataset_sequence_from_demo(ep, index_in_demo=last_obs, keys=("actions",),
+            seq = self.get_dataset_sequence_from_demo(ep, index_in_demo=last_obs + self.action_offset, keys=("actions",),
                                                       num_frames_to_stack=0, seq_length=sp.action_horizon)
             out["action"] = np.asarray(seq["actions"], np.float32)
             out["action_mask"] = np.bool_(True)

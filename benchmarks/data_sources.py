@@ -69,6 +69,32 @@ def expand_paths(pattern: str, kind: str) -> list[str]:
     return [os.path.abspath(p)]
 
 
+def check_source_path(path: str, kind: str) -> None:
+    """The cheap checks of one source path (exists; a file, or a folder for ``video_folder``;
+    not empty). The sources run them first; the trainer runs them on every source before it
+    builds a model, so a misspelt path fails at once."""
+    if kind == "video_folder":
+        if not os.path.exists(path):
+            raise DataError(f"{path}: no such folder (video_folder source)")
+        if not os.path.isdir(path):
+            raise DataError(f"{path}: not a folder (kind=video_folder expects a folder of video files)")
+        return
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file (data source)")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder; an HDF5 source must be a file (use kind=video_folder for videos)")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file (0 bytes), not an HDF5 dataset")
+
+
+def check_source_paths(sources) -> None:
+    """:func:`check_source_path` on every file of every source (``SourceConfig``-like entries
+    with ``path`` and ``kind``; globs expanded)."""
+    for sc in sources:
+        for p in expand_paths(sc.path, sc.kind):
+            check_source_path(p, sc.kind)
+
+
 # ----------------------------------------------------------------------------- episode memory
 _PROCESS_USED = [0]  # bytes held by every EpisodeMemory of this process (a forked child inherits the count with the arrays)
 
@@ -121,6 +147,10 @@ class EpisodeSource:
         self.has_actions = False
         self.action_dim = 0
         self.env_meta: dict[str, Any] | None = None
+        # frames vs actions: 0 when frame j was observed before actions[j] ("before_action"), 1 when
+        # frame j is what env.step(actions[j]) returned (LIBERO's official files, "after_action")
+        self.obs_alignment = "before_action"
+        self.action_offset = 0
         self._memory_bytes = int(memory_bytes)
         self._memory = EpisodeMemory(memory_bytes)
         self._pid = os.getpid()
@@ -213,6 +243,37 @@ class Hdf5Source(EpisodeSource):
         self.flip_vertical = bool(flip_vertical)
         self._h5 = None
         self._validate(action_dim, action_free, demos, max_episodes)
+        self._read_conventions()
+
+    def _read_conventions(self) -> None:
+        """The file's image convention and frame/action alignment (``data`` attributes).
+
+        - ``macros_image_convention``: "opengl" (LIBERO's default: frames stored upside down) or
+          "opencv" (upright). ``flip_vertical`` means "give the policy upright frames", so an opencv
+          file is not flipped (the evaluator flips the simulator's opengl frames the same way).
+        - alignment: ``uwmbench_obs_alignment`` when present; files written by uwmbench's collect
+          before it followed the official layout (``expert_success_rate`` without
+          ``macros_image_convention``) are "before_action"; every other file is LIBERO's official
+          "after_action" (obs[j] is what env.step(actions[j]) returned, create_dataset.py)."""
+        import h5py
+        with h5py.File(self.path, "r") as f:
+            attrs = f["data"].attrs
+            conv = attrs.get("macros_image_convention", "opengl")
+            conv = conv.decode() if isinstance(conv, bytes) else str(conv)
+            align = attrs.get("uwmbench_obs_alignment")
+            if align is None:
+                legacy = "expert_success_rate" in attrs and "macros_image_convention" not in attrs
+                align = "before_action" if legacy else "after_action"
+            align = align.decode() if isinstance(align, bytes) else str(align)
+        if conv not in ("opengl", "opencv"):
+            raise DataError(f"{self.path}: attribute data.macros_image_convention={conv!r}, expected 'opengl' or 'opencv'")
+        if align not in ("before_action", "after_action"):
+            raise DataError(f"{self.path}: attribute data.uwmbench_obs_alignment={align!r}, expected "
+                            "'before_action' or 'after_action'")
+        self.image_convention = conv
+        self.flip_vertical = self.flip_vertical and conv == "opengl"
+        self.obs_alignment = align
+        self.action_offset = 1 if align == "after_action" else 0
 
     # -- handles
     def _drop_handles(self, d: dict) -> None:
@@ -240,12 +301,7 @@ class Hdf5Source(EpisodeSource):
     def _validate(self, action_dim: int, action_free: bool, demos, max_episodes) -> None:
         import h5py
         p = self.path
-        if not os.path.exists(p):
-            raise DataError(f"{p}: no such file (data source)")
-        if os.path.isdir(p):
-            raise DataError(f"{p}: is a folder; an HDF5 source must be a file (use kind=video_folder for videos)")
-        if os.path.getsize(p) == 0:
-            raise DataError(f"{p}: empty file (0 bytes), not an HDF5 dataset")
+        check_source_path(p, self.kind)
         try:
             f = h5py.File(p, "r")
         except OSError as e:
@@ -272,6 +328,12 @@ class Hdf5Source(EpisodeSource):
                 g = data[ep]
                 if not isinstance(g, h5py.Group):
                     raise DataError(f"{p}: key 'data/{ep}' is not a group")
+                if "obs" not in g:
+                    raise DataError(f"{p}: missing key 'data/{ep}/obs' (expected a group of frames data/{ep}/obs/<view>; "
+                                    f"keys of data/{ep}: {sorted(g.keys())})")
+                if not isinstance(g["obs"], h5py.Group):
+                    raise DataError(f"{p}: key 'data/{ep}/obs' is a dataset of shape {getattr(g['obs'], 'shape', None)}, "
+                                    f"expected a group of frames data/{ep}/obs/<view> (views {list(self.views)})")
                 t = None
                 for v in self.views:
                     key = f"data/{ep}/obs/{v}"
@@ -477,10 +539,7 @@ class VideoFolderSource(EpisodeSource):
 
     def _scan(self, demos, max_episodes) -> None:
         p = self.path
-        if not os.path.exists(p):
-            raise DataError(f"{p}: no such folder (video_folder source)")
-        if not os.path.isdir(p):
-            raise DataError(f"{p}: not a folder (kind=video_folder expects a folder of video files)")
+        check_source_path(p, self.kind)
         groups: dict[str, dict[str, str]] = {}
         for fn in sorted(os.listdir(p)):
             stem, ext = os.path.splitext(fn)
@@ -615,7 +674,9 @@ def describe_hdf5(path: str) -> dict[str, Any]:
             info: dict[str, Any] = dict(path=p, episodes=len(names))
             if names:
                 g = f[f"data/{names[0]}"]
-                info["obs"] = {k: list(g["obs"][k].shape[1:]) for k in g["obs"].keys()} if "obs" in g else {}
+                obs = g["obs"] if "obs" in g else None
+                info["obs"] = ({k: list(getattr(obs[k], "shape", ())[1:]) for k in obs.keys()}
+                               if isinstance(obs, h5py.Group) else {})
                 info["action_dim"] = int(g["actions"].shape[1]) if "actions" in g else None
             info["frames"] = int(sum(f[f"data/{n}"].attrs.get("num_samples", 0) for n in names))
             info["filter_keys"] = sorted(f["mask"].keys()) if "mask" in f else []

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 ROLLOUTS_FILE = "rollouts.jsonl"
 ROW_KEY = ("checkpoint", "method", "variant", "task", "condition", "rollout_seed", "episode", "max_steps",
-           "replan_every", "mode")
+           "replan_every", "mode", "init_source")
+ROW_KEY_DEFAULTS = {"mode": "policy", "init_source": "benchmark"}  # rows written before these columns existed
 MODES = ("policy", "inverse_dynamics")
 
 
@@ -96,7 +97,7 @@ def _json_default(o: Any) -> Any:
 
 def _row_key(row: dict[str, Any]) -> tuple:
     # rows written before the `mode` column existed are policy rollouts
-    return tuple(str(row.get(k) or "policy") if k == "mode" else str(row.get(k)) for k in ROW_KEY)
+    return tuple(str(row.get(k) or ROW_KEY_DEFAULTS[k]) if k in ROW_KEY_DEFAULTS else str(row.get(k)) for k in ROW_KEY)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -108,9 +109,12 @@ class RolloutJob:
     condition: str
     episode: int
     rollout_seed: int
-    init_state: np.ndarray
-    init_state_index: int
+    init_state: Any            # Scene (state + fixture poses + controller state) or a flattened state
+    init_state_index: int      # index into the benchmark's init states; -1: a demo's own start
     max_steps: int
+    settle_steps: int | None = None    # None: the settings' (a demo's states[0] is already settled: 0)
+    model_file: str | None = None      # a demo's MJCF: its fixture poses complete ``init_state``
+    init_source: str = "benchmark"     # "benchmark" or the demo file the scene came from
     video_path: str | None = None
     reference: str | None = None       # inverse_dynamics: expert demo file ...
     reference_demo: str | None = None  # ... and demo whose future frames are tracked
@@ -153,7 +157,8 @@ def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> Non
                     env_key = key
                 t_start = time.time()
                 env.record_video = job.video_path is not None
-                obs = env.reset(init_state=job.init_state, seed=job.rollout_seed)
+                obs = env.reset(init_state=_job_scene(job, env), seed=job.rollout_seed, settle_steps=job.settle_steps)
+                reset_s = env.last_reset_s
                 n_calls = 0
                 while True:
                     req_q.put(("obs", wid, job.id, (obs, int(env.t))))
@@ -169,7 +174,7 @@ def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> Non
                 if job.video_path:
                     video = _write_video(job.video_path, env.video_frames, settings.video_fps, env.success)
                 result = {"success": bool(env.success), "steps": int(env.t), "wall_time_s": time.time() - t_start,
-                          "env_create_s": t_start - t_create,
+                          "env_create_s": t_start - t_create, "reset_s": reset_s,
                           "n_policy_calls": n_calls, "n_renders": int(env.n_renders), "video": video, "worker": wid}
                 req_q.put(("done", wid, job.id, result))
             except Exception:
@@ -178,6 +183,18 @@ def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> Non
     finally:
         if env is not None:
             env.close()
+
+
+def _job_scene(job: RolloutJob, env) -> Any:
+    """The scene a rollout starts from, completed with the demo's fixture poses (parsed from its
+    ``model_file`` against the env's fixture bodies) when the job came from an official file."""
+    if job.model_file is None:
+        return job.init_state
+    from .libero.scene import Scene, fixtures_from_model_xml
+
+    sc = job.init_state if isinstance(job.init_state, Scene) else Scene(np.asarray(job.init_state, np.float64))
+    fx = fixtures_from_model_xml(job.model_file, env._rs, where=f"{job.init_source} {job.reference_demo} model_file")
+    return Scene(sc.state, {**fx, **sc.fixtures}, sc.controller_joints, sc.gripper_action, sc.warmstart)
 
 
 def _write_video(path: str, frames: list[np.ndarray], fps: int, success: bool) -> str | None:
@@ -203,13 +220,18 @@ def _write_video(path: str, frames: list[np.ndarray], fps: int, success: bool) -
 # ----------------------------------------------------------------------------- policy
 class _Policy:
     """Wraps a Method (or anything with ``predict_action`` and a ``cfg``) for batched calls on
-    uint8 observation histories (B, V, To, 3, H, W) in LIBERO's stored orientation."""
+    uint8 observation histories (B, V, To, 3, H, W) in LIBERO's stored orientation.
 
-    def __init__(self, method: Any, flip_vertical: bool, device: str | None):
+    ``frame_size`` (H, W): frames of another size are resized to it (bilinear, antialiased, like
+    :meth:`_Reference._resize`) before the method sees them (``evaluate(resize_frames=True)``)."""
+
+    def __init__(self, method: Any, flip_vertical: bool, device: str | None,
+                 frame_size: tuple[int, int] | None = None):
         import torch
 
         self.method = method
         self.flip_vertical = flip_vertical
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         if device and device != "auto" and hasattr(method, "to"):
             method.to(device)
         if hasattr(method, "eval"):
@@ -235,7 +257,7 @@ class _Policy:
             obs = obs[..., ::-1, :]
             if next_obs is not None:
                 next_obs = next_obs[..., ::-1, :]
-        x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device)
+        x = self._resize(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
         fn = "predict_action" if next_obs is None else "infer_action"
         with torch.no_grad():
             if next_obs is None:
@@ -243,7 +265,7 @@ class _Policy:
             else:
                 if next_obs.shape[0] != obs.shape[0]:
                     raise RuntimeError(f"next_obs batch {next_obs.shape[0]} != obs batch {obs.shape[0]}")
-                nx = torch.from_numpy(np.ascontiguousarray(next_obs)).to(self.device)
+                nx = self._resize(torch.from_numpy(np.ascontiguousarray(next_obs)).to(self.device))
                 a = self.method.infer_action({"obs": x}, nx)
         a = a.detach().float().cpu().numpy().astype(np.float64)
         if a.ndim != 3 or a.shape[0] != obs.shape[0] or a.shape[2] != 7:
@@ -253,17 +275,34 @@ class _Policy:
         self.time_s += time.time() - t0
         return a
 
+    def _resize(self, x):
+        """uint8 (..., 3, H, W) -> (..., 3, *frame_size); unchanged without a frame size or when
+        the sizes already agree."""
+        if self.frame_size is None or tuple(x.shape[-2:]) == self.frame_size:
+            return x
+        import torch
+        import torch.nn.functional as F
+
+        lead = x.shape[:-3]
+        y = F.interpolate(x.reshape(-1, *x.shape[-3:]).float(), size=self.frame_size, mode="bilinear",
+                          align_corners=False, antialias=True)
+        return y.round().clamp(0, 255).to(torch.uint8).reshape(*lead, x.shape[-3], *self.frame_size)
+
 
 class _Reference:
-    """Expert demos tracked in ``inverse_dynamics`` mode (LIBERO-layout HDF5, read in the main
-    process): the first sim state of each demo and its future frames at replanning points.
+    """Demos read in the main process: the scene each demo starts from (``policy`` mode with
+    ``init_from``, ``inverse_dynamics`` mode) and, for ``inverse_dynamics``, its future frames.
 
-    At env step ``t`` (the last frame of the observation history) the target is the demo's
-    frames ``t + Ha + k`` (k < Tn), clamped to the last frame: the training window's
-    ``next_obs`` (``s+To-1+Ha ..`` with ``s = t-To+1``, see ``benchmarks/data.py``). Env step 0
-    is the demo's frame 0 (the env's settle steps after loading states[0] have negative t).
-    Frames stay in the stored orientation (the policy wrapper applies the evaluator's flip to
-    observations and targets alike) and are resized to the camera size when they differ."""
+    The rollout starts from the demo's states[0] scene (its own ``uwmbench_scene``, or
+    ``init_state`` + the fixture poses of ``model_file`` for LIBERO's files) with no settle steps
+    (states[0] is already settled), so env step ``t`` is the state before ``actions[t]``. Its frame
+    is file frame ``t - d``: ``d = 1`` for LIBERO's official "after_action" files (obs[j] is the
+    frame returned by ``env.step(actions[j])``), 0 for "before_action" files (see
+    ``Hdf5Source._read_conventions``). At env step ``t`` (the last frame of the observation history)
+    the goal is the frames the demo reached ``Ha + k`` steps later (k < Tn): file frames
+    ``t + Ha + k - d``, clamped to the episode, exactly the training window's ``next_obs`` for
+    the same state. Frames are returned in the simulator's (OpenGL) orientation (an "opencv" file
+    is flipped back) and resized to the camera size when they differ."""
 
     def __init__(self, views: Sequence[str], horizon: int, next_frames: int, camera_size: int):
         self.views = tuple(views)
@@ -272,9 +311,8 @@ class _Reference:
         self.size = int(camera_size)
         self._files: dict[str, Any] = {}
         self._lengths: dict[tuple[str, str], int] = {}
+        self._conventions: dict[str, tuple[int, bool]] = {}
         self._warned: set[str] = set()
-        if self.next_frames < 1:
-            raise ValueError(f"inverse_dynamics needs the method's next_frames >= 1, got {self.next_frames}")
 
     def _file(self, path: str):
         import h5py
@@ -282,56 +320,90 @@ class _Reference:
         f = self._files.get(path)
         if f is None:
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"inverse_dynamics reference file not found: {path}")
+                from .data_sources import DataError
+                raise DataError(f"demo file not found: {path}")
             f = self._files[path] = h5py.File(path, "r")
         return f
 
-    def check_demo(self, path: str, demo: str) -> int:
-        """Validates ``data/<demo>`` (states, both views, equal lengths); returns its length."""
+    def convention(self, path: str) -> tuple[int, bool]:
+        """(frame offset d, frames stored upright) of a file."""
+        if path not in self._conventions:
+            attrs = self._file(path)["data"].attrs
+            conv = attrs.get("macros_image_convention", "opengl")
+            upright = (conv.decode() if isinstance(conv, bytes) else str(conv)) == "opencv"
+            align = attrs.get("uwmbench_obs_alignment")
+            if align is None:
+                legacy = "expert_success_rate" in attrs and "macros_image_convention" not in attrs
+                align = "before_action" if legacy else "after_action"
+            align_off = 1 if (align.decode() if isinstance(align, bytes) else str(align)) == "after_action" else 0
+            self._conventions[path] = (align_off, upright)
+        return self._conventions[path]
+
+    def check_demo(self, path: str, demo: str, frames: bool = True) -> int:
+        """Validates ``data/<demo>`` (a scene to start from; with ``frames``, both views of equal
+        length); returns its length."""
+        from .data_sources import DataError
+
         f = self._file(path)
         if "data" not in f:
-            raise ValueError(f"{path}: missing group 'data' (expected the LIBERO layout data/demo_N/...)")
+            raise DataError(f"{path}: missing group 'data' (expected the LIBERO layout data/demo_N/...)")
         if demo not in f["data"]:
             n = len(f["data"])
-            raise ValueError(f"{path}: no data/{demo} (the file has {n} demo(s)); inverse_dynamics episode i tracks "
-                             f"data/demo_i, so n_rollouts/episodes must stay below the demo count")
+            raise DataError(f"{path}: no data/{demo} (the file has {n} demo(s)); episode i starts from data/demo_i, "
+                            f"so n_rollouts/episodes must stay below the demo count")
         g = f["data"][demo]
-        if "states" not in g:
-            raise ValueError(f"{path}: data/{demo}/states is missing (needed to reset the env to the demo's start)")
-        t = None
-        for v in self.views:
-            key = f"obs/{v}"
-            if key not in g:
-                raise ValueError(f"{path}: data/{demo}/{key} is missing (the method's views are {list(self.views)})")
-            ds = g[key]
-            if ds.ndim != 4 or ds.shape[-1] != 3 or ds.dtype != np.uint8:
-                raise ValueError(f"{path}: data/{demo}/{key} has shape {ds.shape} dtype {ds.dtype}; "
-                                 "expected uint8 (T, H, W, 3)")
-            if t is not None and ds.shape[0] != t:
-                raise ValueError(f"{path}: data/{demo}/{key} has {ds.shape[0]} frames but {self.views[0]} has {t}")
-            t = ds.shape[0]
-        if not t:
-            raise ValueError(f"{path}: data/{demo} has no frames")
-        self._lengths[(path, demo)] = int(t)
-        return int(t)
+        if "states" not in g and "init_state" not in g.attrs and "uwmbench_scene" not in g.attrs:
+            raise DataError(f"{path}: data/{demo} has no 'states' dataset and no 'init_state' attribute "
+                            "(needed to reset the env to the demo's start)")
+        t = int(g.attrs.get("num_samples", 0)) or None
+        if frames:
+            t = None
+            for v in self.views:
+                key = f"obs/{v}"
+                if key not in g:
+                    raise DataError(f"{path}: data/{demo}/{key} is missing (the method's views are {list(self.views)})")
+                ds = g[key]
+                if ds.ndim != 4 or ds.shape[-1] != 3 or ds.dtype != np.uint8:
+                    raise DataError(f"{path}: data/{demo}/{key} has shape {ds.shape} dtype {ds.dtype}; "
+                                    "expected uint8 (T, H, W, 3)")
+                if t is not None and ds.shape[0] != t:
+                    raise DataError(f"{path}: data/{demo}/{key} has {ds.shape[0]} frames but {self.views[0]} has {t}")
+                t = ds.shape[0]
+            if not t:
+                raise DataError(f"{path}: data/{demo} has no frames")
+        self._lengths[(path, demo)] = int(t or 0)
+        return int(t or 0)
 
-    def first_state(self, path: str, demo: str) -> np.ndarray:
-        return np.asarray(self._file(path)[f"data/{demo}/states"][0], dtype=np.float64)
+    def start(self, path: str, demo: str) -> tuple[Any, str | None]:
+        """(scene of states[0], the demo's model_file when the scene needs its fixture poses)."""
+        from .libero.scene import SCENE_ATTR, Scene
+
+        g = self._file(path)[f"data/{demo}"]
+        if SCENE_ATTR in g.attrs:
+            return Scene.from_json(g.attrs[SCENE_ATTR], where=f"{path} data/{demo}"), None
+        state = (np.asarray(g.attrs["init_state"], np.float64) if "init_state" in g.attrs
+                 else np.asarray(g["states"][0], np.float64))
+        mf = g.attrs.get("model_file")
+        return Scene(state), (None if mf is None else (mf.decode() if isinstance(mf, bytes) else str(mf)))
 
     def indices(self, path: str, demo: str, t: int) -> list[int]:
         n = self._lengths.get((path, demo)) or self.check_demo(path, demo)
-        return [min(max(int(t), 0) + self.horizon + k, n - 1) for k in range(self.next_frames)]
+        d, _ = self.convention(path)
+        return [min(max(int(t) + self.horizon + k - d, 0), n - 1) for k in range(self.next_frames)]
 
     def next_obs(self, path: str, demo: str, t: int) -> np.ndarray:
-        """uint8 (V, Tn, 3, size, size), stored orientation."""
+        """uint8 (V, Tn, 3, size, size), the simulator's orientation."""
         idx = self.indices(path, demo, t)
         uniq = sorted(set(idx))
         g = self._file(path)[f"data/{demo}/obs"]
+        _, upright = self.convention(path)
         out = []
         for v in self.views:
             block = np.asarray(g[v][uniq])                       # h5py wants increasing indices
             frames = block[[uniq.index(i) for i in idx]]         # (Tn, H, W, 3)
-            out.append(self._resize(frames, path))
+            if upright:
+                frames = frames[:, ::-1]
+            out.append(self._resize(np.ascontiguousarray(frames), path))
         return np.ascontiguousarray(np.stack(out).transpose(0, 1, 4, 2, 3))
 
     def _resize(self, frames: np.ndarray, path: str) -> np.ndarray:
@@ -356,6 +428,51 @@ class _Reference:
             except Exception:
                 pass
         self._files.clear()
+
+
+def demo_init_overlap(paths: Sequence[str], task: str, condition: str = "id", ood_margin: float = 0.03,
+                      ood_seed: int = 0, tol: float = 0.01) -> list[tuple[str, str, int]]:
+    """Demos whose start coincides with one of the benchmark's evaluation init states of
+    (task, condition): ``[(file, demo, init state index)]``. A demo's start is its ``uwmbench_scene``
+    state, ``init_state`` or ``states[0]``; it matches init state i when the first half of the
+    flattened state after the time (all of it qpos, since nq >= nv: robot joints and object poses)
+    is within ``tol`` everywhere (LIBERO's own files start after 5 settle steps, which move objects
+    by millimetres). Demos collected from the init states (``init_state_index`` >= 0) are
+    matched by that index. Training on such demos makes ID numbers train-on-test."""
+    import h5py
+
+    from .libero.scene import SCENE_ATTR, Scene
+    from .libero.tasks import get_task, load_init_states
+
+    spec = get_task(task, condition, ood_margin=ood_margin, ood_seed=ood_seed)
+    bench = np.asarray(load_init_states(spec) if condition == "id" else load_init_states(spec, 50), np.float64)
+    hits = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                continue
+            for demo in sorted(f["data"].keys(), key=lambda k: int(k.split("_")[-1]) if k.split("_")[-1].isdigit() else 0):
+                g = f["data"][demo]
+                idx = int(g.attrs.get("init_state_index", -1))
+                if idx >= 0:
+                    hits.append((str(path), demo, idx))
+                    continue
+                if SCENE_ATTR in g.attrs:
+                    start = Scene.from_json(g.attrs[SCENE_ATTR]).state
+                elif "init_state" in g.attrs:
+                    start = np.asarray(g.attrs["init_state"], np.float64)
+                elif "states" in g:
+                    start = np.asarray(g["states"][0], np.float64)
+                else:
+                    continue
+                if start.shape[0] != bench.shape[1]:
+                    continue  # another task or condition
+                nq = (bench.shape[1] - 1) // 2 + 1  # [time, qpos (nq), qvel (nv)], nq >= nv
+                d = np.abs(bench[:, 1:nq] - start[None, 1:nq]).max(axis=1)
+                i = int(np.argmin(d))
+                if d[i] <= tol:
+                    hits.append((str(path), demo, i))
+    return hits
 
 
 def _reference_path(reference: Any, task: str, condition: str, n_tasks: int, n_conditions: int) -> str:
@@ -420,6 +537,25 @@ def _checkpoint_flip(ckpt: Path) -> bool | None:
         raise RuntimeError(f"{f}: cannot read data.flip_vertical ({e})") from None
 
 
+def checkpoint_frame_size(ckpt: str | os.PathLike) -> tuple[int, int] | None:
+    """(H, W) of the frames the checkpoint's method was trained on (``frame_size`` in its
+    ``meta.json``, written by the trainer), or None when the checkpoint does not say (written
+    before it was stored, or not a trainer checkpoint)."""
+    if not ckpt:
+        return None
+    from .checkpoint import META_FILE, read_checkpoint_meta
+    from .data_sources import DataError
+
+    v = read_checkpoint_meta(ckpt).get("frame_size")
+    if v is None:
+        return None
+    try:
+        h, w = (int(x) for x in v)
+    except (TypeError, ValueError):
+        raise DataError(f"{Path(ckpt) / META_FILE}: frame_size={v!r} is not [H, W]") from None
+    return h, w
+
+
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id", "ood"), n_rollouts: int = 50,
              seed: int = 0, num_workers: int = 2, max_steps: int | None = None, replan_every: int = 16,
@@ -429,7 +565,9 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
              settle_steps: int = 5, ood_margin: float = 0.03, ood_seed: int = 0, flip_vertical: bool | None = None,
              device: str | None = "auto", resume: bool = True, progress: bool = True,
              episodes: Sequence[int] | None = None, mode: str = "policy",
-             reference: str | os.PathLike | dict[str, Any] | None = None) -> "pd.DataFrame":  # noqa: F821
+             reference: str | os.PathLike | dict[str, Any] | None = None,
+             resize_frames: bool = False,
+             init_from: str | os.PathLike | dict[str, Any] | None = None) -> "pd.DataFrame":  # noqa: F821
     """Roll out ``policy`` on every (task, condition), ``n_rollouts`` episodes each.
 
     policy        a checkpoint/run folder, a :class:`Method`, or a zero-argument factory of one.
@@ -450,11 +588,20 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     reference     inverse_dynamics: the LIBERO-layout HDF5 of expert demos; ``{task}`` and
                   ``{condition}`` in the path are replaced, or a dict keyed by condition, task
                   or "task/condition".
+    init_from     policy mode: start episode i from the scene of ``data/demo_i`` of this demo file
+                  (``{task}``/``{condition}`` replaced, or a dict as ``reference``) instead of the
+                  benchmark's init state i: a memorisation check on training demos, not a benchmark
+                  number (rows say ``init_source``).
+    resize_frames a checkpoint trained on frames of another size than ``camera_size`` is refused
+                  (ConfigError naming both sizes); True resizes the camera frames to the training
+                  size (bilinear, antialiased) before the policy instead, and logs it.
     Returns a DataFrame with one row per rollout (including ones found done in ``out_dir``).
     """
     import pandas as pd
     import torch
 
+    from .libero.ood import load_init_fixtures
+    from .libero.scene import Scene
     from .libero.tasks import get_task, load_init_states
 
     if isinstance(tasks, str):
@@ -476,10 +623,31 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         raise ValueError("mode='inverse_dynamics' needs reference=<LIBERO-layout HDF5 of expert demos of the task>")
     if mode == "policy" and reference is not None:
         raise ValueError("reference is only used with mode='inverse_dynamics'")
+    if mode == "inverse_dynamics" and init_from is not None:
+        raise ValueError("init_from is for mode='policy'; inverse_dynamics starts from its reference demos")
+    if init_from is not None and any(e < 0 for e in episodes):
+        raise ValueError(f"episodes={episodes}: with init_from episode i starts from data/demo_i, need i >= 0")
     if mode == "inverse_dynamics" and any(e < 0 for e in episodes):
         raise ValueError(f"episodes={episodes}: inverse_dynamics episode i tracks data/demo_i, need i >= 0")
 
     method, ckpt, ckpt_flip = _resolve_policy(policy, device)
+    train_size = checkpoint_frame_size(ckpt)
+    policy_size = None
+    if train_size is not None and train_size != (int(camera_size), int(camera_size)):
+        th, tw = train_size
+        if not resize_frames:
+            from ..config import ConfigError
+
+            fix = f"evaluate with camera_size={th}, or" if th == tw else "the camera renders square frames:"
+            raise ConfigError(f"checkpoint {ckpt} was trained on {th}x{tw} frames but camera_size={camera_size} renders "
+                              f"{camera_size}x{camera_size}: {fix} set resize_frames=true to resize the camera frames "
+                              f"to {th}x{tw} before the policy")
+        policy_size = train_size
+        log.info("evaluate: resize_frames: camera frames %dx%d are resized to the training size %dx%d of %s "
+                 "(bilinear, antialiased) before the policy", camera_size, camera_size, th, tw, ckpt)
+    elif resize_frames and ckpt and train_size is None:
+        log.warning("evaluate: resize_frames=true but checkpoint %s does not record its training frame size: "
+                    "frames are passed at camera_size=%d", ckpt, camera_size)
     if mode == "inverse_dynamics":
         from ..methods.base import INVERSE_DYNAMICS
 
@@ -489,7 +657,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
             raise ValueError(f"mode='inverse_dynamics': method {name!r} does not declare the {INVERSE_DYNAMICS!r} "
                              f"capability (it declares {sorted(caps)}); only such methods implement infer_action")
     flip = flip_vertical if flip_vertical is not None else (ckpt_flip if ckpt_flip is not None else True)
-    pol = _Policy(method, flip, device)
+    pol = _Policy(method, flip, device, frame_size=policy_size)
     if replan_every < 1 or replan_every > pol.horizon:
         raise ValueError(f"replan_every={replan_every} must be in 1..{pol.horizon} (the method's action_horizon)")
     to = int(obs_frames) if obs_frames is not None else pol.obs_frames
@@ -519,43 +687,56 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     # ---- jobs, grouped by (task, condition) so that workers keep their env
     jobs: list[RolloutJob] = []
     rows_prev: list[dict] = []
-    ref = _Reference(pol.views, pol.horizon, pol.next_frames, camera_size) if mode == "inverse_dynamics" else None
+    ref = (_Reference(pol.views, pol.horizon, pol.next_frames, camera_size)
+           if mode == "inverse_dynamics" or init_from is not None else None)
+    demo_src = reference if mode == "inverse_dynamics" else init_from
     for task in tasks:
         for cond in conditions:
             spec = get_task(task, cond, ood_margin=ood_margin, ood_seed=ood_seed)
             steps = int(max_steps) if max_steps is not None else int(spec.max_steps)
             name = spec.short or spec.key
             pending = []
+            rpath = None
+            if ref is not None:
+                rpath = _reference_path(demo_src, name, cond, len(tasks), len(conditions))
             for ep in episodes:
                 rs = rollout_seed(seed, spec.key, cond, ep)
                 key = _row_key({**base, "task": name, "condition": cond, "rollout_seed": rs, "episode": ep,
-                                "max_steps": steps, "replan_every": replan_every})
+                                "max_steps": steps, "replan_every": replan_every,
+                                "init_source": rpath or "benchmark"})
                 if key in done_rows:
                     rows_prev.append(done_rows[key])
                 else:
                     pending.append((ep, rs))
             if not pending:
                 continue
+            fixtures = None
             if ref is not None:  # every demo is checked before any env exists
-                rpath = _reference_path(reference, name, cond, len(tasks), len(conditions))
                 for ep, _ in pending:
-                    ref.check_demo(rpath, f"demo_{ep}")
+                    ref.check_demo(rpath, f"demo_{ep}", frames=mode == "inverse_dynamics")
             else:
                 states = np.asarray(load_init_states(spec, n=max(ep for ep, _ in pending) + 1) if cond == "ood"
                                     else load_init_states(spec))
+                fixtures = load_init_fixtures(spec) if cond == "ood" else None
             for ep, rs in pending:
                 vp = None
                 if video_dir is not None:
                     vp = str(Path(video_dir) / f"{name.replace('/', '__')}_{cond}{'_invdyn' if ref else ''}"
                                                f"_ep{ep:03d}.mp4")
                 if ref is not None:
+                    scene, model_file = ref.start(rpath, f"demo_{ep}")
+                    track = mode == "inverse_dynamics"
                     job = RolloutJob(id=len(jobs), spec=spec, task=name, condition=cond, episode=ep, rollout_seed=rs,
-                                     init_state=ref.first_state(rpath, f"demo_{ep}"), init_state_index=-1,
-                                     max_steps=steps, video_path=vp, reference=rpath, reference_demo=f"demo_{ep}")
+                                     init_state=scene, init_state_index=-1, max_steps=steps, settle_steps=0,
+                                     model_file=model_file, init_source=rpath, video_path=vp,
+                                     reference=rpath if track else None, reference_demo=f"demo_{ep}")
                 else:
+                    i = ep % len(states)
+                    # a bare state: the fixture poses are drawn from the rollout seed (shipped ID init
+                    # states carry none); generated OOD init states come with theirs
+                    scene = Scene(states[i], dict(fixtures[i]) if fixtures else {})
                     job = RolloutJob(id=len(jobs), spec=spec, task=name, condition=cond, episode=ep, rollout_seed=rs,
-                                     init_state=states[ep % len(states)], init_state_index=ep % len(states),
-                                     max_steps=steps, video_path=vp)
+                                     init_state=scene, init_state_index=i, max_steps=steps, video_path=vp)
                 jobs.append(job)
     if rows_prev:
         log.info("evaluate: %d rollouts already in %s, skipping them", len(rows_prev), jsonl)
@@ -569,6 +750,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         row.update(task=job.task, condition=job.condition, episode=job.episode, rollout_seed=job.rollout_seed,
                    success=bool(result["success"]), steps=int(result["steps"]),
                    wall_time_s=float(result["wall_time_s"]), env_create_s=float(result.get("env_create_s", 0.0)),
+                   reset_s=float(result.get("reset_s", 0.0)), init_source=job.init_source,
                    eval_seed=int(seed), max_steps=job.max_steps,
                    replan_every=replan_every, obs_frames=to, init_state_index=job.init_state_index,
                    render=settings.render, n_policy_calls=int(result["n_policy_calls"]),
@@ -656,7 +838,8 @@ def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish,
                 env_key = key
             t0 = time.time()
             env.record_video = job.video_path is not None
-            obs = env.reset(init_state=job.init_state, seed=job.rollout_seed)
+            obs = env.reset(init_state=_job_scene(job, env), seed=job.rollout_seed, settle_steps=job.settle_steps)
+            reset_s = env.last_reset_s
             calls = 0
             while True:
                 nxt = _next_obs(ref, job, env.t)
@@ -668,7 +851,7 @@ def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish,
                 obs = env.observation()
             video = _write_video(job.video_path, env.video_frames, s.video_fps, env.success) if job.video_path else None
             bar.update(finish(job, {"success": env.success, "steps": env.t, "wall_time_s": time.time() - t0,
-                                    "env_create_s": t0 - t_create,
+                                    "env_create_s": t0 - t_create, "reset_s": reset_s,
                                     "n_policy_calls": calls, "n_renders": env.n_renders, "video": video}))
     finally:
         if env is not None:
@@ -794,6 +977,8 @@ class EvaluateConfig:
     train_seed: int | None = None
     mode: str = "policy"                 # policy | inverse_dynamics (needs reference)
     reference: str | None = None         # inverse_dynamics: expert demos HDF5 ({task}, {condition} replaced)
+    resize_frames: bool = False          # camera_size != the checkpoint's training frame size: resize (else refuse)
+    init_from: str | None = None         # policy mode: start episode i from data/demo_i of these demos (memorisation check)
 
 
 def main(argv: list[str]) -> int:
@@ -804,7 +989,7 @@ def main(argv: list[str]) -> int:
             d = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             print(f"  {f.name}={d}")
         return 0
-    from uwmbench.config import ConfigError, load_config, typed
+    from uwmbench.config import ConfigError, build_method_from_config, error_message, load_config, typed
 
     cfg = typed(load_config("evaluate", argv), EvaluateConfig, "evaluate")
     if (cfg.checkpoint is None) == (cfg.method is None):
@@ -814,15 +999,17 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"mode={cfg.mode!r} must be one of {list(MODES)}")
     if cfg.render not in ("lazy", "every_step"):
         raise ConfigError(f"render={cfg.render!r} must be lazy or every_step")
+    from .libero.tasks import resolve
+
+    for t in cfg.tasks:
+        try:
+            resolve(str(t))
+        except KeyError as e:
+            raise ConfigError(f"tasks: {error_message(e)}") from None
     if cfg.checkpoint is not None:
         policy: Any = cfg.checkpoint
     else:
-        from ..methods.base import method_from_config
-
-        try:
-            policy = method_from_config(dict(cfg.method))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"method: {e}") from None
+        policy = build_method_from_config(cfg.method)
     out = Path(cfg.out) if cfg.out else Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S")
     meta = {"run_id": cfg.run_id, "sweep": cfg.sweep, "cell": cfg.cell, "variant": cfg.variant}
     if cfg.train_seed is not None:
@@ -832,7 +1019,8 @@ def main(argv: list[str]) -> int:
                   obs_frames=cfg.obs_frames, video_dir=(out / "videos") if cfg.video else None, run_meta=meta,
                   out_dir=out, camera_size=cfg.camera_size, render=cfg.render, settle_steps=cfg.settle_steps,
                   ood_margin=cfg.ood_margin, ood_seed=cfg.ood_seed, flip_vertical=cfg.flip_vertical,
-                  device=cfg.device, resume=cfg.resume, mode=cfg.mode, reference=cfg.reference)
+                  device=cfg.device, resume=cfg.resume, mode=cfg.mode, reference=cfg.reference, init_from=cfg.init_from,
+                  resize_frames=cfg.resize_frames)
     summary = summarize(df)
     md = _markdown(summary)
     _atomic_write(out / "summary.csv", summary.to_csv(index=False))

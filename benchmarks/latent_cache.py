@@ -277,8 +277,7 @@ def cache_latents(data_cfg, method, progress: bool = True) -> list[dict[str, Any
 
 
 def main(argv: list[str]) -> int:
-    from ..config import load_config, to_container
-    from ..methods.base import method_from_config
+    from ..config import build_method_from_config, load_config, to_container
     p = argparse.ArgumentParser(prog="uwmbench cache-latents",
                                 description="Precompute the VAE latent cache of a dataset (config: configs/cache_latents.yaml).")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -291,8 +290,11 @@ def main(argv: list[str]) -> int:
         return 0
     device = cfg.get("device", "auto")
     device = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
+    from .data import data_config_from
+    from .data_sources import check_source_paths
+    check_source_paths(data_config_from(cfg.get("data", {})).sources)  # bad paths fail before a model is built
     torch.manual_seed(int(cfg.get("seed", 0)))  # the trainer seeds the same way: random:* encoders match
-    method = method_from_config(dict(cfg["method"]))
+    method = build_method_from_config(cfg["method"])
     if getattr(method, "latent_encoder", None) is None:
         print(f"method {method.name!r} has no latent encoder: nothing to cache")
         return 0

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..methods.base import Method, build_method, config_to_dict
-from ..config import ConfigError, dump_yaml, load_config, to_container, typed
+from ..methods.base import Method, config_to_dict
+from ..config import ConfigError, ConfigPathError, build_method_from_config, dump_yaml, load_config, to_container, typed
 from .checkpoint import atomic_write_text, latest_checkpoint, load_weights_into, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -166,14 +166,15 @@ class _LossModule(torch.nn.Module):
 def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (or resume) a run. ``cfg``: the composed ``train`` config (DictConfig or dict)."""
     from .data import build_datasets, data_config_from, make_loader
+    from .data_sources import check_source_paths
 
     full = to_container(cfg)
     tcfg = typed(full.get("trainer", {}), TrainerConfig, "trainer")
     mcfg = dict(full["method"])
     seed = int(full.get("seed", 0))
-    run_dir = Path(run_dir or full.get("run_dir") or f"runs/train/{mcfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir or full.get("run_dir") or f"runs/train/{mcfg.get('name')}-{time.strftime('%Y%m%d-%H%M%S')}")
     data_cfg = data_config_from(full.get("data", {}))
+    check_source_paths(data_cfg.sources)  # a misspelt path fails before a model is built
 
     # distributed (torchrun)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -185,7 +186,10 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     if tcfg.device == "auto":
         device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(tcfg.device)
+        try:
+            device = torch.device(tcfg.device)
+        except RuntimeError as e:
+            raise ConfigError(f"trainer.device={tcfg.device!r}: {e}") from None
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = tcfg.tf32
@@ -193,9 +197,11 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and device.type == "cuda")
 
     seed_everything(seed)
-    name = mcfg.pop("name")
-    method = build_method(name, mcfg.pop("size", None), **mcfg)
+    name = mcfg.get("name")
+    method = build_method_from_config(mcfg)
     data = build_datasets(data_cfg, method)
+    frame_size = [int(x) for x in data.frame_shape] if data.frame_shape else None
+    run_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: bad input leaves no empty run folder
     method.action_normalizer.set_stats(data.action_stats)
     method.to(device)
 
@@ -208,7 +214,10 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
                 log.info("%s already finished (%d steps): nothing to do", run_dir, prev["steps"])
             return prev
     if resume is None and tcfg.init_from:
-        load_weights_into(method, tcfg.init_from)
+        try:
+            load_weights_into(method, tcfg.init_from)
+        except ConfigPathError as e:
+            raise ConfigPathError(f"trainer.init_from={tcfg.init_from}: {e}") from None
         method.action_normalizer.set_stats(data.action_stats)  # finetune data defines the action range
 
     params = method.trainable_parameters()
@@ -291,7 +300,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
             metrics.write({"step": step, **val})
             _log_external(tb, wb, val, step)
         if is_main and (step % tcfg.ckpt_every == 0 or step == tcfg.steps):
-            _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg)
+            _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg, frame_size)
         if world > 1:
             torch.distributed.barrier()
         if tcfg.stop_after and step - start_step >= tcfg.stop_after and step < tcfg.steps:
@@ -301,7 +310,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     ckpt = latest_checkpoint(run_dir)
     summary = {"run_dir": str(run_dir), "steps": step, "final_loss": last_loss,
                "checkpoint": str(ckpt) if ckpt else None, "val": val, "completed": step >= tcfg.steps,
-               "interrupted": stopped_early}
+               "interrupted": stopped_early, "frame_size": frame_size}
     if is_main and not stopped_early:
         if data.val is not None and not val:
             val = validate(method, data.val, tcfg, device, seed, use_bf16)
@@ -315,9 +324,11 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     return summary
 
 
-def _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg):
+def _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg, frame_size=None):
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(), "step": step}
-    save_checkpoint(run_dir, step, method, state, config_yaml, ema_state=ema, keep=tcfg.keep_checkpoints)
+    # frame_size: [H, W] of the training frames; the evaluator refuses a different camera size
+    save_checkpoint(run_dir, step, method, state, config_yaml, ema_state=ema, keep=tcfg.keep_checkpoints,
+                    meta={"frame_size": frame_size})
 
 
 @torch.no_grad()

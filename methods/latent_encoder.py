@@ -63,12 +63,17 @@ def build_autoencoder(source: str):
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"vae source {p} has no config.json (expected an AutoencoderKL.save_pretrained folder)")
         return AutoencoderKL.from_pretrained(str(p), low_cpu_mem_usage=False)
+    if source.startswith(("/", "~", "./", "../")) or source.count("/") > 1:  # a local path, not a hub id
+        raise FileNotFoundError(f"vae source {source!r}: no such folder ({p.absolute()})")
     try:
         return AutoencoderKL.from_pretrained(source)
     except Exception as e:  # offline, no cache, wrong id
-        raise RuntimeError(
-            f"could not load VAE {source!r} from the model hub ({type(e).__name__}: {e}). Offline, fit one on "
-            f"your data with `uwmbench fit-vae` and point method.vae at the saved folder.") from e
+        msg = (f"could not load VAE {source!r}: not a local folder, and the model hub does not have it "
+               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Offline, fit one on your data "
+               f"with `uwmbench fit-vae` and point method.vae at the saved folder.")
+        if isinstance(e, OSError):  # not found on the hub or in its cache (what offline gives too)
+            raise FileNotFoundError(msg) from e
+        raise RuntimeError(msg) from e
 
 
 class LatentEncoder(nn.Module):

@@ -22,9 +22,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from ..config import ConfigError, dump_yaml, load_config, to_container, typed
+from ..config import ConfigError, dump_yaml, error_message, load_config, to_container, typed
 from ..fileio import atomic_write_text as _atomic_write
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,23 @@ def _reference_source(fin: StageConfig, task: str) -> str | None:
     return None
 
 
+def _hdf5_files(fin: StageConfig, pre: StageConfig, task: str) -> list[str]:
+    """The HDF5 demo files a run trains on (finetune of ``task`` and pretrain), globs expanded."""
+    import glob
+    out = []
+    for stage, t in ((fin, task), (pre, None)):
+        if not stage.enabled:
+            continue
+        for s in stage.sources:
+            s = {"path": s} if isinstance(s, str) else dict(s)
+            if s.get("kind", "hdf5") == "hdf5":
+                p = os.path.expanduser(str(s["path"]).replace("{task}", t or "{task}"))
+                out += sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+    return out
+
+
 def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, meta: dict, out_dir: Path,
-              reference: str | None = None):
+              reference: str | None = None, train_files: Sequence[str] = ()):
     import inspect
     from ..benchmarks.evaluate import evaluate
     kwargs: dict[str, Any] = {}
@@ -167,6 +182,17 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
             log.info("task %s: inverse_dynamics evaluated in-distribution only (reference %s has no OOD demos)",
                      task, reference)
         kwargs["reference"] = reference
+    if mode == "policy" and "id" in conditions:
+        from ..benchmarks.evaluate import demo_init_overlap
+
+        overlap = demo_init_overlap([p for p in train_files if os.path.isfile(p)], task, "id")
+        meta = {**meta, "train_eval_overlap": len(overlap)}
+        if overlap:
+            log.warning("!" * 78)
+            log.warning("task %s: %d training demo(s) start from the benchmark's ID evaluation init states (e.g. %s "
+                        "%s = init state %d): the ID numbers of this run are train-on-test. Collect demos from "
+                        "random placements (uwmbench collect, the default).", task, len(overlap), *overlap[0])
+            log.warning("!" * 78)
     return evaluate(ckpt, [task], conditions=conditions, n_rollouts=ev.n_rollouts, seed=seed,
                     num_workers=ev.num_workers, max_steps=ev.max_steps, replan_every=ev.replan_every,
                     row_sink=sink, run_meta=meta, out_dir=str(out_dir), **kwargs)
@@ -180,6 +206,14 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
     pre = typed(full.get("pretrain") or {}, StageConfig, "pretrain")
     fin = typed(full.get("finetune") or {}, StageConfig, "finetune")
     ev = typed(full.get("evaluate") or {}, EvalConfig, "evaluate")
+    if ev.n_rollouts > 0:  # a misspelt task fails now, not after training
+        from ..benchmarks.libero.tasks import resolve
+        for t in full["tasks"]:
+            try:
+                resolve(str(t))
+            except KeyError as e:
+                raise ConfigError(f"tasks: {error_message(e)} (evaluate.n_rollouts={ev.n_rollouts} rolls out "
+                                  "every task)") from None
     bad = [m for m in ev.modes if m not in ("policy", "inverse_dynamics")]
     if bad or not ev.modes:
         raise ConfigError(f"evaluate.modes={ev.modes}: each must be policy or inverse_dynamics")
@@ -284,7 +318,8 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
                         continue
                     m = {**meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
                     df = _evaluate(str(res["checkpoint"]), task, ev, mode, int(full["seed"]), store.rollout_sink(m), m,
-                                   run_dir / "eval" / task / mode, reference=_reference_source(fin, task))
+                                   run_dir / "eval" / task / mode, reference=_reference_source(fin, task),
+                                   train_files=_hdf5_files(fin, pre, task))
                     stages.put(ekey, {"rollouts": int(len(df)),
                                       "success_rate": float(df["success"].mean()) if len(df) else None})
             else:

@@ -20,12 +20,17 @@ S = 32
 
 
 def write_indexed_hdf5(path, lengths=(25, 25, 25, 25), size=S, with_actions=True, marker=True, views=VIEWS,
-                       action_dim=7):
+                       action_dim=7, alignment="before_action", convention=None):
     """LIBERO layout whose pixels encode (frame index, demo index, view index): channel 0 = t,
     channel 1 = demo, channel 2 = view; row 0 is 255 in channel 2 (orientation marker).
-    actions[t] = [t, demo, 0.1 * t, ...]."""
+    actions[t] = [t, demo, 0.1 * t, ...]. ``alignment`` None writes no alignment attribute (an
+    official LIBERO file: frame t is what env.step(actions[t]) returned)."""
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
+        if alignment is not None:
+            data.attrs["uwmbench_obs_alignment"] = alignment
+        if convention is not None:
+            data.attrs["macros_image_convention"] = convention
         data.attrs["env_args"] = json.dumps({"env_name": "LIVING_ROOM_SCENE1", "type": 1,
                                              "env_kwargs": {"camera_heights": size}})
         total = 0
@@ -98,6 +103,32 @@ def test_window_offsets_exact(h5):
     np.testing.assert_array_equal(x["obs"][0, :, 0, 0, 0], [0, 1])
     np.testing.assert_array_equal(x["action"][:, 0], np.arange(1, 17))
     np.testing.assert_array_equal(x["next_obs"][0, :, 0, 0, 0], [17, 18])
+
+
+def test_window_offsets_official_alignment(tmp_path):
+    """LIBERO's official files store, at index j, the frame returned by env.step(actions[j]): the
+    first action after frames (s, s+1) is actions[s+2]; the last frame has no action after it."""
+    p = write_indexed_hdf5(tmp_path / "official.hdf5", alignment=None)
+    b = build_datasets(dcfg({"path": p}), fake_method())
+    ds = b.train.datasets[0]
+    assert ds.source.obs_alignment == "after_action" and ds.source.action_offset == 1
+    assert len(b.train) == 4 * (25 - 2)
+    for idx in (0, 7, len(ds) - 1):
+        ep, s = ds.locate(idx)
+        x = ds[idx]
+        np.testing.assert_array_equal(x["obs"][:, :, 0, 5, 5], [[s, s + 1]] * 2)
+        np.testing.assert_array_equal(x["action"][:, 0], np.minimum(np.arange(s + 2, s + 18), 24))
+        np.testing.assert_array_equal(x["next_obs"][:, :, 0, 5, 5], [[min(s + 17, 24), min(s + 18, 24)]] * 2)
+
+
+def test_opencv_files_are_not_flipped_twice(tmp_path):
+    """flip_vertical means 'upright frames for the policy': an opencv file is already upright."""
+    m = fake_method(keys=("obs", "action", "action_mask"))
+    gl = write_indexed_hdf5(tmp_path / "gl.hdf5", convention="opengl")
+    cv = write_indexed_hdf5(tmp_path / "cv.hdf5", convention="opencv")
+    x_gl = build_datasets(dcfg({"path": gl}, flip_vertical=True), m).train[0]["obs"]
+    x_cv = build_datasets(dcfg({"path": cv}, flip_vertical=True), m).train[0]["obs"]
+    assert (x_gl[..., 2, -1, :] == 255).all() and (x_cv[..., 2, 0, :] == 255).all()
 
 
 def test_configurable_lengths(h5):

@@ -149,10 +149,14 @@ class _TrackingMethod(Method):
         return a
 
 
-def _write_reference(path, frames: dict, states: np.ndarray, demos=("demo_0",)):
+def _write_reference(path, frames: dict, states: np.ndarray, demos=("demo_0",), alignment="before_action"):
+    """``alignment`` "before_action": frame j shows states[j]; "after_action" (LIBERO's official
+    layout, written without the attribute): frame j is what env.step(actions[j]) returned."""
     import h5py
 
     with h5py.File(path, "w") as f:
+        if alignment == "before_action":
+            f.require_group("data").attrs["uwmbench_obs_alignment"] = alignment
         for d in demos:
             g = f.create_group(f"data/{d}")
             g.create_dataset("states", data=states)
@@ -187,7 +191,11 @@ def test_reference_frames_indices_clamping_and_resize(tmp_path):
     x = ref.next_obs(str(p), "demo_0", 5)
     assert x.shape == (2, 2, 3, 8, 8) and x.dtype == np.uint8
     assert np.array_equal(x[1, 0], frames[views[1]][9].transpose(2, 0, 1)) and np.array_equal(x[0, 0], x[0, 1])
-    assert np.array_equal(ref.first_state(str(p), "demo_0"), np.arange(3.0))
+    assert np.array_equal(ref.start(str(p), "demo_0")[0].state, np.arange(3.0))
+    # LIBERO's official layout: frame j is one step later, so the goal of env step t is frame t+Ha+k-1
+    po = tmp_path / "official.hdf5"
+    _write_reference(po, frames, np.arange(30, dtype=np.float64).reshape(10, 3), alignment="after_action")
+    assert ref.indices(str(po), "demo_0", 0) == [3, 4] and ref.indices(str(po), "demo_0", 6) == [9, 9]
     with pytest.raises(ValueError, match="no data/demo_3"):
         ref.check_demo(str(p), "demo_3")
     big = _Reference(views, horizon=4, next_frames=2, camera_size=16).next_obs(str(p), "demo_0", 0)
@@ -224,11 +232,20 @@ def test_inverse_dynamics_tracks_reference_frames(tmp_path):
     frames = {v: np.stack(x) for v, x in frames.items()}
     ref = tmp_path / "book_caddy.hdf5"
     _write_reference(ref, frames, np.stack(states))
+    # the same recording in LIBERO's official alignment: stored frame j is the frame after action j
+    ref_official = tmp_path / "book_caddy_official.hdf5"
+    _write_reference(ref_official, {v: x[1:] for v, x in frames.items()}, np.stack(states)[:-1],
+                     alignment="after_action")
+    _check_tracking(method, ref, frames, T, tmp_path / "eval")
+    method.calls.clear()
+    _check_tracking(method, ref_official, frames, T, tmp_path / "eval_official")
 
+
+def _check_tracking(method, ref, frames, T, out):
+    views = ("agentview_rgb", "eye_in_hand_rgb")
     ha, tn = method.cfg.action_horizon, method.cfg.next_frames
     df = evaluate(method, ["book_caddy"], conditions=["id"], n_rollouts=1, seed=0, num_workers=0, max_steps=20,
-                  settle_steps=0, mode="inverse_dynamics", reference=str(ref), out_dir=tmp_path / "eval",
-                  progress=False)
+                  settle_steps=0, mode="inverse_dynamics", reference=str(ref), out_dir=out, progress=False)
     assert len(df) == 1 and df.loc[0, "mode"] == "inverse_dynamics" and df.loc[0, "steps"] == 20
     assert df.loc[0, "reference_demo"] == "demo_0" and df.loc[0, "n_policy_calls"] == 2
     assert len(method.calls) == 2  # replanning at t=0 and t=16
@@ -243,5 +260,5 @@ def test_inverse_dynamics_tracks_reference_frames(tmp_path):
     obs0 = method.calls[0][0][0, :, -1].numpy()
     for vi, v in enumerate(views):
         assert np.array_equal(obs0[vi], frames[v][0][::-1].transpose(2, 0, 1)), v
-    rows = read_jsonl(tmp_path / "eval" / ROLLOUTS_FILE)
+    rows = read_jsonl(out / ROLLOUTS_FILE)
     assert len(rows) == 1 and rows[0]["mode"] == "inverse_dynamics"

@@ -86,7 +86,7 @@ def test_unknown_trainer_key_is_named(tmp_path):
 
 def test_unknown_method_key_is_named(tmp_path):
     from uwmbench.benchmarks.train import train
-    with pytest.raises(KeyError, match="num_regsters"):
+    with pytest.raises(ConfigError, match="num_regsters"):
         train(_cfg(tmp_path, extra=["method.num_regsters=3"]), tmp_path / "r")
 
 

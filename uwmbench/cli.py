@@ -3,6 +3,11 @@ only when called, so ``uwmbench methods`` does not pay for LIBERO or SLURM impor
 
 Every subcommand that runs a config takes hydra overrides ``key=value`` after its options,
 e.g. ``uwmbench train method=dp method.size=tiny trainer.steps=200``.
+
+Bad input (a config key or value, a missing or malformed data file or checkpoint) ends the
+command with one line on stderr, ``uwmbench <cmd>: config error: ...`` or ``uwmbench <cmd>:
+data error: ...``, naming the key, file or value, and exit code 2. ``UWMBENCH_DEBUG=1`` shows
+the traceback instead.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: uwmbench <command> [options] [key=value ...]", "", "commands:"]
     lines += [f"  {n:<{width}}  {h}" for n, (_, _, h) in COMMANDS.items()]
-    lines += ["", "Run `uwmbench <command> --help` for a command's options."]
+    lines += ["", "Run `uwmbench <command> --help` for a command's options.",
+              "Config and data errors print one line (exit code 2); UWMBENCH_DEBUG=1 shows their traceback."]
     return "\n".join(lines)
 
 
@@ -60,13 +66,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"uwmbench: command {name!r} is not available in this build ({e})", file=sys.stderr)
             return 2
         raise
-    from .config import ConfigError
+    from .config import ConfigError, error_message
+    bad_input: tuple[type[Exception], ...] = (ConfigError,)
+    try:
+        from .benchmarks.data_sources import DataError
+        bad_input += (DataError,)
+    except ModuleNotFoundError:  # a build without the benchmarks package
+        DataError = None
     try:
         rc = func(rest)
-    except ConfigError as e:
-        print(f"uwmbench {name}: config error: {e}", file=sys.stderr)
+    except bad_input as e:
+        if _debug():
+            raise
+        kind = "data" if DataError is not None and isinstance(e, DataError) else "config"
+        print(f"uwmbench {name}: {kind} error: {_one_line(error_message(e)) or type(e).__name__}", file=sys.stderr)
         return 2
     return int(rc or 0)
+
+
+def _debug() -> bool:
+    return os.environ.get("UWMBENCH_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _one_line(msg: str) -> str:
+    """A message on one line (multi-line ones, e.g. a config diff, are joined with ' | ')."""
+    return " | ".join(ln.strip() for ln in msg.splitlines() if ln.strip())
 
 
 if __name__ == "__main__":

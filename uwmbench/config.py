@@ -17,7 +17,20 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    pass
+    """A bad config key or value (the message names it); ``uwmbench`` prints it on one line."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
+    """A name given in the config (a task, a suite, ...) is unknown. Also a :class:`KeyError`, for
+    callers that catch that; ``str()`` is the plain message (no KeyError quotes)."""
+
+    __str__ = BaseException.__str__
+
+
+class ConfigPathError(ConfigError, FileNotFoundError):
+    """A path given in the config (``checkpoint=``, ``trainer.init_from=``, ``method.vae=``, ...)
+    does not exist or is not what the key expects. Also a :class:`FileNotFoundError`, for callers
+    that catch that."""
 
 
 def load_config(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -77,3 +90,38 @@ def dump_yaml(obj: Any) -> str:
     if dataclasses.is_dataclass(obj):
         obj = dataclasses.asdict(obj)
     return OmegaConf.to_yaml(OmegaConf.create(to_container(obj)))
+
+
+def error_message(e: BaseException) -> str:
+    """An exception's message (a KeyError's without the quotes ``str(KeyError)`` adds)."""
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        return str(e.args[0])
+    return str(e)
+
+
+def build_method_from_config(section: Any, where: str = "method"):
+    """A :class:`~uwmbench.methods.base.Method` from a ``method`` config section (``name``,
+    ``size`` and config keys). Bad names, keys and values raise :class:`ConfigError`; a weights
+    path that does not exist (``method.vae``, ``method.pretrained_encoder``)
+    :class:`ConfigPathError` - the methods package raises plain KeyError / TypeError /
+    ValueError / FileNotFoundError and knows nothing of the CLI."""
+    from .methods.base import Method, get_method_class, make_config
+
+    if isinstance(section, Method):
+        return section
+    d = dict(to_container(section) or {})
+    name = d.pop("name", None)
+    if not name:
+        raise ConfigError(f"{where}.name is missing (e.g. {where}=uwm)")
+    size = d.pop("size", None)
+    try:
+        cfg = make_config(str(name), size, d)
+        cls = get_method_class(str(name))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(error_message(e)) from None
+    try:
+        return cls(cfg)
+    except FileNotFoundError as e:
+        raise ConfigPathError(f"{where}: {error_message(e)}") from None
+    except ValueError as e:  # config combinations a method checks when it is built (e.g. image_size > resize)
+        raise ConfigError(f"{where}: {error_message(e)}") from None

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ...config import ConfigKeyError
+
 STANDARD_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 
 # LIBERO's own evaluation horizons (libero/lifelong/evaluate.py and the LIBERO paper); the UWM
@@ -70,7 +72,7 @@ def max_steps_for_suite(suite: str, override: int | None = None) -> int:
             raise ValueError(f"max_steps must be > 0, got {override}")
         return int(override)
     if suite not in SUITE_MAX_STEPS:
-        raise KeyError(f"no default max_steps for suite {suite!r}; known: {sorted(SUITE_MAX_STEPS)}")
+        raise ConfigKeyError(f"no default max_steps for suite {suite!r}; known: {sorted(SUITE_MAX_STEPS)}")
     return SUITE_MAX_STEPS[suite]
 
 
@@ -85,7 +87,7 @@ def _suite_task_names(suite: str) -> list[str]:
     from libero.libero.benchmark.libero_suite_task_map import libero_task_map
 
     if suite not in libero_task_map:
-        raise KeyError(f"unknown LIBERO suite {suite!r}; standard suites: {list(STANDARD_SUITES)}")
+        raise ConfigKeyError(f"unknown LIBERO suite {suite!r}; standard suites: {list(STANDARD_SUITES)}")
     return list(libero_task_map[suite])
 
 
@@ -133,7 +135,7 @@ def _close_matches(name: str) -> list[str]:
 
 
 def resolve(name: str) -> tuple[str, str]:
-    """name -> (suite, task_name); KeyError listing close matches."""
+    """name -> (suite, task_name); :class:`ConfigKeyError` (a KeyError) listing close matches."""
     name = name.strip()
     if name in PAPER_TASKS:
         s, t = PAPER_TASKS[name].split("/", 1)
@@ -144,9 +146,9 @@ def resolve(name: str) -> tuple[str, str]:
         try:
             i = int(idx)
         except ValueError:
-            raise KeyError(f"task {name!r}: index {idx!r} is not an integer") from None
+            raise ConfigKeyError(f"task {name!r}: index {idx!r} is not an integer") from None
         if not 0 <= i < len(names):
-            raise KeyError(f"task {name!r}: index {i} out of range 0..{len(names) - 1} for suite {s}")
+            raise ConfigKeyError(f"task {name!r}: index {i} out of range 0..{len(names) - 1} for suite {s}")
         return s, names[i]
     if "/" in name:
         s, t = name.split("/", 1)
@@ -159,10 +161,10 @@ def resolve(name: str) -> tuple[str, str]:
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise KeyError(f"task {name!r} is in several suites {[h[0] for h in hits]}; use <suite>/{name}")
+            raise ConfigKeyError(f"task {name!r} is in several suites {[h[0] for h in hits]}; use <suite>/{name}")
     close = _close_matches(name)
-    raise KeyError(f"unknown LIBERO task {name!r}; close matches: {close or 'none'}; "
-                   f"paper tasks: {sorted(PAPER_TASKS)}; also '<suite>/<task_name>' or '<suite>:<index>'")
+    raise ConfigKeyError(f"unknown LIBERO task {name!r}; close matches: {close or 'none'}; "
+                         f"paper tasks: {sorted(PAPER_TASKS)}; also '<suite>/<task_name>' or '<suite>:<index>'")
 
 
 def _all_suites() -> list[str]:

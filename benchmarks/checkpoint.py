@@ -125,6 +125,8 @@ def load_method(path: str | os.PathLike, device: str | torch.device = "cpu", ema
     if (ckpt / "vae_config.json").is_file() and "vae" in cfg_dict:
         cfg_dict["vae"] = f"config:{ckpt / 'vae_config.json'}"
     get_method_class(name)  # clear error for unknown methods (e.g. a plugin not imported)
+    if "pretrained_encoder" in cfg_dict:
+        cfg_dict["pretrained_encoder"] = "none"  # the checkpoint's weights replace any initial encoder weights
     cfg = make_config(name, size, cfg_dict)
     method = get_method_class(name)(cfg)
     missing, unexpected = load_model(method, str(ckpt / "model.safetensors"), strict=False)

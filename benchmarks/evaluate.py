@@ -129,6 +129,7 @@ class WorkerSettings:
     render: str = "lazy"
     settle_steps: int = 5
     video_fps: int = 20
+    reset_mode: str = "scene"
 
 
 def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> None:
@@ -153,7 +154,7 @@ def _worker_main(wid: int, settings: WorkerSettings, job_q, req_q, act_q) -> Non
                     env = LiberoEnv(job.spec, seed=job.rollout_seed, camera_size=settings.camera_size,
                                     render=settings.render, views=settings.views, obs_frames=settings.obs_frames,
                                     replan_every=settings.replan_every, max_steps=job.max_steps,
-                                    settle_steps=settings.settle_steps)
+                                    settle_steps=settings.settle_steps, reset_mode=settings.reset_mode)
                     env_key = key
                 t_start = time.time()
                 env.record_video = job.video_path is not None
@@ -567,7 +568,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
              episodes: Sequence[int] | None = None, mode: str = "policy",
              reference: str | os.PathLike | dict[str, Any] | None = None,
              resize_frames: bool = False,
-             init_from: str | os.PathLike | dict[str, Any] | None = None) -> "pd.DataFrame":  # noqa: F821
+             init_from: str | os.PathLike | dict[str, Any] | None = None, reset_mode: str = "scene") -> "pd.DataFrame":  # noqa: F821
     """Roll out ``policy`` on every (task, condition), ``n_rollouts`` episodes each.
 
     policy        a checkpoint/run folder, a :class:`Method`, or a zero-argument factory of one.
@@ -588,6 +589,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     reference     inverse_dynamics: the LIBERO-layout HDF5 of expert demos; ``{task}`` and
                   ``{condition}`` in the path are replaced, or a dict keyed by condition, task
                   or "task/condition".
+    reset_mode    "scene" (restore the scene in the compiled model) or "rebuild" (robosuite's hard
+                  reset every episode, the public code's way; used by the perf baseline).
     init_from     policy mode: start episode i from the scene of ``data/demo_i`` of this demo file
                   (``{task}``/``{condition}`` replaced, or a dict as ``reference``) instead of the
                   benchmark's init state i: a memorisation check on training demos, not a benchmark
@@ -742,7 +745,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         log.info("evaluate: %d rollouts already in %s, skipping them", len(rows_prev), jsonl)
 
     settings = WorkerSettings(views=pol.views, obs_frames=to, replan_every=replan_every, camera_size=camera_size,
-                              render="every_step" if video_dir is not None else render, settle_steps=settle_steps)
+                              render="every_step" if video_dir is not None else render, settle_steps=settle_steps,
+                              reset_mode=reset_mode)
     new_rows: list[dict] = []
 
     def finish(job: RolloutJob, result: dict) -> dict:
@@ -834,7 +838,7 @@ def _run_serial(jobs: list[RolloutJob], s: WorkerSettings, pol: _Policy, finish,
                     env.close()
                 env = LiberoEnv(job.spec, seed=job.rollout_seed, camera_size=s.camera_size, render=s.render,
                                 views=s.views, obs_frames=s.obs_frames, replan_every=s.replan_every,
-                                max_steps=job.max_steps, settle_steps=s.settle_steps)
+                                max_steps=job.max_steps, settle_steps=s.settle_steps, reset_mode=s.reset_mode)
                 env_key = key
             t0 = time.time()
             env.record_video = job.video_path is not None

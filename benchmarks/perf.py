@@ -4,16 +4,18 @@
     LIBERO evaluation throughput, same rollouts and the same (tiny, untrained, so every rollout
     runs to ``steps``) policy under:
 
-    - ``serial_full``:  one env in this process, every step rendered, policy batch 1 (how the
-      public UWM code evaluates);
-    - ``serial_lazy``:  one env, only the frames the policy reads rendered;
+    - ``serial_full``:  one env in this process, every step rendered, the simulator rebuilt at every
+      reset (robosuite's hard reset, LIBERO's default), policy batch 1 (how the public UWM code
+      evaluates);
+    - ``serial_lazy``:  one env, only the frames the policy reads rendered, scenes restored without
+      rebuilding the simulator;
     - ``pool_lazy``:    our evaluator: ``workers`` env processes, lazy rendering, policy calls
       batched across workers.
 
     Columns: end-to-end wall time (env creation and worker start-up included), env steps/s,
-    rollouts/hour, camera frames rendered per step, policy calls and mean batch size. With a
-    short horizon the fixed costs (env creation ~5 s, reset ~3 s) weigh more than in a real
-    520-1000-step evaluation, which understates the gains of lazy rendering.
+    rollouts/hour, camera frames rendered per step, mean reset time (scene restore or rebuild +
+    settle physics, camera rendering excluded), policy calls and mean batch size. With a short
+    horizon the fixed costs (env creation ~5 s) weigh more than in a real 520-1000-step evaluation.
 
 ``uwmbench perf train ...``
     training throughput of every method (``uwmbench.benchmarks.perf_train``).
@@ -70,15 +72,18 @@ def run_eval_perf(cfg: PerfEvalConfig):
     if bad:
         raise ValueError(f"variants {bad} unknown; known: {VARIANTS}")
     torch.set_num_threads(1)
-    method = build_method(cfg.method, size=cfg.method_size)
+    from ..methods.base import registered_methods
+    cls = registered_methods()[cfg.method]
+    method = build_method(cfg.method, size=cfg.method_size, **cls.offline_overrides(cfg.method_size))
     rows = []
     for variant in cfg.variants:
         workers = cfg.workers if variant == "pool_lazy" else 0
         render = "every_step" if variant == "serial_full" else "lazy"
+        reset_mode = "rebuild" if variant == "serial_full" else "scene"
         t0 = time.time()
         df = evaluate(method, [cfg.task], conditions=[cfg.condition], n_rollouts=cfg.rollouts, seed=cfg.seed,
                       num_workers=workers, max_steps=cfg.steps, replan_every=cfg.replan_every,
-                      camera_size=cfg.camera_size, render=render, out_dir=None, progress=True)
+                      camera_size=cfg.camera_size, render=render, out_dir=None, progress=True, reset_mode=reset_mode)
         wall = time.time() - t0
         steps = int(df["steps"].sum())
         sizes = df.attrs.get("policy_batch_sizes", [])
@@ -88,6 +93,7 @@ def run_eval_perf(cfg: PerfEvalConfig):
             "rollouts_per_hour": round(len(df) / wall * 3600, 1),
             "mean_rollout_s": round(float(df["wall_time_s"].mean()), 1),
             "renders_per_step": round(float(df["n_renders"].sum()) / max(steps, 1), 3),
+            "reset_s": round(float(df["reset_s"].mean()), 3), "reset": reset_mode,
             "policy_calls": len(sizes), "mean_batch": round(sum(sizes) / max(len(sizes), 1), 2),
             "policy_s": round(float(df.attrs.get("policy_time_s", 0.0)), 1),
         })

@@ -44,14 +44,8 @@ def _sync(device):
 
 def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, precision: str, cached: bool,
             raw: int = 128) -> dict:
-    over = {}
-    m0 = registered_methods()[name]
-    import dataclasses
-    if "vae" in {f.name for f in dataclasses.fields(m0.config_class)}:
-        from .. methods.cli import OFFLINE_VAE_ARCH
-        from ..methods.base import make_config
-        vae = make_config(name, size).vae
-        over["vae"] = OFFLINE_VAE_ARCH.get(vae, vae)
+    # random weights for speed: no hub VAE, no ImageNet download
+    over = registered_methods()[name].offline_overrides(size)
     torch.manual_seed(0)
     m = build_method(name, size, **over).to(device)
     m.train()

@@ -63,11 +63,17 @@ class MethodConfig:
     color_jitter: float = 0.2  # brightness/contrast/saturation; hue uses the same value
     # action normalisation: none | minmax | gaussian (statistics come from the dataset)
     action_norm: str = "none"
-    # optional local weights file for a pretrained image encoder (ImageNet ResNet-18 / ViT-B/32)
-    pretrained_encoder: str | None = None
+    # image encoder init (ResNet-18 / ViT-B/32): "imagenet" (torchvision IMAGENET1K_V1 weights,
+    # downloaded once into the torch hub cache; the paper presets), "none" (random), or a local
+    # weights file (.pth/.pt/.safetensors)
+    pretrained_encoder: str | None = "none"
 
     # size presets: {"paper": {...}, "tiny": {...}} of field overrides
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+
+# model-hub VAEs -> a randomly initialised copy of the same architecture (no download)
+OFFLINE_VAE_ARCH = {"stabilityai/sdxl-vae": "random:sdxl"}
 
 
 # ----------------------------------------------------------------------------- normaliser
@@ -154,6 +160,23 @@ class Method(nn.Module):
         return {f"val/{k}": v for k, v in metrics.items()}
 
     # --- helpers ------------------------------------------------------------------------
+    @classmethod
+    def offline_overrides(cls, size: str = "paper") -> dict[str, Any]:
+        """Config overrides that build ``size`` without any download: a model-hub VAE becomes a
+        randomly initialised copy of its architecture (``random:sdxl``) and an ImageNet encoder
+        starts from random weights (``pretrained_encoder="none"``). For parameter counts and
+        speed measurements only."""
+        ccls = cls.config_class
+        fields = {f.name: f for f in dataclasses.fields(ccls)}
+        values = {k: f.default for k, f in fields.items() if f.default is not dataclasses.MISSING}
+        values.update(ccls.PRESETS.get(size, {}))
+        out: dict[str, Any] = {}
+        if values.get("vae") in OFFLINE_VAE_ARCH:
+            out["vae"] = OFFLINE_VAE_ARCH[values["vae"]]
+        if str(values.get("pretrained_encoder") or "").strip().lower() == "imagenet":
+            out["pretrained_encoder"] = "none"
+        return out
+
     @classmethod
     def supports(cls, capability: str) -> bool:
         return capability in cls.capabilities
@@ -295,5 +318,5 @@ __all__ = [
     "Method", "MethodConfig", "ActionNormalizer", "register_method", "registered_methods",
     "get_method_class", "make_config", "build_method", "method_from_config", "config_to_dict",
     "CapabilityError", "POLICY", "FORWARD_DYNAMICS", "VIDEO_PREDICTION", "INVERSE_DYNAMICS",
-    "ACTION_FREE", "ALL_CAPABILITIES", "human_count",
+    "ACTION_FREE", "ALL_CAPABILITIES", "human_count", "OFFLINE_VAE_ARCH",
 ]

@@ -24,8 +24,8 @@ class BCConfig(MethodConfig):          # shared fields (views, frames, horizon, 
     encoder_width: int = 64            # 64 = the real ResNet-18; smaller for tests
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "tiny": dict(feature_dim=64, hidden=128, encoder_width=8, resize=36, image_size=32),
+        "paper": dict(pretrained_encoder="imagenet"),   # the same ImageNet ResNet-18 start as UWM/DP
+        "tiny": dict(pretrained_encoder="none", feature_dim=64, hidden=128, encoder_width=8, resize=36, image_size=32),
     }
 
 

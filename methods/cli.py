@@ -1,27 +1,20 @@
 """``uwmbench methods [--size paper|tiny]``: every registered method, its capabilities and its
 trainable / frozen parameter counts (models are built on the meta device: no memory, no
-weights; a model-hub VAE is replaced by a randomly initialised copy of its architecture)."""
+weights; ``Method.offline_overrides``: a model-hub VAE is replaced by a randomly initialised
+copy of its architecture and ImageNet encoders are not downloaded)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import torch
 
-from .base import ALL_CAPABILITIES, human_count, make_config, registered_methods
-
-OFFLINE_VAE_ARCH = {"stabilityai/sdxl-vae": "random:sdxl"}
+from .base import ALL_CAPABILITIES, OFFLINE_VAE_ARCH, human_count, make_config, registered_methods  # noqa: F401
 
 
 def method_table(size: str) -> list[dict]:
     rows = []
     for name, cls in registered_methods().items():
-        over = {}
-        fields = {f.name for f in dataclasses.fields(cls.config_class)}
-        cfg = make_config(name, size)
-        if "vae" in fields and getattr(cfg, "vae", None) in OFFLINE_VAE_ARCH:
-            over["vae"] = OFFLINE_VAE_ARCH[cfg.vae]
-            cfg = make_config(name, size, over)
+        cfg = make_config(name, size, cls.offline_overrides(size))
         with torch.device("meta"):
             m = cls(cfg)
         trainable, frozen = m.parameter_counts()

@@ -38,8 +38,9 @@ class DPConfig(DiffusionConfig):
     encoder_width: int = 64      # ResNet-18 base width (64 = the real ResNet-18)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "tiny": dict(width=64, depth=2, heads=4, timestep_dim=32, encoder_width=8, resize=36, image_size=32),
+        "paper": dict(pretrained_encoder="imagenet"),   # torchvision ResNet18_Weights.IMAGENET1K_V1
+        "tiny": dict(pretrained_encoder="none", width=64, depth=2, heads=4, timestep_dim=32, encoder_width=8,
+                     resize=36, image_size=32),
     }
 
 

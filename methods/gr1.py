@@ -18,7 +18,7 @@
 """
 from __future__ import annotations
 
-import logging
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,9 +28,7 @@ from torch import nn
 
 from .base import ACTION_FREE, POLICY, VIDEO_PREDICTION, CapabilityError, Method, MethodConfig, register_method
 from .nets import (IMAGENET_MEAN, IMAGENET_STD, Attention, ImagePreprocessor, Mlp, init_transformer_weights,
-                   load_pretrained_backbone, sinusoidal_embedding)
-
-log = logging.getLogger(__name__)
+                   load_pretrained_encoder, pretrained_source, sinusoidal_embedding)
 
 
 @dataclass
@@ -57,8 +55,9 @@ class GR1Config(MethodConfig):
     image_loss_weight: float = 1.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "tiny": dict(width=64, depth=2, heads=4, vit_patch=8, vit_layers=2, vit_heads=2, vit_dim=64, vit_mlp_dim=128,
+        "paper": dict(pretrained_encoder="imagenet"),   # torchvision ViT_B_32_Weights.IMAGENET1K_V1
+        "tiny": dict(pretrained_encoder="none", width=64, depth=2, heads=4, vit_patch=8, vit_layers=2, vit_heads=2,
+                     vit_dim=64, vit_mlp_dim=128,
                      resampler_depth=1, resampler_heads=2, resampler_dim_head=16, resampler_latents=3,
                      decoder_depth=1, decoder_heads=4, decoder_patch=8, resize=36, image_size=32),
     }
@@ -124,9 +123,13 @@ class PerceiverResampler(nn.Module):
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
-    """(grid*grid, dim) fixed 2-D sin-cos position embedding (rows, then columns)."""
+    """(grid*grid, dim) fixed 2-D sin-cos position embedding, as the public code: per axis
+    (rows, then columns) ``[sin | cos]`` of ``axis_dim = 2 * ceil(dim / 4)`` with frequencies
+    ``10000 ** (-i / (axis_dim / 2))``; concatenated and cut to ``dim``."""
     ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    return torch.cat([sinusoidal_embedding(ys.reshape(-1), dim // 2), sinusoidal_embedding(xs.reshape(-1), dim - dim // 2)], -1)
+    axis_dim = 2 * math.ceil(dim / 4)
+    table = torch.cat([sinusoidal_embedding(a.reshape(-1), axis_dim, freq_offset=0) for a in (ys, xs)], -1)
+    return table[:, :dim]
 
 
 @register_method
@@ -150,10 +153,14 @@ class GR1(Method):
         self.vit = torchvision.models.VisionTransformer(cfg.image_size, cfg.vit_patch, cfg.vit_layers, cfg.vit_heads,
                                                         cfg.vit_dim, cfg.vit_mlp_dim)
         self.vit.heads = nn.Identity()  # the classifier is never used
-        if cfg.pretrained_encoder:
-            load_pretrained_backbone(self.vit, cfg.pretrained_encoder, skip_prefixes=("heads.",))
-        else:
-            log.info("GR1 ViT encoder: random init (set pretrained_encoder to a local ViT-B/32 ImageNet weights file)")
+        if pretrained_source(cfg.pretrained_encoder) == "imagenet":
+            vit_b_32 = dict(image_size=224, vit_patch=32, vit_layers=12, vit_heads=12, vit_dim=768, vit_mlp_dim=3072)
+            bad = {k: getattr(cfg, k) for k, v in vit_b_32.items() if getattr(cfg, k) != v}
+            if bad:
+                raise ValueError(f"gr1: pretrained_encoder=imagenet loads ViT-B/32 at 224x224, which needs {vit_b_32} "
+                                 f"(got {bad}); use pretrained_encoder=none")
+        # the classifier is never used (the public model keeps an unused Linear(768, 768) there)
+        load_pretrained_encoder(self.vit, cfg.pretrained_encoder, "vit_b_32", skip_prefixes=("heads.",))
         self.resampler = PerceiverResampler(cfg.vit_dim, cfg.resampler_depth, cfg.resampler_heads,
                                             cfg.resampler_dim_head, cfg.resampler_latents)
         self.feat_head = nn.Linear(cfg.vit_dim, w)

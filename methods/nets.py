@@ -2,6 +2,7 @@
 
 - :class:`ImagePreprocessor`  uint8 frames -> resized, cropped, colour-jittered float images
 - :class:`ResNet18GN` / :class:`MultiViewEncoder`  the paper's ResNet-18 with GroupNorm
+- :func:`load_pretrained_encoder` (``pretrained_encoder``: imagenet | none | a local file)
 - :func:`sinusoidal_embedding`, :class:`TimestepEmbedder`
 - :class:`DiTBlock` (AdaLN-Zero, optional cross-attention), :class:`FinalLayer`
 - :class:`ActionMLP`, :class:`LatentPatchify` / :class:`LatentUnpatchify`
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +104,12 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 
 class ResNet18GN(nn.Module):
     """torchvision ResNet-18 with every BatchNorm replaced by GroupNorm(channels/16) and the
-    classifier replaced by Linear(512, out_dim). ``width`` < 64 gives a slim copy for tests."""
+    classifier replaced by Linear(512, out_dim). ``width`` < 64 gives a slim copy for tests.
+
+    ``pretrained`` (the method config's ``pretrained_encoder``, see :func:`load_pretrained_encoder`):
+    ``"imagenet"`` (torchvision ``ResNet18_Weights.IMAGENET1K_V1``), ``"none"``/None (random),
+    or a local weights file. The GroupNorm affine stays freshly initialised (weight 1, bias 0)
+    when the weights come from a BatchNorm network, as in the public UWM code."""
 
     def __init__(self, out_dim: int = 768, width: int = 64, pretrained: str | None = None):
         super().__init__()
@@ -114,10 +122,10 @@ class ResNet18GN(nn.Module):
         feat = net.fc.in_features
         net.fc = nn.Linear(feat, out_dim)
         self.net = net
-        if pretrained:
-            load_pretrained_backbone(self.net, pretrained, skip_prefixes=("fc.",))
-        else:
-            log.info("ResNet-18 encoder: random init (set pretrained_encoder to a local ImageNet weights file)")
+        if pretrained_source(pretrained) == "imagenet" and width != 64:
+            raise ValueError(f"pretrained_encoder=imagenet loads the real ResNet-18: it needs encoder_width=64 "
+                             f"(got {width}); use pretrained_encoder=none for a slim encoder")
+        load_pretrained_encoder(self.net, pretrained, "resnet18", skip_prefixes=("fc.",))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -138,35 +146,114 @@ def _slim_resnet(net: nn.Module, width: int) -> None:
     net.fc = nn.Linear(width * 8, 10)
 
 
-def load_pretrained_backbone(module: nn.Module, path: str, skip_prefixes: tuple[str, ...] = ()) -> None:
-    """Load a local weights file (.pth/.pt state dict or .safetensors) into ``module``;
-    BatchNorm running statistics are ignored (GroupNorm has none); shape mismatches and
-    missing files raise with the file and key named."""
-    p = Path(path).expanduser()
-    if not p.is_file():
+# torchvision ImageNet weights the public code starts from: arch -> (weights enum, enum member, label)
+IMAGENET_WEIGHTS = {
+    "resnet18": ("ResNet18_Weights", "IMAGENET1K_V1", "ResNet-18"),
+    "vit_b_32": ("ViT_B_32_Weights", "IMAGENET1K_V1", "ViT-B/32"),
+}
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def pretrained_source(spec: str | None) -> str | None:
+    """The ``pretrained_encoder`` value normalised: None (random init: None, ``""``, ``"none"``),
+    ``"imagenet"``, or a local file path."""
+    if spec is None:
+        return None
+    s = str(spec).strip()
+    if s.lower() in ("", "none"):
+        return None
+    if s.lower() == "imagenet":
+        return "imagenet"
+    return s
+
+
+def imagenet_weights_file(arch: str) -> Path:
+    """Where torchvision keeps the ImageNet weights of ``arch`` (the torch hub cache)."""
+    import torchvision
+    enum, member, _ = IMAGENET_WEIGHTS[arch]
+    url = getattr(getattr(torchvision.models, enum), member).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights of ``arch`` (``resnet18``: ``ResNet18_Weights.IMAGENET1K_V1``,
+    ``vit_b_32``: ``ViT_B_32_Weights.IMAGENET1K_V1``), downloaded once into the torch hub cache.
+    Failure (offline, corrupt cache file) raises FileNotFoundError with a one-line message naming
+    the option and the file to provide."""
+    import torchvision
+    enum, member, label = IMAGENET_WEIGHTS[arch]
+    weights = getattr(getattr(torchvision.models, enum), member)
+    target = imagenet_weights_file(arch)
+    cached = target.is_file()
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
+    except Exception as e:  # URLError, OSError, a hash mismatch, an unreadable file
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        what = (f"cannot read the cached {label} ImageNet weights {target} ({reason}); delete it, "
+                if cached else f"cannot download {label} ImageNet weights ({reason}; offline?); ")
+        raise FileNotFoundError(
+            f"pretrained_encoder=imagenet: {what}put {target.name} in {target.parent} "
+            f"or pass method.pretrained_encoder=/path/to/{target.name} (or none for random init)") from None
+
+
+def load_pretrained_encoder(module: nn.Module, spec: str | None, arch: str,
+                            skip_prefixes: tuple[str, ...] = ()) -> None:
+    """Initialise the image encoder ``module`` (a torchvision ``arch``: ``resnet18`` or
+    ``vit_b_32``) from the ``pretrained_encoder`` option ``spec``: None/``"none"`` keeps the
+    random init, ``"imagenet"`` loads torchvision's ImageNet weights (downloaded once), anything
+    else is a local weights file (.pth/.pt state dict or .safetensors).
+
+    Keys under ``skip_prefixes`` (the classifier) and BatchNorm running statistics are ignored.
+    When the source is a BatchNorm network (it has running statistics) and ``module`` uses
+    GroupNorm, the GroupNorm affine parameters are NOT loaded: they keep their fresh init
+    (weight 1, bias 0), as the public UWM code does after swapping BatchNorm for GroupNorm.
+    On the meta device (shape-only builds) nothing is read or downloaded."""
+    source = pretrained_source(spec)
+    if source is None:
+        log.info("%s encoder: random init (pretrained_encoder=none; imagenet or a local file for ImageNet weights)",
+                 IMAGENET_WEIGHTS[arch][2])
+        return
+    p = None if source == "imagenet" else Path(source).expanduser()
+    if p is not None and not p.is_file():
         raise FileNotFoundError(f"pretrained_encoder: no weights file at {p}")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(p))
+    if any(t.is_meta for t in module.parameters()):
+        log.info("%s encoder: meta device, pretrained_encoder=%s not loaded (shapes only)", IMAGENET_WEIGHTS[arch][2], source)
+        return
+    if p is None:
+        state, where = imagenet_state_dict(arch), f"{IMAGENET_WEIGHTS[arch][2]} ImageNet weights"
     else:
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        where = str(p)
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(p))
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+    _load_state(module, state, where, skip_prefixes)
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], where: str, skip_prefixes: tuple[str, ...]) -> None:
     own = module.state_dict()
-    loaded = 0
+    from_batchnorm = any(k.endswith(_BN_STATS) for k in state)
+    group_norm = {f"{name}.{p}" if name else p for name, m in module.named_modules() if isinstance(m, nn.GroupNorm)
+                  for p in ("weight", "bias")}
+    loaded = kept_fresh = 0
     for k, v in state.items():
-        if k.startswith(skip_prefixes) or k.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            continue
-        if k not in own:
+        if k.startswith(skip_prefixes) or k.endswith(_BN_STATS) or k not in own:
             continue
         if own[k].shape != v.shape:
-            raise ValueError(f"{p}: key {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+            raise ValueError(f"{where}: key {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+        if from_batchnorm and k in group_norm:
+            kept_fresh += 1  # BatchNorm affine does not carry over to GroupNorm: keep (1, 0)
+            continue
         own[k] = v
         loaded += 1
     if loaded == 0:
-        raise ValueError(f"{p}: no key matched the model (first keys: {list(state)[:5]})")
+        raise ValueError(f"{where}: no key matched the model (first keys: {list(state)[:5]})")
     module.load_state_dict(own)
-    log.info("loaded %d tensors from pretrained encoder %s", loaded, p)
+    log.info("loaded %d tensors from %s%s", loaded, where,
+             f" ({kept_fresh} BatchNorm affine tensors skipped: GroupNorm keeps weight 1, bias 0)" if kept_fresh else "")
 
 
 class MultiViewEncoder(nn.Module):
@@ -186,25 +273,32 @@ class MultiViewEncoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------- timesteps
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """(B,) integer/float timesteps -> (B, dim) [cos | sin] embedding (DiT convention)."""
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, freq_offset: int = 1) -> torch.Tensor:
+    """(B,) integer/float timesteps -> (B, dim) ``[sin | cos]`` embedding with frequencies
+    ``exp(-ln(max_period) * i / (half - freq_offset))``, ``i < half = dim // 2`` (an odd ``dim``
+    gets a zero last column).
+
+    ``freq_offset=1`` is the public UWM/DP/PAD timestep embedding (Diffusion Policy's
+    ``SinusoidalPosEmb``); ``freq_offset=0`` the MAE-style position table (GR1's decoder)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    denom = max(half - freq_offset, 1)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / denom)
     args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
 
 
 class TimestepEmbedder(nn.Module):
-    """k timesteps -> concat of k sinusoidal(freq_dim) -> Linear -> Mish -> Linear(out_dim).
-    UWM: k=2 (t_a, t_o'), freq 512, hidden 2048, out 512."""
+    """k timesteps -> concat of k sinusoidal(freq_dim) -> Linear -> act -> Linear(out_dim).
+    UWM: k=2 (t_a, t_o'), freq 512, hidden 2048, out 512, Mish; DP: Mish; PAD: SiLU."""
 
-    def __init__(self, num_timesteps: int = 1, freq_dim: int = 512, hidden: int = 2048, out_dim: int = 512):
+    def __init__(self, num_timesteps: int = 1, freq_dim: int = 512, hidden: int = 2048, out_dim: int = 512,
+                 act: type[nn.Module] = nn.Mish):
         super().__init__()
         self.freq_dim = freq_dim
-        self.mlp = nn.Sequential(nn.Linear(num_timesteps * freq_dim, hidden), nn.Mish(), nn.Linear(hidden, out_dim))
+        self.mlp = nn.Sequential(nn.Linear(num_timesteps * freq_dim, hidden), act(), nn.Linear(hidden, out_dim))
 
     def forward(self, *ts: torch.Tensor) -> torch.Tensor:
         return self.mlp(torch.cat([sinusoidal_embedding(t, self.freq_dim) for t in ts], dim=-1))
@@ -247,10 +341,12 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """Transformer MLP: Linear -> exact (erf) GELU -> Linear, as in the public code."""
+
     def __init__(self, dim: int, hidden: int, out: int | None = None, act: type[nn.Module] = nn.GELU):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = act(approximate="tanh") if act is nn.GELU else act()
+        self.act = act()
         self.fc2 = nn.Linear(hidden, out or dim)
 
     def forward(self, x):
@@ -314,11 +410,12 @@ def init_transformer_weights(module: nn.Module) -> None:
 
 
 class ActionMLP(nn.Module):
-    """Per-action-step MLP: in -> hidden -> out with Mish (UWM: 7 -> 3072 -> 768 and back)."""
+    """Per-action-step MLP: in -> hidden -> out (UWM: 7 -> 3072 -> 768 and back). Activation:
+    Mish (UWM, DP), SiLU (PAD), as in the public code."""
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, act: type[nn.Module] = nn.Mish):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.Mish(), nn.Linear(hidden, out_dim))
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), act(), nn.Linear(hidden, out_dim))
 
     def forward(self, x):
         return self.net(x)

@@ -15,7 +15,9 @@ query by the attention key mask, and their action loss is masked out.
 Latents come from the batch (``obs_latent`` / ``next_obs_latent``, the cached center-crop
 latents) or are encoded on the fly with the method's own :class:`LatentEncoder`. The public
 code instead applies the random crop + colour jitter to both frames before the VAE on every
-step; ``augment_latents=True`` reproduces that (slower: 8 VAE encodes per sample).
+step; ``augment_latents=True`` reproduces that (slower: 8 VAE encodes per sample) and is the
+``paper`` preset's default (``tiny``: off, cached/center-crop latents). The action and
+timestep MLPs use SiLU, as the public PAD (UWM and DP use Mish).
 """
 from __future__ import annotations
 
@@ -44,12 +46,12 @@ class PADConfig(DiffusionConfig):
     vae_scaling_factor: float | None = None  # None: the VAE config's (SDXL: 0.13025)
     latent_extra_scale: float = 3.0
     latent_patch: tuple[int, int, int] = (2, 4, 4)
-    augment_latents: bool = False         # encode augmented frames on the fly (public code) instead of cached latents
+    augment_latents: bool = False         # encode augmented frames on the fly (public code; on in the paper preset)
     action_loss_weight: float = 1.0
     image_loss_weight: float = 1.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
+        "paper": dict(augment_latents=True),   # the public code augments and encodes both frames every step
         "tiny": dict(width=64, depth=2, heads=4, timestep_dim=32, vae="random:tiny", latent_patch=(2, 2, 2),
                      resize=36, image_size=32),
     }
@@ -66,13 +68,13 @@ class PADNoiseNet(nn.Module):
         self.n_obs = num_latent_tokens(len(cfg.views), cfg.next_frames, latent_size, self.patch)
         self.ha = ha
         hidden = int(max(cfg.action_dim, w) * cfg.mlp_ratio)
-        self.action_in = ActionMLP(cfg.action_dim, hidden, w)
-        self.action_out = ActionMLP(w, hidden, cfg.action_dim)
+        self.action_in = ActionMLP(cfg.action_dim, hidden, w, act=nn.SiLU)   # PAD: SiLU (UWM/DP: Mish)
+        self.action_out = ActionMLP(w, hidden, cfg.action_dim, act=nn.SiLU)
         self.patchify = LatentPatchify(2 * c, w, self.patch)                       # [obs | noisy next] channels
         self.unpatchify = nn.ConvTranspose3d(w, c, kernel_size=self.patch, stride=self.patch)
         self.pad_tokens = nn.Parameter(torch.zeros(1, ha, w))
         self.pos_embed = nn.Parameter(torch.zeros(1, ha + self.n_obs, w))
-        self.t_embed = TimestepEmbedder(1, cfg.timestep_dim, 4 * cfg.timestep_dim, cfg.timestep_dim)
+        self.t_embed = TimestepEmbedder(1, cfg.timestep_dim, 4 * cfg.timestep_dim, cfg.timestep_dim, act=nn.SiLU)
         self.blocks = nn.ModuleList([DiTBlock(w, cfg.heads, cfg.timestep_dim, cfg.mlp_ratio) for _ in range(cfg.depth)])
         self.final = FinalLayer(w, w, cfg.timestep_dim)
         init_transformer_weights(self)

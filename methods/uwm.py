@@ -38,18 +38,25 @@ inverse     clean o', t_o = 0                a
 joint       one shared t                     a and o'
 ==========  ==============================  =============
 
-``marginal_t="T"`` (default, the paper) holds the marginalised variable at the last train
-step ``T-1``; ``"first_inference_step"`` holds it at the DDIM schedule's first step
-(``timesteps[0]`` = 90 for 100/10 steps), as the public code does.
+``marginal_t`` picks ``T``: ``"first_inference_step"`` (default, the public code that produced
+the published numbers) holds the marginalised variable at the DDIM schedule's first step,
+``timesteps[0]`` = 90 for 100 train / 10 inference steps; ``"T"`` (the paper text) holds it at
+the last train step ``T-1`` = 99. The weights do not depend on it: it is a sampling switch.
 
 Ablations (config switches): ``num_registers`` (24 in the public LIBERO configs; the paper's
 ablation uses 8/4/0), ``conditioning`` (adaln | cross_attention), ``objective`` (future: the
 method; current: diffuse the current frames' latents instead; none: actions only, no latent
 tokens), ``mask_action_loss_for_videos``, ``marginal_t``.
 
-Building the paper size offline: the SDXL VAE comes from the model hub. Without it, use
+Encoder init: ``pretrained_encoder`` = ``imagenet`` (``paper`` preset: torchvision
+``ResNet18_Weights.IMAGENET1K_V1``, GroupNorm affine fresh (1, 0)), ``none`` (``tiny``), or a
+local weights file. Conventions vs the paper text and the public code: ``docs/conventions.md``.
+
+Building the paper size offline: the SDXL VAE comes from the model hub and the ImageNet
+encoder from torchvision's download. Without them, use
 ``build_method("uwm", "paper", **UWM.offline_overrides("paper"))`` (= ``vae="random:sdxl"``,
-the SDXL architecture with random weights): right parameter counts and speed, useless latents.
+the SDXL architecture with random weights, and ``pretrained_encoder="none"``): right parameter
+counts and speed, useless latents.
 """
 from __future__ import annotations
 
@@ -96,7 +103,7 @@ class UWMConfig(DiffusionConfig):
     # switches (ablations)
     conditioning: str = "adaln"      # adaln | cross_attention
     objective: str = "future"        # future | current | none
-    marginal_t: str = "T"            # T (paper) | first_inference_step (public code)
+    marginal_t: str = "first_inference_step"  # first_inference_step (public code, t=90) | T (paper text, t=99)
     mask_action_loss_for_videos: bool = False  # public code: False; PAD/GR1 mask
     # diffusion
     # latents
@@ -112,9 +119,9 @@ class UWMConfig(DiffusionConfig):
         "paper": dict(width=768, depth=12, heads=12, num_registers=24, action_hidden=3072, obs_feature_dim=768,
                       time_freq_dim=512, time_hidden=2048, time_out=512, encoder_width=64,
                       resize=240, image_size=224, vae="stabilityai/sdxl-vae", vae_scaling=0.13025,
-                      patch=(2, 4, 4)),
+                      patch=(2, 4, 4), pretrained_encoder="imagenet"),
         # trains on a CPU in seconds: 32x32 images, 4x4x4 latents, 8 latent tokens
-        "tiny": dict(width=64, depth=2, heads=4, num_registers=4, action_hidden=64, obs_feature_dim=32,
+        "tiny": dict(pretrained_encoder="none", width=64, depth=2, heads=4, num_registers=4, action_hidden=64, obs_feature_dim=32,
                      time_freq_dim=32, time_hidden=64, time_out=32, encoder_width=8,
                      resize=36, image_size=32, vae="random:tiny", vae_scaling=0.0, patch=(2, 2, 2)),
     }
@@ -257,17 +264,6 @@ class UWM(Method):
             self.capabilities = frozenset({POLICY, ACTION_FREE})
 
     # ------------------------------------------------------------------ helpers
-    @classmethod
-    def offline_overrides(cls, size: str = "paper") -> dict[str, Any]:
-        """Config overrides that build ``size`` without the model hub: the hub VAE is replaced
-        by a random VAE of the same architecture (``random:sdxl``). For parameter counts and
-        speed measurements only."""
-        preset = cls.config_class.PRESETS.get(size, {})
-        vae = preset.get("vae", cls.config_class.vae)
-        if vae == "stabilityai/sdxl-vae":
-            return {"vae": "random:sdxl"}
-        return {}
-
     @property
     def latent_key(self) -> str | None:
         return {"future": "next_obs_latent", "current": "obs_latent", "none": None}[self.cfg.objective]
@@ -322,7 +318,9 @@ class UWM(Method):
         return torch.full((b,), int(t), dtype=torch.long, device=self.device)
 
     def marginal_timestep(self) -> int:
-        """Timestep at which a marginalised (pure-noise) variable is held during sampling."""
+        """Timestep at which a marginalised (pure-noise) variable is held during sampling:
+        ``timesteps[0]`` of the DDIM schedule (90; ``marginal_t="first_inference_step"``, the
+        public code) or ``T-1`` (99; ``marginal_t="T"``, the paper text)."""
         if self.cfg.marginal_t == "T":
             return self.cfg.num_train_timesteps - 1
         self.scheduler.set_timesteps(self.cfg.num_inference_steps)

@@ -259,10 +259,13 @@ def test_paper_size_parameter_counts(name):
 @pytest.mark.parametrize("name", ["dp", "pad", "gr1", "bc"])
 def test_paper_size_train_step_and_inference_on_cpu(name):
     """Real weights at paper size: one loss/backward on a 1-sample 128x128 batch and one policy
-    sample (CPU, ~10-40 s each). PAD takes cached-shape latents to skip the SDXL-size encode."""
+    sample (CPU, ~10-40 s each). PAD takes cached-shape latents to skip the SDXL-size encode.
+    Offline: random VAE and encoder weights (``offline_overrides``)."""
     from conftest import random_tiny_batch
     torch.set_num_threads(2)
-    kw = {"vae": "random:sdxl"} if name == "pad" else {}
+    kw = get_method_class(name).offline_overrides("paper")
+    if name == "pad":
+        kw["augment_latents"] = False
     torch.manual_seed(0)
     m = build_method(name, "paper", **kw)
     batch = random_tiny_batch(m, b=1, raw=128)

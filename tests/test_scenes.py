@@ -175,7 +175,7 @@ def test_replay_from_the_stored_scene_succeeds_for_any_reset_seed(collected):
             env.reset(init_state=scene, seed=seed, settle_steps=0)
             for j, a in enumerate(actions):
                 np.testing.assert_array_equal(env.sim_state(), states[j])  # bit for bit
-                env.step(a)
+                env.sim_step(a)
             assert env.check_success(), seed
 
 

@@ -196,9 +196,10 @@ def test_sampling_modes_timesteps_and_shapes(batch, mode):
     assert len(spy.calls) == 10
     t_a, t_o = spy.t_a(), spy.t_o()
     walk = [[t] for t in SCHEDULE]
+    held = [[SCHEDULE[0]]] * 10  # marginalised variable at DDIM timesteps[0] = 90 (public code; marginal_t="T": 99)
     expected = {
-        "policy": (walk, [[T - 1]] * 10),
-        "video": ([[T - 1]] * 10, walk),
+        "policy": (walk, held),
+        "video": (held, walk),
         "forward": ([[0]] * 10, walk),
         "inverse": (walk, [[0]] * 10),
         "joint": (walk, walk),
@@ -224,13 +225,16 @@ def test_sampling_modes_timesteps_and_shapes(batch, mode):
 
 
 def test_marginal_t_switch_changes_held_timestep(batch):
-    model = tiny(marginal_t="first_inference_step").eval()
-    assert model.marginal_timestep() == 90
+    model = tiny().eval()  # default: the public code's DDIM timesteps[0]
+    assert model.cfg.marginal_t == "first_inference_step" and model.marginal_timestep() == 90
     spy, _, _ = _sample_with_spy(model, batch, "policy")
     assert spy.t_o() == [[90]] * 10
     spy, _, _ = _sample_with_spy(model, batch, "video")
     assert spy.t_a() == [[90]] * 10
-    assert tiny().marginal_timestep() == T - 1
+    paper_text = tiny(marginal_t="T").eval()  # the paper text's T
+    assert paper_text.marginal_timestep() == T - 1
+    spy, _, _ = _sample_with_spy(paper_text, batch, "policy")
+    assert spy.t_o() == [[T - 1]] * 10
 
 
 def test_contract_methods(batch):
@@ -309,7 +313,8 @@ def test_presets():
     assert isinstance(paper, UWMConfig)
     assert (paper.width, paper.depth, paper.heads, paper.num_registers) == (768, 12, 12, 24)
     assert (paper.resize, paper.image_size, paper.vae) == (240, 224, "stabilityai/sdxl-vae")
-    assert UWM.offline_overrides("paper") == {"vae": "random:sdxl"}
+    assert paper.pretrained_encoder == "imagenet" and make_config("uwm", "tiny").pretrained_encoder == "none"
+    assert UWM.offline_overrides("paper") == {"vae": "random:sdxl", "pretrained_encoder": "none"}
     assert UWM.offline_overrides("tiny") == {}
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "cache-latents": ("uwmbench.benchmarks.latent_cache", "main", "precompute the VAE latent cache of a dataset"),
     "tasks": ("uwmbench.benchmarks.libero.tasks_cli", "main", "list LIBERO tasks; show ID vs OOD ranges and objects"),
     "collect": ("uwmbench.benchmarks.libero.collect", "main", "scripted-expert demonstrations -> LIBERO-layout HDF5"),
+    "replay-check": ("uwmbench.benchmarks.libero.replay_check", "main", "replay demos from their stored scenes; check evaluation scenes are reproducible"),
     "evaluate": ("uwmbench.benchmarks.evaluate", "main", "parallel LIBERO rollouts of a checkpoint, ID and OOD"),
     "run": ("uwmbench.sweeps.protocol", "main", "protocol run: pretrain -> finetune -> evaluate ID/OOD"),
     "sweep": ("uwmbench.sweeps.sweep", "main", "launch / inspect a sweep (main table, ablations) on SLURM or locally"),

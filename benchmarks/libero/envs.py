@@ -41,6 +41,9 @@ VIEW_CAMERAS: dict[str, str] = {
 }
 DEFAULT_VIEWS: tuple[str, ...] = ("agentview_rgb", "eye_in_hand_rgb")
 RENDER_MODES = ("lazy", "every_step")
+# "scene": keep the compiled model and restore the scene (ours); "rebuild": robosuite's hard reset,
+# which recompiles the MJCF every episode (LIBERO's default, what the public UWM evaluation pays)
+RESET_MODES = ("scene", "rebuild")
 ACTION_DIM = 7
 # what the robot does while objects settle after an init state is loaded: stay, gripper open
 SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
@@ -75,7 +78,10 @@ class LiberoEnv:
     def __init__(self, spec: Any, seed: int = 0, camera_size: int = 128, render: str = "lazy",
                  views: Sequence[str] = DEFAULT_VIEWS, obs_frames: int = 2, replan_every: int = 16,
                  max_steps: int | None = None, settle_steps: int = 5,
-                 init_states: np.ndarray | None = None, record_video: bool = False):
+                 init_states: np.ndarray | None = None, record_video: bool = False, reset_mode: str = "scene"):
+        if reset_mode not in RESET_MODES:
+            raise ValueError(f"reset_mode={reset_mode!r} is not one of {RESET_MODES}")
+        self.reset_mode = reset_mode
         if render not in RENDER_MODES:
             raise ValueError(f"render={render!r} is not one of {RENDER_MODES}")
         unknown = [v for v in views if v not in VIEW_CAMERAS]
@@ -114,7 +120,8 @@ class LiberoEnv:
         self._rs = self._env.env  # the robosuite environment
         self._init_fixtures: list | None = None
         self.scene: Scene | None = None   # the scene the current episode started from
-        self.last_reset_s = 0.0
+        self.last_reset_s = 0.0   # last reset's wall time without camera rendering (scene + settle physics)
+        self.render_s = 0.0       # time spent rendering cameras, cumulative
         self._gate_open = False
         self._renders: dict[str, int] = {c: 0 for c in cams}  # real renders per camera (a check)
         self._install_gate()
@@ -153,7 +160,11 @@ class LiberoEnv:
         def gated(obs_cache):
             if self._gate_open:
                 self._renders[cam] += 1
-                return fn(obs_cache)
+                t = time.perf_counter()
+                try:
+                    return fn(obs_cache)
+                finally:
+                    self.render_s += time.perf_counter() - t
             return blank
 
         gated.__wrapped__ = fn
@@ -205,7 +216,7 @@ class LiberoEnv:
         episode could leave behind is reset (see :func:`apply_scene`). ``settle_steps`` overrides the
         env's no-op steps after the scene is loaded (0 for a demo's states[0], which is settled).
         Returns the first observation history (V, To, 3, H, W)."""
-        t_start = time.time()
+        t_start, r_start = time.time(), self.render_s
         settle = self.settle_steps if settle_steps is None else int(settle_steps)
         if settle < 0:
             raise ValueError(f"settle_steps must be >= 0, got {settle}")
@@ -216,7 +227,11 @@ class LiberoEnv:
         self.done = False
         self.n_renders = 0
         self._gate_open = False
-        self._env.reset()  # soft: robosuite bookkeeping + a placement drawn from the seeded RNG (no render)
+        self._rs.hard_reset = self.reset_mode == "rebuild"
+        try:
+            self._env.reset()  # soft: robosuite bookkeeping + a placement drawn from the seeded RNG (no render)
+        finally:
+            self._rs.hard_reset = False
         drawn = capture_scene(self._rs)
         if init_state is None:
             scene = Scene(state=drawn.state, fixtures=drawn.fixtures)
@@ -256,7 +271,7 @@ class LiberoEnv:
             self._physics_step(SETTLE_ACTION)
         self.t = 0
         self.success = False  # settling cannot count as solving
-        self.last_reset_s = time.time() - t_start
+        self.last_reset_s = time.time() - t_start - (self.render_s - r_start)
         return self.observation()
 
     def _store_frames(self, t: int) -> None:
@@ -299,6 +314,13 @@ class LiberoEnv:
         self.success = self._physics_step(a)
         self.done = self.success or self.t >= self.max_steps
         return self.success, self.done
+
+    def sim_step(self, action: np.ndarray) -> bool:
+        """Step the simulator with the cameras off and no frame bookkeeping (replays, planning);
+        observation() is not valid afterwards. Returns LIBERO's success check."""
+        self._gate_open = False
+        _, _, success, _ = self._env.step(np.asarray(action, dtype=np.float64))
+        return bool(success)
 
     def execute_chunk(self, actions: np.ndarray) -> ChunkResult:
         """Execute the first ``replan_every`` actions of a chunk (A, 7) open loop, stopping at
@@ -379,4 +401,5 @@ def make_env(spec: Any, seed: int = 0, camera_size: int = 128, render: str = "la
     return LiberoEnv(spec, seed=seed, camera_size=camera_size, render=render, **kwargs)
 
 
-__all__ = ["LiberoEnv", "ChunkResult", "make_env", "upright", "VIEW_CAMERAS", "DEFAULT_VIEWS", "RENDER_MODES"]
+__all__ = ["LiberoEnv", "ChunkResult", "make_env", "upright", "VIEW_CAMERAS", "DEFAULT_VIEWS", "RENDER_MODES",
+           "RESET_MODES"]

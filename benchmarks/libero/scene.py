@@ -149,12 +149,13 @@ def fixtures_from_model_xml(xml: str, rs, where: str = "model_file") -> dict[str
     return out
 
 
-def scene_from_demo(group: Any, rs, where: str) -> Scene:
+def scene_from_demo(group: Any, rs, where: str, exact: bool = True) -> Scene:
     """The scene a demo (an h5py group ``data/demo_i``) starts from: its ``uwmbench_scene``
     attribute (exact), else ``model_file`` + ``init_state`` (or ``states[0]``) as LIBERO writes them
-    (controller target from the state's joints, gripper ramp at zero)."""
+    (controller target from the state's joints, gripper ramp at zero). ``exact=False`` ignores
+    ``uwmbench_scene``: what a tool that knows only LIBERO's layout can rebuild."""
     attrs = group.attrs
-    if SCENE_ATTR in attrs:
+    if exact and SCENE_ATTR in attrs:
         return Scene.from_json(attrs[SCENE_ATTR], where=f"{where} attribute {SCENE_ATTR}")
     if "init_state" in attrs:
         state = np.asarray(attrs["init_state"], np.float64)

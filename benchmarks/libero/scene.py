@@ -151,8 +151,9 @@ def fixtures_from_model_xml(xml: str, rs, where: str = "model_file") -> dict[str
 
 def scene_from_demo(group: Any, rs, where: str, exact: bool = True) -> Scene:
     """The scene a demo (an h5py group ``data/demo_i``) starts from: its ``uwmbench_scene``
-    attribute (exact), else ``model_file`` + ``init_state`` (or ``states[0]``) as LIBERO writes them
-    (controller target from the state's joints, gripper ramp at zero). ``exact=False`` ignores
+    attribute (exact), else ``model_file`` + ``init_state`` (or ``states[0]``) as LIBERO writes them,
+    with the controller's nullspace target at LIBERO's reset pose and the gripper ramp saturated
+    at the first action's sign (what 5 dropped settle steps leave; see the helpers below). ``exact=False`` ignores
     ``uwmbench_scene``: what a tool that knows only LIBERO's layout can rebuild."""
     attrs = group.attrs
     if exact and SCENE_ATTR in attrs:
@@ -168,7 +169,25 @@ def scene_from_demo(group: Any, rs, where: str, exact: bool = True) -> Scene:
         xml = attrs["model_file"]
         fixtures = fixtures_from_model_xml(xml.decode() if isinstance(xml, bytes) else str(xml), rs,
                                            where=f"{where} attribute model_file")
-    return Scene(state=state, fixtures=fixtures)
+    return Scene(state=state, fixtures=fixtures, controller_joints=_reset_joints(rs),
+                 gripper_action=_gripper_ramp(rs, group))
+
+
+def _reset_joints(rs) -> np.ndarray:
+    """The arm pose LIBERO resets to: what the recording's controller took as its nullspace target
+    when the episode began (exact without reset noise)."""
+    return np.array(_robot(rs).init_qpos, np.float64)
+
+
+def _gripper_ramp(rs, group) -> np.ndarray | None:
+    """The Panda gripper's command ramp at states[0] of a LIBERO file: LIBERO drops the first 5
+    recorded steps, enough for the ramp to saturate at the sign of the gripper command, so it is
+    taken from the first kept action (open: [1, -1], closed: [-1, 1])."""
+    robot = _robot(rs)
+    if not robot.has_gripper or type(robot.gripper).__name__ != "PandaGripper" or "actions" not in group:
+        return None
+    a0 = float(group["actions"][0][-1])
+    return np.sign(a0) * np.array([-1.0, 1.0]) if a0 != 0 else None
 
 
 __all__ = ["Scene", "SceneError", "SCENE_ATTR", "capture_scene", "apply_scene", "fixtures_from_model_xml",

@@ -2,7 +2,9 @@
 scripted demo in LIBERO's official layout -> windows -> trainer -> checkpoint -> evaluator rolled
 out from the demo's own start (``init_from``). If a part of the pipeline is wrong (frame
 orientation, action units, window alignment), the policy cannot reproduce the demo and the test
-fails; ``UWMBENCH_E2E_BREAK=flip|scale|shift`` breaks one part on purpose to show that.
+fails; ``UWMBENCH_E2E_BREAK=flip|scale|shift|shiftK`` breaks one part on purpose to show that
+(flip and scale fail; on this forgiving task a window misaligned by 1 (``shift``) or 4 steps
+(``shift4``) still closes the drawer, so misalignment is caught by tests/test_scenes.py instead).
 """
 from __future__ import annotations
 
@@ -27,10 +29,16 @@ def _break(path: str, how: str) -> dict:
     elif how == "shift":        # windows pair frames with the action one step early
         with h5py.File(path, "r+") as f:
             f["data"].attrs["uwmbench_obs_alignment"] = "before_action"
+    elif how.startswith("shift") and how[5:].isdigit():   # shiftK: frames paired with actions K steps late
+        k = int(how[5:])
+        with h5py.File(path, "r+") as f:
+            a = f["data/demo_0/actions"]
+            x = a[()]
+            a[...] = np.concatenate([x[k:], np.repeat(x[-1:], k, axis=0)])
     elif how == "flip":         # the loader shows the policy frames the evaluator does not
         return {"flip_vertical": False}
     elif how:
-        raise ValueError(f"UWMBENCH_E2E_BREAK={how!r}: use flip, scale or shift")
+        raise ValueError(f"UWMBENCH_E2E_BREAK={how!r}: use flip, scale, shift or shiftK (K steps)")
     return {}
 
 

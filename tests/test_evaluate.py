@@ -101,10 +101,11 @@ def test_two_rollouts_in_two_workers(tmp_path):
     assert sorted(df["episode"]) == [0, 1] and (df["steps"] == 20).all() and (~df["success"]).all()
     assert (df["seed"] == 7).all() and (df["run_id"] == "r1").all() and (df["method"] == "test_constant_policy").all()
     assert df["rollout_seed"].nunique() == 2 and (df["wall_time_s"] > 0).all()
-    # chunks of 16 executed open loop: replanning at t=0 and t=16 -> 2 calls per rollout, 2 frames each,
-    # and the two workers' requests batched together at least once
+    # chunks of 16 executed open loop: replanning at t=0 and t=16 -> 2 calls per rollout, 2 frames each;
+    # requests of workers that are waiting at the same time share a batch (whether they do depends on
+    # scheduling: with ~0.07 s scene resets a worker may finish before the other has built its env)
     assert (df["n_policy_calls"] == 2).all() and (df["n_renders"] == 2 * 2 * 2).all()
-    assert sum(b[0] for b in method.batches) == 4 and max(b[0] for b in method.batches) == 2
+    assert sum(b[0] for b in method.batches) == 4 and max(b[0] for b in method.batches) <= 2
     lines = (tmp_path / ROLLOUTS_FILE).read_text().splitlines()
     assert len(lines) == 2
     on_disk = [json.loads(x) for x in lines]

@@ -232,6 +232,26 @@ def _select(names: list[str], demos: list[str] | None, max_episodes: int | None,
 
 
 # ----------------------------------------------------------------------------- HDF5
+def file_conventions(attrs, path: str) -> tuple[str, str]:
+    """(image convention, frame/action alignment) of an HDF5 file from its ``data`` attributes
+    (see :meth:`Hdf5Source._read_conventions`)."""
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    conv = text(attrs.get("macros_image_convention", "opengl"))
+    align = attrs.get("uwmbench_obs_alignment")
+    if align is None:
+        legacy = "expert_success_rate" in attrs and "macros_image_convention" not in attrs
+        align = "before_action" if legacy else "after_action"
+    align = text(align)
+    if conv not in ("opengl", "opencv"):
+        raise DataError(f"{path}: attribute data.macros_image_convention={conv!r}, expected 'opengl' or 'opencv'")
+    if align not in ("before_action", "after_action"):
+        raise DataError(f"{path}: attribute data.uwmbench_obs_alignment={align!r}, expected "
+                        "'before_action' or 'after_action'")
+    return conv, align
+
+
 class Hdf5Source(EpisodeSource):
     """LIBERO / robomimic HDF5. Validation reads only metadata (shapes, dtypes, attributes)."""
 
@@ -257,19 +277,7 @@ class Hdf5Source(EpisodeSource):
           "after_action" (obs[j] is what env.step(actions[j]) returned, create_dataset.py)."""
         import h5py
         with h5py.File(self.path, "r") as f:
-            attrs = f["data"].attrs
-            conv = attrs.get("macros_image_convention", "opengl")
-            conv = conv.decode() if isinstance(conv, bytes) else str(conv)
-            align = attrs.get("uwmbench_obs_alignment")
-            if align is None:
-                legacy = "expert_success_rate" in attrs and "macros_image_convention" not in attrs
-                align = "before_action" if legacy else "after_action"
-            align = align.decode() if isinstance(align, bytes) else str(align)
-        if conv not in ("opengl", "opencv"):
-            raise DataError(f"{self.path}: attribute data.macros_image_convention={conv!r}, expected 'opengl' or 'opencv'")
-        if align not in ("before_action", "after_action"):
-            raise DataError(f"{self.path}: attribute data.uwmbench_obs_alignment={align!r}, expected "
-                            "'before_action' or 'after_action'")
+            conv, align = file_conventions(f["data"].attrs, self.path)
         self.image_convention = conv
         self.flip_vertical = self.flip_vertical and conv == "opengl"
         self.obs_alignment = align

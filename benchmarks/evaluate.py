@@ -329,14 +329,10 @@ class _Reference:
     def convention(self, path: str) -> tuple[int, bool]:
         """(frame offset d, frames stored upright) of a file."""
         if path not in self._conventions:
-            attrs = self._file(path)["data"].attrs
-            conv = attrs.get("macros_image_convention", "opengl")
-            upright = (conv.decode() if isinstance(conv, bytes) else str(conv)) == "opencv"
-            align = attrs.get("uwmbench_obs_alignment")
-            if align is None:
-                legacy = "expert_success_rate" in attrs and "macros_image_convention" not in attrs
-                align = "before_action" if legacy else "after_action"
-            align_off = 1 if (align.decode() if isinstance(align, bytes) else str(align)) == "after_action" else 0
+            from .data_sources import file_conventions
+
+            conv, align = file_conventions(self._file(path)["data"].attrs, path)
+            align_off, upright = (1 if align == "after_action" else 0), conv == "opencv"
             self._conventions[path] = (align_off, upright)
         return self._conventions[path]
 

@@ -1,5 +1,5 @@
 """``uwmbench perf train``: training throughput and policy latency of every method on synthetic
-LIBERO-shaped batches (the same setup as REFERENCE section 6: batch 36, 2 views x 2 frames of
+LIBERO-shaped batches (the setup the public UWM code was timed with on an H100: batch 36, 2 views x 2 frames of
 128x128 stored frames, 16 x 7 actions), in fp32 and bf16 autocast (CUDA), with and without
 the latent cache (UWM/PAD: cached latents skip the frozen VAE encode of the next frames).
 

@@ -1,4 +1,4 @@
-"""The diffusion settings UWM, DP and PAD share (REFERENCE section 1): one config mixin and
+"""The diffusion settings UWM, DP and PAD share (the paper and its public code: DDIM, 100 train / 10 inference steps, squaredcos_cap_v2, clip_sample): one config mixin and
 one scheduler factory, so the three methods cannot drift apart."""
 from __future__ import annotations
 

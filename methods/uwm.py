@@ -1,7 +1,7 @@
 """Unified World Model (UWM): one diffusion transformer over an action chunk and the next
 observation's VAE latents, with independent diffusion timesteps ``t_a`` and ``t_o``.
 
-Spec: ``REFERENCE.md`` section 1 (paper arXiv 2504.02792 and its public code).
+Spec: the UWM paper (arXiv 2504.02792) and its public code (WEIRDLabUW/unified-world-model @ 677560e).
 
 Network (``size=paper``)
 ------------------------

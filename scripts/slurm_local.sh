@@ -11,7 +11,8 @@
 #
 # Needs root. State lives in $UWMBENCH_SLURM_DIR (default /var/lib/uwmbench-slurm); the config
 # is written to /etc/slurm/slurm.conf (the path the Debian client tools read).
-# Facts used: ../shared/REFERENCE.md section 5.
+# Debian 12 slurm 22.05 packages; no systemd, so munged, mariadbd, slurmdbd, slurmctld and slurmd are
+# started by hand (submitit polls sacct, which needs the accounting daemon).
 set -euo pipefail
 
 STATE=${UWMBENCH_SLURM_DIR:-/var/lib/uwmbench-slurm}

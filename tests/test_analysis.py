@@ -72,7 +72,7 @@ def test_published_numbers_render_exactly():
     t = tables.published_table("main")
     d = t.display
     assert d.loc["UWM", "Book-Caddy"] == "0.91 ± 0.07"
-    expected = {  # REFERENCE.md section 3, main table
+    expected = {  # the UWM paper's main table (OOD success)
         "UWM": "0.91 ± 0.07 | 0.93 ± 0.01 | 0.80 ± 0.02 | 0.68 ± 0.02 | 0.65 ± 0.01 | 0.79 ± 0.11",
         "DP": "0.73 ± 0.10 | 0.88 ± 0.02 | 0.77 ± 0.02 | 0.65 ± 0.03 | 0.53 ± 0.05 | 0.71 ± 0.12",
         "PAD": "0.78 ± 0.04 | 0.47 ± 0.04 | 0.74 ± 0.05 | 0.59 ± 0.08 | 0.25 ± 0.04 | 0.57 ± 0.19",

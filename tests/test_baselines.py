@@ -238,7 +238,7 @@ def test_gr1_loads_pretrained_vit(tmp_path):
 
 
 # ----------------------------------------------------------------------------- paper sizes
-# public models' trainable parameter counts (REFERENCE section 6); UWM: 309.2M
+# public models' trainable parameter counts (public UWM code @ 677560e); UWM: 309.2M
 ANCHORS = {"dp": 291.7e6, "pad": 122.0e6, "gr1": 217.9e6}
 
 

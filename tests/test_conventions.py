@@ -1,4 +1,4 @@
-"""The public code's fixed conventions (REFERENCE section 7, docs/conventions.md), pinned
+"""The public code's fixed conventions (WEIRDLabUW/unified-world-model @ 677560e; docs/conventions.md), pinned
 numerically so that weights trained by the public code load and behave unchanged:
 sinusoidal embeddings, exact GELU, PAD's SiLU MLPs, ImageNet encoder init (download, cache,
 local file, offline error, GroupNorm affine), and the paper presets' defaults."""

@@ -249,9 +249,93 @@ th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-widt
 .cap{color:#555;font-size:0.9em}.skip{color:#8a5a00}code{background:#f4f4f4;padding:0 3px}"""
 
 
+def _md_table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def diagnostics_section(res: Results, results: Path, out: Path) -> tuple[str, str, str] | None:
+    """Open-loop action error and first-observation check of every run (``uwmbench diagnose``,
+    written by ``uwmbench run`` to ``<run>/diagnostics/<task>/summary.json``)."""
+    roots = {Path(results)} if Path(results).is_dir() else set()
+    if len(res.runs) and "run_dir" in res.runs.columns:
+        roots |= {Path(p) for p in res.runs["run_dir"].dropna().astype(str).unique() if p}
+    files = sorted({f.resolve() for r in roots if r.is_dir() for f in r.rglob("diagnostics/*/summary.json")})
+    rows, first = [], []
+    for f in files:
+        try:
+            s = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("%s: unreadable diagnostics (%s)", f, e)
+            continue
+        run = f.parent.parent.parent.name
+        task = f.parent.name
+        for o in s.get("open_loop", []):
+            if o.get("windows"):
+                rows.append({"run": run, "method": s.get("method", ""), "task": task, "split": o["split"],
+                             "windows": o["windows"], "|err| pos": o["err_pos"], "|a| pos": o["abs_pos"],
+                             "rel err pos": o["err_pos"] / max(o["abs_pos"], 1e-9), "|err| rot": o["err_rot"],
+                             "|a| rot": o["abs_rot"], "gripper sign agree": o["grip_sign_agree"]})
+        for r in s.get("first_obs", []):
+            if "identical_pixels" in r:
+                first.append({"run": run, "task": task, "demo": r["demo"], "identical pixels": r["identical_pixels"],
+                              "mean |diff|": r["mean_abs_diff"], "next action equal": r["next_action_equal"]})
+    if not rows and not first:
+        return None
+    intro = ("Open-loop action error (`uwmbench diagnose`): each policy's predicted action chunk vs what the demo "
+             "did next, mean over chunk steps, in env units; rel err pos = |err| / |a| (1.0 = no better than "
+             "predicting no motion). Held-out = the run's validation episodes.")
+    md = [intro, ""]
+    h = [f"<p class='cap'>{html.escape(intro)}</p>"]
+    if rows:
+        df = pd.DataFrame(rows)
+        md += [_md_table(df), ""]
+        h.append(df.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"))
+    if first:
+        df = pd.DataFrame(first)
+        cap = "Evaluator's observation vs the training window of the same state (frame 0 of a demo, from its stored scene)."
+        md += [cap, "", _md_table(df), ""]
+        h.append(f"<p class='cap'>{html.escape(cap)}</p>" + df.to_html(index=False, border=0))
+    return "Diagnostics", "\n".join(md), "\n".join(h)
+
+
+def videos_section(rollouts: pd.DataFrame | None, out: Path, per_outcome: int = 2) -> tuple[str, str, str] | None:
+    """A sample of recorded rollouts (up to ``per_outcome`` successes and failures per method,
+    task and condition), copied into ``<out>/videos/``."""
+    import shutil
+
+    if rollouts is None or "video" not in rollouts.columns:
+        return None
+    vids = rollouts[rollouts["video"].fillna("").astype(str).str.len() > 0]
+    vids = vids[[Path(v).is_file() for v in vids["video"]]]
+    if not len(vids):
+        return None
+    md, h = [], []
+    keys = [k for k in ("method", "task", "condition") if k in vids.columns]
+    for key, g in vids.groupby(keys, sort=True):
+        label = " / ".join(display_condition(str(v)) if k == "condition" else str(v) for k, v in zip(keys, key))
+        links = []
+        for ok in (True, False):
+            for _, r in g[g["success"].astype(bool) == ok].sort_values("episode").head(per_outcome).iterrows():
+                src = Path(r["video"])
+                dst = out / "videos" / _slug(label) / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+                    shutil.copyfile(src, dst)
+                links.append((f"episode {int(r['episode'])} ({'success' if ok else 'failure'})", _rel(dst, out)))
+        md.append(f"- {label}: " + " · ".join(f"[{t}]({p})" for t, p in links))
+        h.append(f"<h3>{html.escape(label)}</h3>" + "".join(
+            f"<figure style='display:inline-block;margin:4px'><video src='{html.escape(p)}' controls muted loop "
+            f"width='256'></video><figcaption class='cap'>{html.escape(t)}</figcaption></figure>" for t, p in links))
+    return "Rollout videos", "\n".join(md), "\n".join(h)
+
+
 def write_index(out: Path, title: str, overview: list[str], sections: list[tuple[str, list[Table]]],
                 table_files: dict[str, dict[str, Path]], figs: list[FigureEntry], skipped: list[str],
-                sources: list[str]) -> tuple[Path, Path]:
+                sources: list[str], extras: list[tuple[str, str, str]] = ()) -> tuple[Path, Path]:
     md = [f"# {title}", ""]
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
          f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -288,6 +372,9 @@ def write_index(out: Path, title: str, overview: list[str], sections: list[tuple
                      f"alt='{html.escape(f.title)}'></a><p>"
                      + " · ".join(f"<a href='{html.escape(_rel(p, out))}'>{p.suffix[1:].upper()}</a>"
                                   for p in [png, *others]) + "</p>")
+    for title_, md_, html_ in extras:
+        md += [f"## {title_}", "", md_, ""]
+        h.append(f"<h2>{html.escape(title_)}</h2>{html_}")
     md += ["## Skipped", ""] + ([f"- {s}" for s in skipped] or ["- nothing"]) + [""]
     h.append("<h2>Skipped</h2><ul>" + ("".join(f"<li class='skip'>{html.escape(s)}</li>" for s in skipped)
                                        or "<li>nothing</li>") + "</ul>")
@@ -346,8 +433,9 @@ def make_report(results: str | Path, out: str | Path | None = None, n_boot: int 
     if len(res.runs):
         st = res.runs["status"].value_counts().to_dict() if "status" in res.runs.columns else {}
         overview.append(f"{len(res.runs)} runs: " + ", ".join(f"{k} {v}" for k, v in st.items()))
+    extras = [e for e in (diagnostics_section(res, results, out), videos_section(rollouts, out)) if e]
     md_path, html_path = write_index(out, "uwmbench report", overview, sections, table_files, figs,
-                                     skipped, res.sources)
+                                     skipped, res.sources, extras)
     # the html overview line with a markdown link: make it a real link
     text = html_path.read_text(encoding="utf-8").replace(
         "summary numbers: [data/summary.csv](data/summary.csv)",

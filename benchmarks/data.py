@@ -12,7 +12,12 @@ frame ``s`` of an episode (defaults 2 + 16 + 2 - 1 = 19):
 - ``next_obs`` frames ``s+To-1+Ha .. s+To-2+Ha+Tn``          uint8 (V, Tn, 3, H, W)
 - ``action_mask`` True for sources with actions (action-free sources: zeros, False)
 - ``obs_latent`` / ``next_obs_latent`` instead of images when the method asks for latents and
-  the latent cache is on (float32 (V, T, C, h, w), see ``latent_cache.py``).
+  the latent cache is on (float32 (V, T, C, h, w), see ``latent_cache.py``), with
+  ``crop_offset`` int64 (2,): the ``(oy, ox)`` crop (in the method's resized image) whose latents
+  these are. The cache holds ``data.latent_crops`` crops per frame; the training sampler picks
+  one per sample (shared by its views and frames, obs and next obs), validation always the
+  centre crop; the method crops its condition frames at ``crop_offset`` so that condition and
+  diffused target are the same crop.
 
 Every window starts at an observed frame pair (``s = 0 .. T-To``); actions and next frames past
 the end of the episode repeat the last action and the last frame (robomimic's
@@ -64,6 +69,7 @@ class DataConfig:
     val_fraction: float = 0.05         # fraction of episodes (per file) held out for validation
     split_seed: int = 0
     latent_cache: bool = True          # precomputed VAE latents (False: images, encoded on the fly)
+    latent_crops: int = 5              # crops cached per frame (centre first, nets.crop_offsets); 1: centre only
     cache_dir: str = "~/.cache/uwmbench/latents"
     num_workers: int = 0
     cache_batch_size: int = 64         # frames per VAE call when building the latent cache
@@ -113,6 +119,8 @@ def _check_config(cfg: DataConfig) -> None:
             raise ConfigError(f"data.sources[{i}].max_episodes={s.max_episodes} must be >= 1")
     if not (0.0 <= cfg.val_fraction < 1.0):
         raise ConfigError(f"data.val_fraction={cfg.val_fraction} must be in [0, 1)")
+    if cfg.latent_crops < 1:
+        raise ConfigError(f"data.latent_crops={cfg.latent_crops} must be >= 1 (1: centre crop only)")
     if cfg.cache_batch_size < 1 or cfg.num_workers < 0 or cfg.episode_memory_mb < 0:
         raise ConfigError("data.cache_batch_size must be >= 1, data.num_workers and data.episode_memory_mb >= 0")
     if cfg.frame_size is not None and cfg.frame_size < 8:
@@ -163,7 +171,10 @@ class WindowDataset(SequenceDataset):
     A subclass of robomimic's ``SequenceDataset`` that keeps its windowing
     (``get_sequence_from_demo``: frame stacking, end padding by repetition) and replaces its
     storage: frames come from an :class:`EpisodeSource` (HDF5 or videos, decoded lazily per
-    process into a bounded memory) and latents from a latent-cache reader."""
+    process into a bounded memory) and latents from a latent-cache reader.
+
+    Items: ``ds[i]`` (window ``i``; cached latents of crop 0, the centre) or ``ds[(i, k)]``
+    (cached latents of crop ``k``, what :class:`StepBatchSampler` asks for in training)."""
 
     def __init__(self, source: EpisodeSource, episodes: list[str], spec: WindowSpec, keys: set[str],
                  latents=None):
@@ -172,6 +183,8 @@ class WindowDataset(SequenceDataset):
         self.spec = spec
         self.keys = frozenset(keys)
         self.latents = latents
+        uses_latents = latents is not None and any(k in self.keys for k in LATENT_KEYS)
+        self.crop_offsets = [tuple(o) for o in latents.offsets] if uses_latents else None
         # robomimic SequenceDataset attributes used by its windowing methods
         self.hdf5_path = source.path
         self.hdf5_use_swmr = True
@@ -240,8 +253,9 @@ class WindowDataset(SequenceDataset):
         prefix, view = key.split("/", 1)
         if prefix == "obs":
             return _Sliced(lambda a, b: src.read_frames(ep, view, a, b))
-        if prefix == "latent":
-            return _Sliced(lambda a, b: self.latents.read(ep, view, a, b))
+        if prefix.startswith("latent@"):  # latent@<crop index>/<view>
+            crop = int(prefix[len("latent@"):])
+            return _Sliced(lambda a, b: self.latents.read(ep, view, a, b, crop))
         raise KeyError(key)
 
     def locate(self, index: int) -> tuple[str, int]:
@@ -258,10 +272,17 @@ class WindowDataset(SequenceDataset):
                                               num_frames_to_stack=0, seq_length=count, prefix=prefix)
         return np.stack([seq[v] for v in self.obs_keys])
 
+    @property
+    def num_crops(self) -> int:
+        """Cached crops per frame this dataset serves (1 without cached latents)."""
+        return len(self.crop_offsets) if self.crop_offsets else 1
+
     def __getitem__(self, index):
+        if isinstance(index, (tuple, list)):
+            return self.get_item(int(index[0]), int(index[1]))
         return self.get_item(index)
 
-    def get_item(self, index):
+    def get_item(self, index, crop: int = 0):
         sp = self.spec
         ep, s = self.locate(int(index))
         last_obs = s + sp.obs_frames - 1        # the frame the action chunk starts from
@@ -280,10 +301,14 @@ class WindowDataset(SequenceDataset):
             out["action_mask"] = np.bool_(False)
         if sp.next_frames > 0 and "next_obs" in self.keys:
             out["next_obs"] = self._frames(ep, first_next, sp.next_frames, "obs")
+        if self.crop_offsets is not None:
+            if not 0 <= crop < len(self.crop_offsets):
+                raise IndexError(f"crop {crop} out of range 0..{len(self.crop_offsets) - 1} ({self.source.path})")
+            out["crop_offset"] = np.asarray(self.crop_offsets[crop], np.int64)
         if sp.next_frames > 0 and "next_obs_latent" in self.keys:
-            out["next_obs_latent"] = self._frames(ep, first_next, sp.next_frames, "latent")
+            out["next_obs_latent"] = self._frames(ep, first_next, sp.next_frames, f"latent@{crop}")
         if "obs_latent" in self.keys:
-            out["obs_latent"] = self._frames(ep, s, sp.obs_frames, "latent")
+            out["obs_latent"] = self._frames(ep, s, sp.obs_frames, f"latent@{crop}")
         return out
 
 
@@ -291,9 +316,12 @@ class MixtureDataset(torch.utils.data.Dataset):
     """Concatenation of window datasets grouped by source entry (a glob is one group of files).
 
     ``weights[g]`` is the probability that a sample comes from group ``g``; inside a group every
-    window is equally likely. Used by :class:`StepBatchSampler`."""
+    window is equally likely. Used by :class:`StepBatchSampler`, which also draws one cached
+    crop per sample when ``random_crops`` (the training split) and the datasets cache more than
+    one crop (``num_crops``); items are ``ds[i]`` or ``ds[(i, crop)]``."""
 
-    def __init__(self, groups: list[list[WindowDataset]], weights: list[float], names: list[str] | None = None):
+    def __init__(self, groups: list[list[WindowDataset]], weights: list[float], names: list[str] | None = None,
+                 random_crops: bool = False):
         if len(groups) != len(weights):
             raise ValueError("one weight per group")
         keep = [i for i, g in enumerate(groups) if sum(len(d) for d in g) > 0]
@@ -308,16 +336,29 @@ class MixtureDataset(torch.utils.data.Dataset):
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.group_sizes = [sum(len(d) for d in g) for g in self.groups]
         self.group_offsets = np.concatenate([[0], np.cumsum(self.group_sizes)]).astype(np.int64)
+        crop_sets = {tuple(d.crop_offsets) for d in self.datasets if d.crop_offsets is not None}
+        if len(crop_sets) > 1:
+            raise DataError(f"latent caches of one run disagree on their crops: {sorted(crop_sets)}")
+        self.crop_offsets = list(crop_sets.pop()) if crop_sets else None
+        self.random_crops = bool(random_crops)
+
+    @property
+    def num_crops(self) -> int:
+        return len(self.crop_offsets) if self.crop_offsets else 1
 
     def __len__(self):
         return int(self.offsets[-1])
 
     def __getitem__(self, index):
+        crop = None
+        if isinstance(index, (tuple, list)):
+            index, crop = index
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} out of range 0..{len(self) - 1}")
         i = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        return self.datasets[i][index - int(self.offsets[i])]
+        j = index - int(self.offsets[i])
+        return self.datasets[i][j if crop is None else (j, int(crop))]
 
     @property
     def num_episodes(self) -> int:
@@ -476,11 +517,12 @@ def build_datasets(data_cfg: DataConfig, method) -> DataBundle:
         from .latent_cache import ensure_latent_cache
         for _, files in opened:
             for src in files:
-                reader = ensure_latent_cache(src, encoder, data_cfg.cache_dir, batch_size=data_cfg.cache_batch_size)
+                reader = ensure_latent_cache(src, encoder, data_cfg.cache_dir, batch_size=data_cfg.cache_batch_size,
+                                             crops=data_cfg.latent_crops)
                 readers[id(src)] = reader
                 cache_files.append(reader.path)
 
-    def make(which: int) -> MixtureDataset | None:
+    def make(which: int) -> MixtureDataset | None:  # 0: train (random cached crops), 1: val (centre)
         groups, weights, names = [], [], []
         for sc, per in splits:
             dsets = [WindowDataset(src, eps[which], spec, keys, readers.get(id(src))) for src, *eps in per]
@@ -489,7 +531,7 @@ def build_datasets(data_cfg: DataConfig, method) -> DataBundle:
             names.append(sc.path)
         if which == 1 and sum(len(d) for g in groups for d in g) == 0:
             return None
-        return MixtureDataset(groups, weights, names)
+        return MixtureDataset(groups, weights, names, random_crops=which == 0)
 
     train = make(0)
     val = make(1) if data_cfg.val_fraction > 0 else None
@@ -516,7 +558,11 @@ class StepBatchSampler:
     the batches an uninterrupted run would.
 
     Each sample picks a source group with probability ``weights[g]`` (the mixture ratio), then
-    a window uniformly inside the group (with replacement across steps)."""
+    a window uniformly inside the group (with replacement across steps). On a dataset with
+    ``random_crops`` and ``num_crops > 1`` (the training split over a multi-crop latent cache)
+    each sample also draws one cached crop uniformly (from the same per-step generator, after
+    the window draws, so the windows are those of a single-crop run) and the sampler yields
+    ``(index, crop)`` pairs; otherwise plain indices."""
 
     def __init__(self, dataset, batch_size: int, seed: int = 0, start_step: int = 0):
         if batch_size < 1:
@@ -533,25 +579,39 @@ class StepBatchSampler:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.start_step = int(start_step)
+        self.num_crops = int(getattr(dataset, "num_crops", 1)) if getattr(dataset, "random_crops", False) else 1
 
-    def indices(self, step: int) -> list[int]:
+    def _draw(self, step: int) -> tuple[list[int], list[int] | None]:
         s = self.seed % 2**64
         rng = np.random.Generator(np.random.PCG64([s & 0xFFFFFFFF, s >> 32, int(step), 0x5EED]))
         g = np.searchsorted(self.cum_weights, rng.random(self.batch_size), side="right")
         g = np.minimum(g, len(self.group_sizes) - 1)
         u = rng.random(self.batch_size)
         within = np.minimum((u * self.group_sizes[g]).astype(np.int64), self.group_sizes[g] - 1)
-        return (self.group_offsets[g] + within).tolist()
+        crops = rng.integers(0, self.num_crops, self.batch_size).tolist() if self.num_crops > 1 else None
+        return (self.group_offsets[g] + within).tolist(), crops
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def indices(self, step: int) -> list[int]:
+        return self._draw(step)[0]
+
+    def crops(self, step: int) -> list[int] | None:
+        """The cached crop of each sample of step ``step`` (None: every sample reads crop 0)."""
+        return self._draw(step)[1]
+
+    def batch(self, step: int) -> list:
+        idx, crops = self._draw(step)
+        return idx if crops is None else list(zip(idx, crops))
+
+    def __iter__(self) -> Iterator[list]:
         k = self.start_step
         while True:
-            yield self.indices(k)
+            yield self.batch(k)
             k += 1
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """List of window dicts -> batch dict (torch tensors; latents float32, masks bool)."""
+    """List of window dicts -> batch dict (torch tensors; latents float32, masks bool, crop
+    offsets int64)."""
     out = {}
     for k in samples[0]:
         arr = np.stack([s[k] for s in samples])

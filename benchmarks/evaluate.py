@@ -557,6 +557,7 @@ def checkpoint_frame_size(ckpt: str | os.PathLike) -> tuple[int, int] | None:
 def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id", "ood"), n_rollouts: int = 50,
              seed: int = 0, num_workers: int = 2, max_steps: int | None = None, replan_every: int = 16,
              obs_frames: int | None = None, video_dir: str | os.PathLike | None = None,
+             video_episodes: int | None = None,
              row_sink: Callable[[dict[str, Any]], None] | None = None, run_meta: dict[str, Any] | None = None,
              out_dir: str | os.PathLike | None = None, camera_size: int = 128, render: str = "lazy",
              settle_steps: int = 5, ood_margin: float = 0.03, ood_seed: int = 0, flip_vertical: bool | None = None,
@@ -575,6 +576,10 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                   checkpoint's ``data.flip_vertical``, else True (train.yaml's default).
     run_meta      columns copied into every row (run_id, sweep, cell, method, variant, seed =
                   training seed, checkpoint, ...).
+    video_dir     MP4 per recorded rollout (``<task>_<condition>_epNNN_{success|fail}.mp4``, all
+                  cameras side by side, every step rendered for those rollouts only); rows carry
+                  the path in ``video``.
+    video_episodes record only episodes ``< video_episodes`` (default: every episode).
     out_dir       where ``rollouts.jsonl`` is appended (and read back to skip done rollouts).
     episodes      explicit episode indices instead of ``range(n_rollouts)``.
     mode          "policy": ``predict_action(obs)``; "inverse_dynamics": track expert demos with
@@ -719,7 +724,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                 fixtures = load_init_fixtures(spec) if cond == "ood" else None
             for ep, rs in pending:
                 vp = None
-                if video_dir is not None:
+                if video_dir is not None and (video_episodes is None or ep < video_episodes):
                     vp = str(Path(video_dir) / f"{name.replace('/', '__')}_{cond}{'_invdyn' if ref else ''}"
                                                f"_ep{ep:03d}.mp4")
                 if ref is not None:
@@ -741,7 +746,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         log.info("evaluate: %d rollouts already in %s, skipping them", len(rows_prev), jsonl)
 
     settings = WorkerSettings(views=pol.views, obs_frames=to, replan_every=replan_every, camera_size=camera_size,
-                              render="every_step" if video_dir is not None else render, settle_steps=settle_steps,
+                              render=render, settle_steps=settle_steps,
                               reset_mode=reset_mode)
     new_rows: list[dict] = []
 

@@ -12,6 +12,9 @@ Batch format (produced by ``uwmbench.benchmarks.data``, consumed by ``compute_lo
 ``next_obs``        uint8  (B, V, Tn, 3, H, W)  future frames (optional if latents given)
 ``next_obs_latent`` float  (B, V, Tn, C, h, w)  cached VAE latents of ``next_obs`` (optional)
 ``obs_latent``      float  (B, V, To, C, h, w)  cached VAE latents of ``obs`` (optional)
+``crop_offset``     int64  (B, 2)               with cached latents: the ``(oy, ox)`` crop (in the
+                                                resized image) they were encoded from; methods crop
+                                                their image inputs there (optional)
 
 Observation format for inference (``predict_action`` etc.): a dict with at least ``obs``
 (uint8, (B, V, To, 3, H, W)); images are as stored in the dataset (LIBERO orientation after

@@ -41,6 +41,10 @@ class DPConfig(DiffusionConfig):
         "paper": dict(pretrained_encoder="imagenet"),   # torchvision ResNet18_Weights.IMAGENET1K_V1
         "tiny": dict(pretrained_encoder="none", width=64, depth=2, heads=4, timestep_dim=32, encoder_width=8,
                      resize=36, image_size=32),
+        # learns on a 2-core CPU (like bc/uwm/pad/gr1 "small"): 64 px crops of 72 px frames,
+        # a quarter-width ResNet-18, a 4-block DiT of width 256
+        "small": dict(pretrained_encoder="none", width=256, depth=4, heads=4, timestep_dim=64, encoder_width=16,
+                      resize=72, image_size=64, color_jitter=0.1),
     }
 
 

@@ -60,6 +60,12 @@ class GR1Config(MethodConfig):
                      vit_dim=64, vit_mlp_dim=128,
                      resampler_depth=1, resampler_heads=2, resampler_dim_head=16, resampler_latents=3,
                      decoder_depth=1, decoder_heads=4, decoder_patch=8, resize=36, image_size=32),
+        # learns on a 2-core CPU: a 4-layer ViT (patch 8, width 128) on 64 px crops, a 4-block
+        # transformer of width 256
+        "small": dict(pretrained_encoder="none", width=256, depth=4, heads=4, vit_patch=8, vit_layers=4, vit_heads=4,
+                      vit_dim=128, vit_mlp_dim=256, resampler_depth=2, resampler_heads=4, resampler_dim_head=32,
+                      resampler_latents=9, decoder_depth=2, decoder_heads=4, decoder_patch=8, resize=72, image_size=64,
+                      color_jitter=0.1),
     }
 
 

@@ -9,8 +9,9 @@
   preset, for tests and smoke runs only (logged loudly).
 
 Latents are ``vae.encode(x).latent_dist.mode() * scaling_factor / extra_scale`` with x the
-resized, center-cropped image in [-1, 1]. The posterior *mode* (not a sample) is used so that
-cached latents and on-the-fly latents are bit-for-bit the same computation.
+resized, cropped (center crop unless ``offsets`` are given) image in [-1, 1]. The posterior
+*mode* (not a sample, as the public code draws) is used so that cached latents and on-the-fly
+latents are the same computation.
 """
 from __future__ import annotations
 
@@ -100,17 +101,31 @@ class LatentEncoder(nn.Module):
         return self
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-        """uint8 (..., 3, H, W) -> latents (..., C, h, w), center crop, posterior mode."""
+    def encode(self, images: torch.Tensor, chunk: int = 64, offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (B, ..., 3, H, W) -> latents (B, ..., C, h, w), posterior mode; center crop, or
+        the crop at ``offsets`` ((B, 2) or one (2,) pair of ``(oy, ox)`` in the resized image,
+        shared by every frame of a sample; see :func:`nets.crop_offsets`)."""
         lead = images.shape[:-3]
-        x = self.pre(images.reshape(-1, *images.shape[-3:]).unsqueeze(1), train=False)[:, 0]
+        b = lead[0] if lead else 1
+        x = self.pre(images.reshape(b, -1, *images.shape[-3:]), train=False, offsets=offsets)
+        z = self.encode_pixels(x.reshape(-1, *x.shape[-3:]), chunk)
+        return z.reshape(*lead, *z.shape[1:])
+
+    @torch.no_grad()
+    def encode_pixels(self, x: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """Preprocessed images in [-1, 1] (..., 3, S, S) -> latents (..., C, h, w) (posterior
+        mode, scaled): the VAE half of :meth:`encode`, for callers that crop and jitter
+        themselves (UWM's on-the-fly target, which shares the condition frames' augmentation)."""
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:])
         outs = []
         dtype = next(self.vae.parameters()).dtype
         for i in range(0, x.shape[0], chunk):
             z = self.vae.encode(x[i:i + chunk].to(dtype)).latent_dist.mode()
             outs.append(z.float())
         z = torch.cat(outs) * (self.scaling_factor / self.extra_scale)
-        return z.reshape(*lead, *z.shape[1:])
+        # contiguous: CPU convolutions may return channels-last strides, and randn_like(z) follows them
+        return z.reshape(*lead, *z.shape[1:]).contiguous()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int = 64) -> torch.Tensor:

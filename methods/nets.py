@@ -28,14 +28,45 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ----------------------------------------------------------------------------- images
+def crop_offsets(resize: int, image_size: int, k: int) -> list[tuple[int, int]]:
+    """A fixed, deterministic set of ``k`` crop offsets ``(oy, ox)`` (in the resized image) of an
+    ``image_size`` crop of a ``resize`` image: the centre first (the eval-time crop), then the
+    positions farthest from those already chosen (farthest-point sampling over the grid of all
+    ``(resize - image_size + 1)**2`` positions, Euclidean, ties to the smallest ``(oy, ox)``):
+    ``k=5`` is the centre and the four corners, ``k=9`` the 3x3 grid. Fewer than ``k`` come back
+    when there are fewer positions (``resize == image_size``: only ``(0, 0)``). Used by the latent
+    cache (one cached latent per offset) and by the data pipeline that picks one per sample."""
+    if k < 1:
+        raise ValueError(f"crop_offsets: k={k} must be >= 1")
+    if image_size > resize:
+        raise ValueError(f"crop_offsets: image_size={image_size} must be <= resize={resize}")
+    n = resize - image_size + 1
+    c = (resize - image_size) // 2
+    grid = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij"), -1).reshape(-1, 2)
+    chosen = [(c, c)]
+    d = ((grid - torch.tensor([c, c])) ** 2).sum(-1)
+    while len(chosen) < min(k, n * n):
+        i = int(torch.argmax(d))  # first maximum: the smallest (oy, ox) among ties
+        p = (int(grid[i, 0]), int(grid[i, 1]))
+        chosen.append(p)
+        d = torch.minimum(d, ((grid - torch.tensor(p)) ** 2).sum(-1))
+    return chosen
+
+
 class ImagePreprocessor(nn.Module):
     """uint8 (N, ..., 3, H, W) -> float (N, ..., 3, S, S).
 
-    Resize to ``resize`` then crop ``image_size``: a random crop per (sample, view) block in
-    training (the same crop for all frames of a view, so motion is not faked), the center crop
-    in eval. Colour jitter (brightness, contrast, saturation, hue; per sample, vectorised) in
-    training only. Output range [0, 1] unless ``normalize`` is ``"imagenet"`` or ``"sym"``
-    ([-1, 1], the VAE's range).
+    Resize to ``resize`` then crop ``image_size``: a random crop per sample in training (one
+    draw shared by all the views and frames of a sample, so motion is not faked), the center
+    crop in eval, or the given ``offsets`` (``(N, 2)`` integer ``(oy, ox)`` in the resized
+    image, one per sample, train or eval: the crops of cached latents, see
+    ``benchmarks/latent_cache.py``). Colour jitter (brightness, contrast, saturation, hue; per
+    sample, vectorised) in training only. Output range [0, 1] unless ``normalize`` is
+    ``"imagenet"`` or ``"sym"`` ([-1, 1], the VAE's range).
+
+    :meth:`augment` (resize, crop, jitter; [0, 1]) and :meth:`normalize_images` are the two
+    halves of ``forward``: a caller that feeds one augmented image to two networks (UWM's
+    encoder and its VAE) augments once and normalises twice.
     """
 
     def __init__(self, resize: int, image_size: int, jitter: float = 0.0, normalize: str = "imagenet"):
@@ -46,7 +77,13 @@ class ImagePreprocessor(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor, train: bool | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, train: bool | None = None, generator: torch.Generator | None = None,
+                offsets: torch.Tensor | None = None) -> torch.Tensor:
+        return self.normalize_images(self.augment(images, train, generator, offsets))
+
+    def augment(self, images: torch.Tensor, train: bool | None = None, generator: torch.Generator | None = None,
+                offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Resize, crop (random / center / ``offsets``) and, in training, jitter; range [0, 1]."""
         train = self.training if train is None else train
         lead = images.shape[:-3]
         b = lead[0]
@@ -56,8 +93,23 @@ class ImagePreprocessor(nn.Module):
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True, align_corners=False)
         x = x.reshape(b, -1, *x.shape[-3:])  # (B, n, 3, R, R)
         s, r = self.image_size, self.resize
-        if train and s < r:
-            # one crop per sample (shared by its views' frames would tie views; we use one per sample)
+        if offsets is not None:
+            off = torch.as_tensor(offsets).to("cpu", torch.long).reshape(-1, 2)
+            if off.shape[0] == 1 and b > 1:
+                off = off.expand(b, 2)
+            if off.shape[0] != b:
+                raise ValueError(f"crop offsets: got {off.shape[0]} for a batch of {b}")
+            if bool((off < 0).any()) or bool((off > r - s).any()):
+                raise ValueError(f"crop offsets must be in [0, {r - s}] for a {s} crop of {r} px images, got "
+                                 f"{off.unique(dim=0).tolist()}")
+            if bool((off == off[0]).all()):
+                oy, ox = off[0].tolist()
+                x = x[..., oy:oy + s, ox:ox + s]
+            else:
+                oy, ox = off[:, 0].tolist(), off[:, 1].tolist()
+                x = torch.stack([x[i, :, :, oy[i]:oy[i] + s, ox[i]:ox[i] + s] for i in range(b)])
+        elif train and s < r:
+            # one random crop per sample, shared by all its views and frames
             oy = torch.randint(0, r - s + 1, (b,), generator=generator, device="cpu").tolist()
             ox = torch.randint(0, r - s + 1, (b,), generator=generator, device="cpu").tolist()
             x = torch.stack([x[i, :, :, oy[i]:oy[i] + s, ox[i]:ox[i] + s] for i in range(b)])
@@ -66,11 +118,15 @@ class ImagePreprocessor(nn.Module):
             x = x[..., o:o + s, o:o + s]
         if train and self.jitter > 0:
             x = color_jitter(x, self.jitter, generator)
-        x = x.reshape(*lead, 3, s, s)
-        if self.normalize == "imagenet":
-            x = (x - self.mean) / self.std
-        elif self.normalize == "sym":
-            x = x * 2 - 1
+        return x.reshape(*lead, 3, s, s)
+
+    def normalize_images(self, x: torch.Tensor, normalize: str | None = None) -> torch.Tensor:
+        """[0, 1] images -> the network's range (``normalize``: this preprocessor's by default)."""
+        normalize = self.normalize if normalize is None else normalize
+        if normalize == "imagenet":
+            return (x - self.mean) / self.std
+        if normalize == "sym":
+            return x * 2 - 1
         return x
 
 

@@ -12,11 +12,13 @@ UWM paper's baseline: same DiT as UWM/DP (12 x 768 x 12 heads, AdaLN-Zero) but
 Action-free samples: their action tokens are replaced by learned pad tokens, hidden from every
 query by the attention key mask, and their action loss is masked out.
 
-Latents come from the batch (``obs_latent`` / ``next_obs_latent``, the cached center-crop
-latents) or are encoded on the fly with the method's own :class:`LatentEncoder`. The public
-code instead applies the random crop + colour jitter to both frames before the VAE on every
-step; ``augment_latents=True`` reproduces that (slower: 8 VAE encodes per sample) and is the
-``paper`` preset's default (``tiny``: off, cached/center-crop latents). The action and
+Latents come from the batch (``obs_latent`` / ``next_obs_latent``: cached latents, in training
+one of the cache's ``data.latent_crops`` crops per sample, the same crop for current and next
+frames; the centre crop at validation) or are encoded on the fly (centre crop) with the
+method's own :class:`LatentEncoder`. The public code instead applies the random crop + colour
+jitter to both frames before the VAE on every step; ``augment_latents=True`` reproduces that
+(slower: 8 VAE encodes per sample) and is the ``paper`` preset's default (``tiny``: off, cached
+latents). The action and
 timestep MLPs use SiLU, as the public PAD (UWM and DP use Mish).
 """
 from __future__ import annotations
@@ -54,6 +56,10 @@ class PADConfig(DiffusionConfig):
         "paper": dict(augment_latents=True),   # the public code augments and encodes both frames every step
         "tiny": dict(width=64, depth=2, heads=4, timestep_dim=32, vae="random:tiny", latent_patch=(2, 2, 2),
                      resize=36, image_size=32),
+        # learns on a 2-core CPU: the UWM "small" latent space (8x8x4 latents of a fitted "small"
+        # AutoencoderKL: method.vae=<folder>), a 4-block DiT of width 256
+        "small": dict(width=256, depth=4, heads=4, timestep_dim=64, vae="random:small", latent_patch=(2, 2, 2),
+                      resize=72, image_size=64, color_jitter=0.1),
     }
 
 

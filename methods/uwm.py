@@ -124,6 +124,12 @@ class UWMConfig(DiffusionConfig):
         "tiny": dict(pretrained_encoder="none", width=64, depth=2, heads=4, num_registers=4, action_hidden=64, obs_feature_dim=32,
                      time_freq_dim=32, time_hidden=64, time_out=32, encoder_width=8,
                      resize=36, image_size=32, vae="random:tiny", vae_scaling=0.0, patch=(2, 2, 2)),
+        # learns on a 2-core CPU: 64 px crops of 72 px frames -> 8x8x4 latents of the "small"
+        # AutoencoderKL (pass a fitted one: `uwmbench fit-vae preset=small`, then method.vae=<folder>),
+        # 16 latent tokens per view, a 4-block AdaLN transformer of width 256
+        "small": dict(pretrained_encoder="none", width=256, depth=4, heads=4, num_registers=8, action_hidden=1024,
+                      obs_feature_dim=256, time_freq_dim=128, time_hidden=512, time_out=128, encoder_width=16,
+                      resize=72, image_size=64, color_jitter=0.1, vae="random:small", vae_scaling=0.0, patch=(2, 2, 2)),
     }
 
     def __post_init__(self) -> None:
@@ -273,7 +279,10 @@ class UWM(Method):
         latent target, ``next_obs_latent`` (objective future) or ``obs_latent`` (objective
         current); nothing more for objective none. With ``cached_latents=False`` the image key
         (``next_obs`` for future; ``obs`` is already there for current) is listed instead and the
-        latents are encoded on the fly with ``self.latent_encoder`` (center crop, like the cache)."""
+        latents are encoded on the fly with ``self.latent_encoder``, from the frames cropped and
+        jittered exactly like the condition frames. Cached latents come with ``crop_offset``
+        (the data pipeline adds it): the condition frames are cropped there (see
+        :meth:`_condition_and_target`)."""
         keys = ("obs", "action", "action_mask")
         if self.cfg.objective == "future":
             return keys + (("next_obs_latent",) if cached_latents else ("next_obs",))
@@ -287,21 +296,60 @@ class UWM(Method):
             raise ValueError(f"uwm: obs must be (B, V, To, 3, H, W), got shape {tuple(x.shape)}")
         return x.to(self.device)
 
-    def _condition(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+    def _condition(self, images: torch.Tensor, train: bool, offsets: torch.Tensor | None = None,
+                   pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder features of the current frames: ``images`` preprocessed here (crop at
+        ``offsets`` if given, else random in training / center at eval), or ``pixels`` already
+        preprocessed (normalised) by the caller."""
         cfg = self.cfg
         if images.shape[1] != len(cfg.views) or images.shape[2] != cfg.obs_frames:
             raise ValueError(f"uwm: obs has {images.shape[1]} views x {images.shape[2]} frames, the config expects "
                              f"{len(cfg.views)} x {cfg.obs_frames}")
-        x = self.pre(images, train=train)
+        x = self.pre(images, train=train, offsets=offsets) if pixels is None else pixels
         return self.obs_encoder(x, as_tokens=cfg.conditioning == "cross_attention")
+
+    def _condition_and_target(self, batch: dict[str, torch.Tensor], images: torch.Tensor,
+                              train: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Condition features and the diffused latents, with ONE crop for both:
+
+        - cached latents (``next_obs_latent``/``obs_latent`` in the batch): the condition frames
+          are cropped at the batch's ``crop_offset`` (the crop the cached latents were encoded
+          from; the center crop when absent, as at eval). Colour jitter (training) applies to
+          the condition frames only: cached latents are un-jittered;
+        - on the fly (``next_obs``/``obs`` images): current and target frames go through one
+          augmentation call (one crop and one jitter draw per sample, shared by all its views
+          and frames, or the batch's ``crop_offset``), then the condition frames are normalised
+          for the encoder and the target frames for the VAE (posterior mode) - the public code's
+          augmentation, exact;
+        - objective none: the condition only."""
+        offsets = batch.get("crop_offset")
+        key = self.latent_key
+        if key is None:
+            return self._condition(images, train, offsets), None
+        if batch.get(key) is not None:
+            if offsets is None and train and self.pre.image_size < self.pre.resize:
+                offsets = torch.full((images.shape[0], 2), (self.pre.resize - self.pre.image_size) // 2)
+            return self._condition(images, train, offsets), self._check_latents(batch[key], key)
+        img_key = "next_obs" if key == "next_obs_latent" else "obs"
+        if img_key not in batch:
+            raise KeyError(f"uwm (objective={self.cfg.objective}): batch needs {key!r} or {img_key!r}")
+        assert self.latent_encoder is not None
+        to = images.shape[2]
+        frames = images if img_key == "obs" else torch.cat([images, batch["next_obs"].to(self.device)], dim=2)
+        x = self.pre.augment(frames, train=train, offsets=offsets)  # [0, 1], one draw for all frames
+        cond = self._condition(images, train, pixels=self.pre.normalize_images(x[:, :, :to]))
+        target = x if img_key == "obs" else x[:, :, to:]
+        z = self.latent_encoder.encode_pixels(self.latent_encoder.pre.normalize_images(target))
+        return cond, self._check_latents(z, img_key)
 
     def _check_latents(self, z: torch.Tensor, key: str) -> torch.Tensor:
         if tuple(z.shape[1:]) != self.latent_shape:
             raise ValueError(f"uwm: batch[{key!r}] has shape {tuple(z.shape)}, expected (B, *{self.latent_shape})")
-        return z.to(self.device, torch.float32)
+        return z.to(self.device, torch.float32).contiguous()  # randn_like(z) follows z's strides
 
     def _target_latents(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The diffused latents: cached ``next_obs_latent``/``obs_latent`` or encoded on the fly."""
+        """The un-augmented diffused latents (eval): cached ``next_obs_latent``/``obs_latent``, or
+        encoded from the frames at the batch's ``crop_offset`` (center crop when absent)."""
         key = self.latent_key
         if key is None:
             return None
@@ -311,7 +359,7 @@ class UWM(Method):
         if img_key not in batch:
             raise KeyError(f"uwm (objective={self.cfg.objective}): batch needs {key!r} or {img_key!r}")
         assert self.latent_encoder is not None
-        z = self.latent_encoder.encode(batch[img_key].to(self.device))
+        z = self.latent_encoder.encode(batch[img_key].to(self.device), offsets=batch.get("crop_offset"))
         return self._check_latents(z, img_key)
 
     def _full(self, t: int | torch.Tensor, b: int) -> torch.Tensor:
@@ -337,7 +385,7 @@ class UWM(Method):
         images = self._obs_images(batch)
         b = images.shape[0]
         mask = self.check_action_free(batch).to(self.device)
-        cond = self._condition(images, train=self.training)
+        cond, z = self._condition_and_target(batch, images, train=self.training)
         action = self.action_normalizer.normalize(batch["action"].to(self.device, torch.float32))
         action = torch.where(mask[:, None, None], action, torch.zeros_like(action))
         t_a = torch.randint(0, T, (b,), device=self.device)
@@ -345,7 +393,6 @@ class UWM(Method):
         noise_a = torch.randn_like(action)
         noisy_a = self.scheduler.add_noise(action, noise_a, t_a)
 
-        z = self._target_latents(batch)
         if z is not None:
             t_o = torch.randint(0, T, (b,), device=self.device)
             noise_o = torch.randn_like(z)

@@ -53,6 +53,9 @@ class EvalConfig:
     replan_every: int = 16
     modes: list[str] = field(default_factory=lambda: ["policy"])
     forward_dynamics_error: bool = False
+    videos: int = 0              # rollouts per (task, condition) recorded as MP4 (episodes 0..videos-1)
+    diagnose_windows: int = 64   # with rollouts: open-loop action error on this many train and held-out windows (0: off)
+    diagnose_first_obs: int = 2  # demos whose first training window is compared with the evaluator's frame
 
 
 RUN_KEYS = {"method", "run_id", "sweep_name", "cell", "variant", "seed", "tasks", "runs_root", "store", "data_root",
@@ -193,6 +196,8 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
                         "%s = init state %d): the ID numbers of this run are train-on-test. Collect demos from "
                         "random placements (uwmbench collect, the default).", task, len(overlap), *overlap[0])
             log.warning("!" * 78)
+    if ev.videos > 0:
+        kwargs.update(video_dir=str(out_dir / "videos"), video_episodes=int(ev.videos))
     return evaluate(ckpt, [task], conditions=conditions, n_rollouts=ev.n_rollouts, seed=seed,
                     num_workers=ev.num_workers, max_steps=ev.max_steps, replan_every=ev.replan_every,
                     row_sink=sink, run_meta=meta, out_dir=str(out_dir), **kwargs)
@@ -311,6 +316,13 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
             if not res.get("checkpoint"):
                 raise ConfigError(f"run {full['run_id']}: no checkpoint to evaluate for task {task} "
                                   "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
+            dkey = f"diagnostics/{task}"
+            if ev.n_rollouts > 0 and ev.diagnose_windows > 0 and fin.enabled and not stages.get(dkey):
+                from ..benchmarks.diagnose import diagnose
+                d = diagnose(res["checkpoint"], out=run_dir / "diagnostics" / task, windows=ev.diagnose_windows,
+                             first_obs=ev.diagnose_first_obs, seed=int(full["seed"]))
+                stages.put(dkey, {"open_loop": [{k: v for k, v in s.items() if not isinstance(v, list)}
+                                                for s in d["open_loop"]]})
             if ev.n_rollouts > 0:
                 for mode in ev.modes:
                     ekey = f"eval/{task}/{mode}"

@@ -28,10 +28,11 @@ class CountingEncoder:
         self.enc = enc
         self.calls = 0
         self.source = enc.source
+        self.pre = enc.pre  # resize / crop size: the cache's crop offsets come from it
 
-    def encode(self, x):
+    def encode(self, x, **kw):
         self.calls += 1
-        return self.enc.encode(x)
+        return self.enc.encode(x, **kw)
 
     def fingerprint(self):
         return self.enc.fingerprint()
@@ -149,11 +150,11 @@ def test_cache_invalidated_by_file_and_encoder(tmp_path, h5):
 
 def test_interrupted_build_leaves_no_cache(tmp_path, h5):
     class Boom(CountingEncoder):
-        def encode(self, x):
+        def encode(self, x, **kw):
             self.calls += 1
             if self.calls == 2:
                 raise KeyboardInterrupt
-            return self.enc.encode(x)
+            return self.enc.encode(x, **kw)
 
     cache = tmp_path / "cache"
     m = latent_method(tiny_encoder())
@@ -259,3 +260,145 @@ def test_fit_vae_command(tmp_path, capsys):
     assert cli(args[:-1] + ["steps=2"]) == 0
     assert LatentEncoder(str(out), resize=32, image_size=32).fingerprint() != fp
     assert json.loads((out / "fit_vae.json").read_text())["steps"] == 2
+
+
+# ----------------------------------------------------------------------------- K cached crops
+def write_textured_hdf5(path, lengths=(24, 26, 22, 25), seed=0):
+    """The indexed layout with random pixels (so that every crop of a frame is different)."""
+    write_indexed_hdf5(path, lengths=lengths)
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "r+") as f:
+        for d in range(len(lengths)):
+            for v in ("agentview_rgb", "eye_in_hand_rgb"):
+                ds = f[f"data/demo_{d}/obs/{v}"]
+                ds[...] = rng.integers(0, 256, ds.shape, dtype=np.uint8)
+    return str(path)
+
+
+def uwm_tiny(**kw):
+    from uwmbench.methods import build_method
+    torch.manual_seed(0)
+    return build_method("uwm", "tiny", color_jitter=0.0, vae_scaling=10.0, **kw)
+
+
+def test_crop_offsets_fixed_set():
+    from uwmbench.methods.nets import crop_offsets
+    assert crop_offsets(240, 224, 1) == [(8, 8)]
+    assert crop_offsets(240, 224, 5) == [(8, 8), (0, 0), (0, 16), (16, 0), (16, 16)]   # centre + 4 corners
+    assert sorted(crop_offsets(240, 224, 9)) == [(y, x) for y in (0, 8, 16) for x in (0, 8, 16)]
+    assert crop_offsets(36, 32, 5) == [(2, 2), (0, 0), (0, 4), (4, 0), (4, 4)]
+    assert crop_offsets(32, 32, 5) == [(0, 0)]                   # no room to crop: one
+    assert len(set(crop_offsets(20, 16, 25))) == 25 and len(crop_offsets(20, 16, 99)) == 25
+
+
+def test_multi_crop_cache_target_is_the_condition_crop(tmp_path):
+    """K=5 cached crops: in a training batch the target latents are the VAE encoding of the
+    next frames cropped where the method crops the condition frames (equal to fp16 rounding),
+    and the loss equals the on-the-fly path's for the same crops; validation uses the centre."""
+    from uwmbench.benchmarks.data import make_loader
+    h5 = write_textured_hdf5(tmp_path / "tex.hdf5")
+    model = uwm_tiny()
+    enc = model.latent_encoder
+    cfg = dict(sources=[{"path": h5}], cache_dir=str(tmp_path / "cache"), val_fraction=0.25, latent_crops=5)
+    cached = build_datasets(data_config_from(cfg), model)
+    fly = build_datasets(data_config_from({**cfg, "latent_cache": False}), model)
+    assert cached.train.crop_offsets == [(2, 2), (0, 0), (0, 4), (4, 0), (4, 4)] and fly.train.crop_offsets is None
+    bc = next(make_loader(cached.train, 16, seed=3))
+    bi = next(make_loader(fly.train, 16, seed=3))
+    assert torch.equal(bc["obs"], bi["obs"]) and torch.equal(bc["action"], bi["action"])  # same windows
+    off = bc["crop_offset"]
+    assert off.shape == (16, 2) and off.dtype == torch.int64 and len(off.unique(dim=0)) >= 3
+    assert "crop_offset" not in bi and "next_obs_latent" not in bi
+
+    want = enc.encode(bi["next_obs"], offsets=off)
+    torch.testing.assert_close(bc["next_obs_latent"], want, rtol=2e-3, atol=2e-3)     # fp16 storage
+    centre = enc.encode(bi["next_obs"])
+    moved = (off != 2).any(1)
+    assert (bc["next_obs_latent"][moved] - centre[moved]).abs().max() > 0.1           # not the centre crop
+
+    # the method crops the condition frames at the batch's offsets
+    seen, noisy = [], []
+    fwd, den = model.obs_encoder.forward, model.denoiser.forward
+    model.obs_encoder.forward = lambda x, *a, **k: seen.append(x.detach().clone()) or fwd(x, *a, **k)
+    model.denoiser.forward = lambda *a: noisy.append(a[3].detach().clone()) or den(*a)
+    model.train()
+    torch.manual_seed(7)
+    loss_c, _ = model.compute_loss(bc)
+    torch.testing.assert_close(seen[-1], model.pre(bc["obs"], train=False, offsets=off))
+    # the on-the-fly path given the same crops: the same denoiser inputs and loss (no jitter)
+    torch.manual_seed(7)
+    loss_i, _ = model.compute_loss(dict(bi, crop_offset=off))
+    torch.testing.assert_close(seen[-1], seen[-2])
+    torch.testing.assert_close(noisy[-1], noisy[-2], rtol=2e-3, atol=2e-3)
+    assert torch.allclose(loss_c, loss_i, rtol=1e-4, atol=1e-6), (loss_c, loss_i)
+
+    # validation: the centre crop, always
+    bv = next(make_loader(cached.val, 8, seed=0))
+    bvi = next(make_loader(fly.val, 8, seed=0))
+    assert (bv["crop_offset"] == 2).all()
+    torch.testing.assert_close(bv["next_obs_latent"], enc.encode(bvi["next_obs"]), rtol=2e-3, atol=2e-3)
+
+
+def test_crop_draws_deterministic_and_windows_unchanged(tmp_path):
+    """The crop of each sample comes from the step's generator after the window draws: batches
+    are a pure function of (seed, step) (resumable), and the windows are those of a K=1 run."""
+    from uwmbench.benchmarks.data import StepBatchSampler, make_loader
+    h5 = write_textured_hdf5(tmp_path / "tex.hdf5", lengths=(22, 23))
+    model = uwm_tiny()
+    cfg = dict(sources=[{"path": h5}], cache_dir=str(tmp_path / "cache"), val_fraction=0.0)
+    k5 = build_datasets(data_config_from({**cfg, "latent_crops": 5}), model).train
+    k1 = build_datasets(data_config_from({**cfg, "latent_crops": 1}), model).train
+    assert len(list((tmp_path / "cache").glob("*.h5"))) == 2       # the crops are part of the cache key
+    s5, s1 = StepBatchSampler(k5, 32, seed=1), StepBatchSampler(k1, 32, seed=1)
+    assert s5.indices(4) == s1.indices(4) and s1.crops(4) is None
+    assert s5.crops(4) == StepBatchSampler(k5, 32, seed=1).crops(4) and len(set(s5.crops(4))) > 1
+    assert next(iter(s5)) == list(zip(s5.indices(0), s5.crops(0)))
+    full = make_loader(k5, 6, seed=2)
+    batches = [next(full) for _ in range(4)]
+    resumed = make_loader(k5, 6, seed=2, start_step=2)
+    for want in batches[2:]:
+        got = next(resumed)
+        assert all(torch.equal(want[k], got[k]) for k in want)
+    workers = make_loader(k5, 6, seed=2, num_workers=2)
+    for want in batches:
+        got = next(workers)
+        assert all(torch.equal(want[k], got[k]) for k in want)
+    # K=1: every training sample is the centre crop (condition and target agree, no crop augmentation)
+    assert (next(make_loader(k1, 6, seed=2))["crop_offset"] == 2).all()
+    with pytest.raises(Exception, match="latent_crops"):
+        data_config_from({**cfg, "latent_crops": 0})
+
+
+def test_old_format_cache_is_rebuilt_or_refused(tmp_path):
+    """A format-1 cache (centre crop only, (T, C, h, w), no crop attributes) is never misread:
+    the reader refuses it with a message naming the format, build_datasets rebuilds it."""
+    from uwmbench.benchmarks.latent_cache import LatentCacheReader
+    from uwmbench.benchmarks.data_sources import DataError
+    h5 = write_textured_hdf5(tmp_path / "tex.hdf5", lengths=(22, 23))
+    cache = tmp_path / "cache"
+    cfg = data_config_from(dict(sources=[{"path": h5}], cache_dir=str(cache), val_fraction=0.0, latent_crops=5))
+    model = uwm_tiny()
+    new = build_datasets(cfg, model)
+    (path,) = new.cache_files
+    want = new.train[(3, 2)]["next_obs_latent"]
+    for d in new.train.datasets:
+        d.latents.close()
+    # rewrite it as the previous version wrote it, under the same name and key
+    with h5py.File(path, "r+") as f:
+        del f.attrs["format"], f.attrs["crop_offsets"]
+        for ep in list(f["latents"]):
+            for v in list(f["latents"][ep]):
+                centre = f["latents"][ep][v][:, 0]
+                del f["latents"][ep][v]
+                f["latents"][ep].create_dataset(v, data=centre)
+    reader = LatentCacheReader(path, "k", ["demo_0"], ("agentview_rgb",))
+    with pytest.raises(DataError, match="format 1"):
+        reader.read("demo_0", "agentview_rgb", 0, 2)
+    calls = []
+    real = model.latent_encoder.encode
+    model.latent_encoder.encode = lambda *a, **k: calls.append(1) or real(*a, **k)
+    again = build_datasets(cfg, model)
+    assert calls and again.cache_files == [path]                     # rebuilt in place
+    with h5py.File(path) as f:
+        assert int(f.attrs["format"]) == 2 and f["latents/demo_0/agentview_rgb"].ndim == 5
+    np.testing.assert_array_equal(again.train[(3, 2)]["next_obs_latent"], want)

@@ -216,6 +216,13 @@ def test_training_window_equals_evaluator_observation(collected, tmp_path):
     win, obs, nxt = _window_vs_env(collected, s)
     np.testing.assert_array_equal(win["obs"], obs)                 # pixel-equal
     np.testing.assert_array_equal(win["action"][0], nxt.astype(np.float32))  # the action the env takes next
+    # the same check as `uwmbench diagnose` reports it
+    from uwmbench.benchmarks.data import build_datasets, data_config_from
+    from uwmbench.benchmarks.diagnose import window_vs_env
+    ds = build_datasets(data_config_from({"sources": [{"path": collected}], "val_fraction": 0.0}),
+                        build_method("test_hashing_policy")).train.datasets[0]
+    r = window_vs_env(collected, ds, "demo_0", s)
+    assert r["identical_pixels"] == 1.0 and r["max_abs_diff"] == 0 and r["next_action_equal"], r
     # the same recording as a "before_action" file (frame j shows the state before actions[j])
     alt = tmp_path / "before_action.hdf5"
     with h5py.File(collected, "r") as f, h5py.File(alt, "w") as o:

@@ -162,15 +162,29 @@ def test_mask_action_loss_for_videos_switch():
 
 
 def test_on_the_fly_latents_equal_cached(batch):
-    model = tiny()
-    model.train()
-    cached = dict(batch)
-    cached["next_obs_latent"] = model.latent_encoder.encode(cached.pop("next_obs"))
+    """Cached latents of crop ``crop_offset`` and on-the-fly latents of the same crop give the
+    same loss (jitter 0); cached latents of another crop than the condition's do not."""
+    model = tiny(color_jitter=0.0, vae_scaling=10.0)  # latents of ~unit scale (random tiny VAE: ~0.02)
+    offsets = torch.tensor([[0, 0], [4, 4], [0, 4], [2, 2]])  # tiny: 32 px crops of 36 px frames
+    fly = dict(batch, crop_offset=offsets)
+    cached = dict(fly)
+    z = model.latent_encoder.encode(cached.pop("next_obs"), offsets=offsets)
+    cached["next_obs_latent"] = z.half().float()  # the cache stores float16
+    train(model, cached, 3)  # the zero-init output layers ignore every input at first
+    spy, pixels = Spy(model), PixelSpy(model)
     torch.manual_seed(3)
-    loss_fly, _ = model.compute_loss(batch)
+    loss_fly, m_fly = model.compute_loss(fly)
     torch.manual_seed(3)
-    loss_cached, _ = model.compute_loss(cached)
-    assert torch.allclose(loss_fly, loss_cached)
+    loss_cached, m_cached = model.compute_loss(cached)
+    assert torch.allclose(loss_fly, loss_cached, rtol=1e-4, atol=1e-6), (m_fly, m_cached)
+    # what the denoiser saw: the same condition pixels, and the same noisy latents to fp16 rounding
+    torch.testing.assert_close(pixels.cond[0], pixels.cond[1], rtol=0, atol=0)
+    torch.testing.assert_close(spy.calls[0]["o"], spy.calls[1]["o"], rtol=2e-3, atol=2e-3)
+    # centre-crop latents paired with these condition crops (the old cache's mismatch) differ
+    centre = dict(cached, next_obs_latent=model.latent_encoder.encode(batch["next_obs"]))
+    torch.manual_seed(3)
+    model.compute_loss(centre)
+    assert (spy.calls[2]["o"] - spy.calls[1]["o"]).abs().max() > 0.1
     assert model.batch_keys() == ("obs", "action", "action_mask", "next_obs_latent")
     assert model.batch_keys(cached_latents=False)[-1] == "next_obs"
     assert tiny(objective="current").batch_keys() == ("obs", "action", "action_mask", "obs_latent")
@@ -178,6 +192,67 @@ def test_on_the_fly_latents_equal_cached(batch):
     bad = dict(cached, next_obs_latent=cached["next_obs_latent"][:, :, :1])
     with pytest.raises(ValueError, match="next_obs_latent"):
         model.compute_loss(bad)
+
+
+class PixelSpy:
+    """Records the condition encoder's input and the VAE's input (the on-the-fly target)."""
+
+    def __init__(self, model: UWM):
+        self.cond, self.target = [], []
+        enc_fwd, vae_px = model.obs_encoder.forward, model.latent_encoder.encode_pixels
+
+        def fwd(x, *a, **k):
+            self.cond.append(x.detach().clone())
+            return enc_fwd(x, *a, **k)
+
+        def px(x, *a, **k):
+            self.target.append(x.detach().clone())
+            return vae_px(x, *a, **k)
+        model.obs_encoder.forward = fwd
+        model.latent_encoder.encode_pixels = px
+
+
+@pytest.mark.parametrize("objective", ["future", "current"])
+def test_on_the_fly_target_shares_condition_crop_and_jitter(objective):
+    """On the fly (no cache), the diffused frames get exactly the condition frames' random crop
+    and colour jitter (the public code's augmentation): with next frames equal to the current
+    ones, the VAE sees the condition's pixels (only the normalisation differs)."""
+    model = tiny(objective=objective, color_jitter=0.2)
+    model.train()
+    b = make_batch(b=6, free=0, seed=4)
+    b["next_obs"] = b["obs"].clone()
+    if objective == "current":
+        b.pop("next_obs")
+    spy = PixelSpy(model)
+    mean, std = model.pre.mean, model.pre.std
+    crops = set()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model.compute_loss(b)
+        cond01 = spy.cond[-1] * std + mean                       # imagenet-normalised -> [0, 1]
+        target01 = (spy.target[-1] + 1) / 2                      # [-1, 1] -> [0, 1]
+        assert target01.shape == cond01.shape == (6, 2, 2, 3, 32, 32)
+        torch.testing.assert_close(target01, cond01, rtol=0, atol=1e-5)
+        centre = model.pre.augment(b["obs"], train=False)
+        crops.add(bool(torch.allclose(cond01, centre, atol=1e-3)))
+    assert crops == {False}  # training crops/jitter are random, not the eval centre crop
+
+
+def test_condition_crop_follows_crop_offset(batch):
+    """With cached latents the condition frames are cropped at the batch's ``crop_offset``
+    (centre when absent); predict_action (eval) always uses the centre crop."""
+    model = tiny(color_jitter=0.0)
+    model.train()
+    spy = PixelSpy(model)
+    offsets = torch.tensor([[0, 0], [4, 4], [0, 4], [4, 0]])
+    z = model.latent_encoder.encode(batch["next_obs"], offsets=offsets)
+    cached = {k: v for k, v in batch.items() if k != "next_obs"}
+    model.compute_loss(dict(cached, next_obs_latent=z, crop_offset=offsets))
+    want = model.pre(batch["obs"], train=False, offsets=offsets)
+    torch.testing.assert_close(spy.cond[-1], want)
+    model.compute_loss(dict(cached, next_obs_latent=z))  # no crop_offset: the latents are the centre crop
+    torch.testing.assert_close(spy.cond[-1], model.pre(batch["obs"], train=False))
+    assert not torch.allclose(want, model.pre(batch["obs"], train=False))
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "collect": ("uwmbench.benchmarks.libero.collect", "main", "scripted-expert demonstrations -> LIBERO-layout HDF5"),
     "replay-check": ("uwmbench.benchmarks.libero.replay_check", "main", "replay demos from their stored scenes; check evaluation scenes are reproducible"),
     "evaluate": ("uwmbench.benchmarks.evaluate", "main", "parallel LIBERO rollouts of a checkpoint, ID and OOD"),
+    "diagnose": ("uwmbench.benchmarks.diagnose", "main", "why a trained policy fails: open-loop action error, evaluator vs training frames"),
+    "import-checkpoint": ("uwmbench.benchmarks.import_checkpoint", "main", "convert a public UWM/DP/PAD/GR1 models.pt (WEIRDLabUW/unified-world-model) into a checkpoint folder"),
     "run": ("uwmbench.sweeps.protocol", "main", "protocol run: pretrain -> finetune -> evaluate ID/OOD"),
     "sweep": ("uwmbench.sweeps.sweep", "main", "launch / inspect a sweep (main table, ablations) on SLURM or locally"),
     "tune": ("uwmbench.sweeps.tune", "main", "optuna hyperparameter study"),

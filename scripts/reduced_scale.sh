@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Reduced-scale main table on a 2-core CPU (no pretraining): 50 scripted demos per task from random
+# placements, `small` presets, ID and OOD rollouts, then the report. Every step is resumable: rerun
+# the script after an interruption and it continues (collect appends to <out>.partial, runs skip
+# finished stages and resume training from their latest checkpoint, the evaluator skips written
+# rollouts).
+#
+#   bash scripts/reduced_scale.sh                       # everything (hours on 2 cores)
+#   METHODS="bc" TASKS="book_caddy" bash scripts/reduced_scale.sh
+#
+# Knobs (environment): OUT, TASKS, METHODS, EPISODES, ROLLOUTS, MAX_STEPS, REPORT, and per method
+# STEPS_<method> / LR_<method> (train steps and learning rate; defaults below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UWM=${UWM:-.venv/bin/uwmbench}
+OUT=${OUT:-runs/reduced}
+TASKS=${TASKS:-"book_caddy bowl_drawer"}
+METHODS=${METHODS:-"bc dp uwm"}
+EPISODES=${EPISODES:-50}
+ROLLOUTS=${ROLLOUTS:-20}
+MAX_STEPS=${MAX_STEPS:-400}         # ~1.6x the scripted demos' length (book_caddy ~250 steps)
+REPORT=${REPORT:-docs/results/reduced}
+declare -A STEPS=([bc]=${STEPS_bc:-4000} [dp]=${STEPS_dp:-3000} [uwm]=${STEPS_uwm:-3000} [pad]=${STEPS_pad:-3000} [gr1]=${STEPS_gr1:-1500})
+declare -A LR=([bc]=${LR_bc:-1e-3} [dp]=${LR_dp:-3e-4} [uwm]=${LR_uwm:-3e-4} [pad]=${LR_pad:-3e-4} [gr1]=${LR_gr1:-3e-4})
+
+# 1. demonstrations (ID placements drawn by LIBERO's samplers; never the evaluation init states)
+for t in $TASKS; do
+  [ -f "$OUT/data/$t.hdf5" ] || $UWM collect task="$t" condition=id episodes="$EPISODES" workers=2 \
+      out="$OUT/data/$t.hdf5" seed=0
+done
+
+# 2. the latent encoder of UWM/PAD: a "small" AutoencoderKL fitted on the demos' frames (64 px crops)
+need_vae=0
+for m in $METHODS; do case $m in uwm|pad) need_vae=1 ;; esac; done
+if [ $need_vae = 1 ] && [ ! -f "$OUT/vae/config.json" ]; then
+  srcs=$(for t in $TASKS; do printf "{path:'%s'}," "$OUT/data/$t.hdf5"; done)
+  $UWM fit-vae "data.sources=[${srcs%,}]" out="$OUT/vae" preset=small image_size=64 resize=72 steps=1500 batch_size=32
+fi
+
+# 3. one protocol run per method: finetune on each task's demos, evaluate ID and OOD
+tasks_list=$(echo $TASKS | tr ' ' ',')
+for m in $METHODS; do
+  extra=()
+  case $m in uwm|pad) extra+=("method.vae=$OUT/vae") ;; esac
+  $UWM run method="$m" method.size=small run_id="reduced/$m" sweep_name=reduced seed=0 "tasks=[$tasks_list]" \
+      runs_root="$OUT/runs" store="$OUT/results" pretrain.enabled=false \
+      "finetune.sources=[{path:'$OUT/data/{task}.hdf5',kind:hdf5,weight:1.0}]" \
+      finetune.trainer.steps="${STEPS[$m]}" finetune.trainer.batch_size=32 finetune.trainer.lr="${LR[$m]}" \
+      finetune.trainer.warmup_steps=200 finetune.trainer.ckpt_every=500 finetune.trainer.val_every=1000 \
+      finetune.trainer.device=cpu evaluate.n_rollouts="$ROLLOUTS" evaluate.num_workers=2 \
+      evaluate.max_steps="$MAX_STEPS" evaluate.videos=2 "${extra[@]}"
+done
+
+# 4. tables with CIs, figures, diagnostics and videos
+$UWM report "$OUT/results" --out "$REPORT"

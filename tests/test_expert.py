@@ -60,3 +60,26 @@ def test_collect_two_episodes_reads_back(tmp_path):
             assert g["rewards"][-1] == 1 and g["dones"][-1] == 1
             assert g["obs/agentview_rgb"][0].std() > 1  # a real image, not blank
         assert d.attrs["total"] == total
+
+
+def test_resumed_collect_makes_new_attempts_instead_of_repeating_failed_ones(tmp_path):
+    """A demo index whose attempts all failed is retried with new placements on resume (the
+    attempt seeds continue), so rerunning a partial collection can finish it."""
+    import h5py
+
+    from uwmbench.benchmarks.libero.collect import CollectConfig, collect
+
+    out = tmp_path / "d.hdf5"
+    cfg = CollectConfig(task="libero_90:0", episodes=1, workers=1, out=str(out), max_steps=8, max_attempts=1,
+                        noise=0.0, action_noise=0.0, image_size=32)   # 8 steps: the expert cannot finish
+    first = collect(cfg, progress=False)
+    assert first["demos"] == 0 and first["failed_demos"] == [0]
+    with h5py.File(first["out"], "r") as f:
+        assert json.loads(f["data"].attrs["collect_stats"])["tried"] == {"0": 1}
+    cfg.max_steps = 300                                    # now the expert can finish: attempt 1 is new
+    second = collect(cfg, progress=False)
+    assert second["demos"] == 1 and out.is_file(), second
+    with h5py.File(out, "r") as f:
+        g = f["data/demo_0"]
+        assert json.loads(f["data"].attrs["collect_stats"])["tried"] == {"0": 2}
+        assert g.attrs["attempt_seed"] == 1                # seed 0: 0 * 1_000_003 + 0 * 101 + attempt 1

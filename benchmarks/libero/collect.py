@@ -171,10 +171,10 @@ def _worker(cfg: dict, jobs, results) -> None:
             job = jobs.get()
             if job is None:
                 break
-            demo_idx = job
+            demo_idx, first = job   # a resumed run continues with new attempts, never repeats failed ones
             attempts = []
             kept = None
-            for a in range(cfg["max_attempts"]):
+            for a in range(first, first + cfg["max_attempts"]):
                 aseed = int(cfg["seed"]) * 1_000_003 + demo_idx * 101 + a
                 pseed = placement_seed(cfg["seed"], spec.key, spec.condition, demo_idx, a)
                 init_idx = -1
@@ -292,6 +292,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
     elif partial.exists():
         partial.unlink()
     todo = [i for i in range(cfg.episodes) if i not in done]
+    tried: dict[str, int] = dict(stats.get("tried", {}))   # attempts already made per demo index (resume)
     wcfg = {**cfg.__dict__, "n_init": n_init}
 
     with h5py.File(partial, "a") as f:
@@ -304,7 +305,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             jobs, results = ctx.Queue(), ctx.Queue()
             nw = min(cfg.workers, len(todo))
             for i in todo:
-                jobs.put(i)
+                jobs.put((i, tried.get(str(i), 0)))
             for _ in range(nw):
                 jobs.put(None)
             procs = [ctx.Process(target=_worker, args=(wcfg, jobs, results), daemon=True) for _ in range(nw)]
@@ -321,6 +322,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                             raise RuntimeError("collect: all workers exited early (see their errors above)")
                         continue
                     got += 1
+                    tried[str(p["demo"])] = tried.get(str(p["demo"]), 0) + len(p["attempts"])
+                    stats["tried"] = tried
                     stats["attempts"] += len(p["attempts"])
                     stats["successes"] += sum(bool(a["success"]) for a in p["attempts"])
                     for a in p["attempts"]:

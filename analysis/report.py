@@ -389,8 +389,10 @@ def write_index(out: Path, title: str, overview: list[str], sections: list[tuple
 
 
 def make_report(results: str | Path, out: str | Path | None = None, n_boot: int = stats.DEFAULT_N_BOOT,
-                n_perm: int = stats.DEFAULT_N_PERM, seed: int = 0) -> Path:
-    """Build the report folder; returns the path of index.html."""
+                n_perm: int = stats.DEFAULT_N_PERM, seed: int = 0, as_main: str | None = None) -> Path:
+    """Build the report folder; returns the path of index.html. ``as_main``: tabulate the rows
+    of that sweep as the main table (paper format, ID vs OOD, paired comparisons), e.g. a
+    reduced-scale sweep."""
     results = Path(results)
     out = Path(out) if out is not None else (results if results.is_dir() else results.parent) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -401,6 +403,13 @@ def make_report(results: str | Path, out: str | Path | None = None, n_boot: int 
     rollouts = None
     if len(res.rollouts):
         rollouts = normalize_rollouts(res.rollouts, where=str(results))
+        if as_main:
+            present = set(rollouts["sweep"].unique())
+            if as_main not in present:
+                raise ValueError(f"--as-main {as_main!r}: no rollouts of that sweep in {results} (sweeps: {sorted(present)})")
+            if "main" in present and as_main != "main":
+                raise ValueError(f"--as-main {as_main!r}: {results} already has a 'main' sweep; report them separately")
+            rollouts.loc[rollouts["sweep"] == as_main, "sweep"] = "main"
         log.info("summarising %d rollouts (bootstrap %d)", len(rollouts), n_boot)
         summary = summarize_arms(rollouts, n_boot=n_boot, seed=seed)
         tables, sk = build_tables(rollouts, n_boot=n_boot, n_perm=n_perm, seed=seed, summary=summary)
@@ -421,7 +430,7 @@ def make_report(results: str | Path, out: str | Path | None = None, n_boot: int 
     sections = [("Main table (paper format)", pick("main_")), ("ID vs OOD", pick("id_vs_ood")),
                 ("Ablations", pick("ablation_")), ("Statistics: paired comparisons", pick("paired_")),
                 ("Ours vs published", pick("compare_paper_")), ("Published numbers (UWM paper)", pick("paper_"))]
-    overview = [f"results: `{results}`"]
+    overview = [f"results: `{results}`"] + ([f"sweep `{as_main}` tabulated as the main table (--as-main)"] if as_main else [])
     if rollouts is not None:
         overview += [f"{len(rollouts)} rollouts; methods: {', '.join(order_methods(rollouts['method'].unique()))}; "
                      f"tasks: {', '.join(sorted(rollouts['task'].unique()))}; sweeps: "
@@ -453,11 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=stats.DEFAULT_N_BOOT, help="bootstrap resamples (default 2000)")
     ap.add_argument("--n-perm", type=int, default=stats.DEFAULT_N_PERM, help="permutations (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of bootstrap and permutations")
+    ap.add_argument("--as-main", default=None, metavar="SWEEP",
+                    help="tabulate this sweep as the main table (e.g. a reduced-scale sweep)")
     a = ap.parse_args(argv)
     if a.n_boot < 100 or a.n_perm < 100:
         ap.error(f"--n-boot/--n-perm must be >= 100 (got {a.n_boot}/{a.n_perm})")
     try:
-        index = make_report(a.results, a.out, n_boot=a.n_boot, n_perm=a.n_perm, seed=a.seed)
+        index = make_report(a.results, a.out, n_boot=a.n_boot, n_perm=a.n_perm, seed=a.seed, as_main=a.as_main)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"uwmbench report: {e}")
         return 2

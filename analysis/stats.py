@@ -91,10 +91,26 @@ class Estimate:
     n_rollouts: int
 
 
+def wilson_interval(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (does not collapse at 0/n or n/n)."""
+    from statistics import NormalDist
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = NormalDist().inv_cdf(1 - (1 - ci) / 2)
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, float(mid - half)), min(1.0, float(mid + half))
+
+
 def estimate(df: pd.DataFrame, n_boot: int = DEFAULT_N_BOOT, ci: float = 0.95, seed: int = 0,
              ddof: int = 0) -> Estimate:
     """Point estimate, std over seeds, hierarchical percentile bootstrap CI of a group of rollouts
-    (one task, or several tasks: then the mean over task means and the std across tasks)."""
+    (one task, or several tasks: then the mean over task means and the std across tasks). One
+    task and one training seed: the Wilson score interval of the rollouts instead (the percentile
+    bootstrap of a single binomial collapses to [0, 0] at 0 successes)."""
     if len(df) == 0:
         raise ValueError("estimate: no rollouts")
     tasks = df["task"].unique() if "task" in df.columns else [None]
@@ -105,6 +121,9 @@ def estimate(df: pd.DataFrame, n_boot: int = DEFAULT_N_BOOT, ci: float = 0.95, s
         ps = per_seed_success(df, [])["success"].to_numpy()
         mean = float(ps.mean())
         std = float(ps.std(ddof=ddof)) if len(ps) > ddof else float("nan")
+    if len(tasks) == 1 and df["seed"].nunique() == 1:
+        lo, hi = wilson_interval(int(df["success"].astype(bool).sum()), int(len(df)), ci)
+        return Estimate(mean, std, lo, hi, 1, int(len(df)))
     reps = bootstrap_replicates(df, n_boot=n_boot, seed=seed)
     alpha = (1 - ci) / 2
     lo, hi = np.quantile(reps, [alpha, 1 - alpha])

@@ -103,11 +103,16 @@ def normalize_rollouts(df: pd.DataFrame, where: str = "rollouts") -> pd.DataFram
 # ---------------------------------------------------------------------------- formatting
 
 def fmt_cell(mean: float, std: float | None = None, n_seeds: int | None = None,
-             n_rollouts: int | None = None, digits: int = 2) -> str:
+             n_rollouts: int | None = None, digits: int = 2, ci: tuple[float, float] | None = None) -> str:
+    """``mean ± std (n=S/R)``; with a single training seed (no spread over seeds to show) and
+    ``ci`` given: ``mean [ci_low, ci_high] (n=1/R)``, the bootstrap CI over rollouts."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
     s = f"{mean:.{digits}f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+    if (ci is not None and n_seeds is not None and int(n_seeds) == 1
+            and not any(isinstance(c, float) and math.isnan(c) for c in ci)):
+        s += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    elif std is not None and not (isinstance(std, float) and math.isnan(std)):
         s += f" ± {std:.{digits}f}"
     if n_seeds is not None and n_rollouts is not None:
         s += f" (n={int(n_seeds)}/{int(n_rollouts)})"
@@ -180,7 +185,8 @@ class Table:
         return paths
 
 
-N_NOTE = "n=S/R: S training seeds, R rollouts behind the number."
+N_NOTE = ("n=S/R: S training seeds, R rollouts behind the number; with one seed the cell shows the 95% "
+          "CI over rollouts [low, high] (Wilson; bootstrap across tasks) instead of a spread over seeds.")
 
 
 # ---------------------------------------------------------------------------- summaries
@@ -212,7 +218,7 @@ def _grid(summary: pd.DataFrame, row_keys: list[tuple[str, str]], tasks: list[st
                 cells[display_task(t)] = "–"
                 continue
             r = r.iloc[0]
-            cells[display_task(t)] = fmt_cell(r["mean"], r["std"], r["n_seeds"], r["n_rollouts"])
+            cells[display_task(t)] = fmt_cell(r["mean"], r["std"], r["n_seeds"], r["n_rollouts"], ci=(r["ci_low"], r["ci_high"]))
             data.append({"row": label, "method": m, "variant": v, "task": t,
                          **{k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n_seeds", "n_rollouts")}})
         disp[label] = cells
@@ -300,7 +306,7 @@ def id_vs_ood_table(summary: pd.DataFrame, sweep: str = "main") -> Table | None:
                 if len(r):
                     r = r.iloc[0]
                     vals[c] = r["mean"]
-                    cells[key] = fmt_cell(r["mean"], r["std"], r["n_seeds"], r["n_rollouts"])
+                    cells[key] = fmt_cell(r["mean"], r["std"], r["n_seeds"], r["n_rollouts"], ci=(r["ci_low"], r["ci_high"]))
                     data.append({"row": label, "method": m, "variant": v, "task": t, "condition": c,
                                  **{k: r[k] for k in ("mean", "std", "ci_low", "ci_high", "n_seeds", "n_rollouts")}})
                 else:

@@ -52,4 +52,4 @@ for m in $METHODS; do
 done
 
 # 4. tables with CIs, figures, diagnostics and videos
-$UWM report "$OUT/results" --out "$REPORT"
+$UWM report "$OUT/results" --out "$REPORT" --as-main reduced

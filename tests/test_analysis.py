@@ -282,3 +282,20 @@ def test_results_store_sweep_labels_and_modes(tmp_path):
     assert dyn.loc["mode=policy", "paper_mean"] == 0.26
     main = tables.paper_table(summary, "ood")
     assert main.display.loc["UWM", "Book-Caddy"] == "0.90 ± 0.10 (n=2/10)"
+
+
+def test_single_seed_cells_use_a_wilson_interval_that_does_not_collapse():
+    import pandas as pd
+
+    from uwmbench.analysis.stats import estimate, wilson_interval
+    from uwmbench.analysis.tables import fmt_cell
+
+    lo, hi = wilson_interval(0, 20)
+    assert abs(lo) < 1e-12 and abs(hi - 0.1611) < 1e-3    # 0/20 is not "certainly 0"
+    lo, hi = wilson_interval(3, 20)
+    assert abs(lo - 0.0524) < 1e-3 and abs(hi - 0.3604) < 1e-3
+    df = pd.DataFrame({"task": "t", "seed": 0, "success": [True] * 3 + [False] * 17})
+    e = estimate(df, n_boot=200)
+    assert (e.ci_low, e.ci_high) == wilson_interval(3, 20) and e.n_seeds == 1
+    assert fmt_cell(e.mean, e.std, e.n_seeds, e.n_rollouts, ci=(e.ci_low, e.ci_high)) == "0.15 [0.05, 0.36] (n=1/20)"
+    assert fmt_cell(0.5, 0.1, 3, 60, ci=(0.4, 0.6)) == "0.50 ± 0.10 (n=3/60)"   # several seeds: the spread

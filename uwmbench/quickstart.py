@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     cfg = to_container(load_config("quickstart", a.overrides))
     out = Path(cfg["out"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    st = _Stages(7)
+    st = _Stages(6)
     task = cfg["task"]
 
     # 1. demonstrations --------------------------------------------------------------
@@ -173,7 +173,9 @@ def memorisation_check(cfg: dict, out: Path, st: "_Stages") -> dict | None:
     res = {"task": task, "method": m["method"], "size": m["method_size"], "episodes": n, "steps": steps,
            "final_loss": summary.get("final_loss"), "rollouts": int(len(df)), "successes": int(df["success"].sum())}
     atomic_write_text(result_file, json.dumps(res, indent=1))
-    print(f"  {res['successes']}/{res['rollouts']} successes (final training loss {res['final_loss']:.4f})")
+    loss = res["final_loss"]
+    print(f"  {res['successes']}/{res['rollouts']} successes (final training loss "
+          f"{'n/a' if loss is None else format(loss, '.4f')})")
     return res
 
 

@@ -100,8 +100,15 @@ def main(argv: list[str]) -> int:
         for n in sweep_names():
             print(n)
         return 0 if a.list else 2
+    # `launcher=slurm` (hydra's group syntax) selects the launcher like `--launcher slurm`; it is
+    # not a key of the cells' run config (passed to them it made every job fail, or run locally)
+    chosen = [o.split("=", 1)[1] for o in a.overrides if o.startswith("launcher=")]
+    if len(set(chosen)) > 1 or (chosen and "--launcher" in " ".join(argv) and chosen[-1] != a.launcher):
+        raise ConfigError(f"launcher chosen twice: launcher={chosen} and --launcher {a.launcher}")
+    if chosen:
+        a.launcher = chosen[-1]
     launcher_ov = [o for o in a.overrides if o.startswith("launcher.")]
-    run_ov = [o for o in a.overrides if not o.startswith("launcher.")]
+    run_ov = [o for o in a.overrides if not o.startswith(("launcher.", "launcher="))]
     for o in run_ov:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")

@@ -24,6 +24,27 @@ def test_main_dry_run_prints_paper_grid(capsys):
     assert uwm.estimate["rollouts"] == 500
 
 
+def test_launcher_group_syntax_selects_the_launcher(capsys, monkeypatch):
+    """`uwmbench sweep main launcher=slurm` (the README's form) picks the SLURM launcher and does
+    not reach the cells as a run key."""
+    seen = {}
+    real = grids.expand_sweep
+
+    def spy(name, overrides=(), **kw):
+        seen["overrides"] = list(overrides)
+        return real(name, overrides, **kw)
+
+    monkeypatch.setattr(grids, "expand_sweep", spy)
+    assert sweep_cli.main(["main", "--dry-run", "--store", "/nonexistent-store", "launcher=slurm",
+                           "launcher.partition=gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "launcher: slurm" in out and "partition=gpu" in out
+    assert not any(o.startswith("launcher") for o in seen["overrides"])
+    from uwmbench.config import ConfigError
+    with pytest.raises(ConfigError, match="launcher chosen twice"):
+        sweep_cli.main(["main", "--dry-run", "--launcher", "local", "launcher=slurm"])
+
+
 def test_ablation_grids():
     reg = grids.expand_sweep("registers", estimate=False)
     assert {c.variant for c in reg} == {"reg0", "reg4", "reg8", "reg24", "xattn"} and len(reg) == 15

@@ -38,14 +38,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from ..config import ConfigError
 from ..fileio import atomic_write_text as _atomic_write
 
 log = logging.getLogger(__name__)
 
 ROLLOUTS_FILE = "rollouts.jsonl"
 ROW_KEY = ("checkpoint", "method", "variant", "task", "condition", "rollout_seed", "episode", "max_steps",
-           "replan_every", "mode", "init_source")
-ROW_KEY_DEFAULTS = {"mode": "policy", "init_source": "benchmark"}  # rows written before these columns existed
+           "replan_every", "mode", "init_source", "weights")
+# rows written before these columns existed (EMA weights were never evaluated then)
+ROW_KEY_DEFAULTS = {"mode": "policy", "init_source": "benchmark", "weights": "raw"}
+WEIGHTS = ("auto", "ema", "raw")
 MODES = ("policy", "inverse_dynamics")
 
 
@@ -494,22 +497,28 @@ def _reference_path(reference: Any, task: str, condition: str, n_tasks: int, n_c
     return ref.replace("{task}", task).replace("{condition}", condition)
 
 
-def _resolve_policy(policy: Any, device: str | None) -> tuple[Any, str, bool | None]:
-    """-> (method, checkpoint string, flip_vertical from the checkpoint's config or None)."""
+def _resolve_policy(policy: Any, device: str | None, weights: str = "auto") -> tuple[Any, str, bool | None, str]:
+    """-> (method, checkpoint string, flip_vertical from the checkpoint's config or None, weights
+    used: "ema" or "raw"). ``weights="auto"``: the EMA weights when the checkpoint has them."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights={weights!r} is not one of {WEIGHTS}")
     if isinstance(policy, (str, os.PathLike)):
         from .checkpoint import load_method, resolve_checkpoint
 
         ckpt = resolve_checkpoint(policy)
         dev = device if device and device != "auto" else _auto_device()
-        method = load_method(ckpt, device=dev)
-        return method, str(ckpt), _checkpoint_flip(ckpt)
+        use_ema = weights == "ema" or (weights == "auto" and (ckpt / "ema.safetensors").is_file())
+        method = load_method(ckpt, device=dev, ema=use_ema)
+        return method, str(ckpt), _checkpoint_flip(ckpt), "ema" if use_ema else "raw"
+    if weights == "ema":
+        raise ConfigError("weights=ema needs a checkpoint folder (a Method object carries only its current weights)")
     if hasattr(policy, "predict_action"):
-        return policy, "", None
+        return policy, "", None, "raw"
     if callable(policy):
         method = policy()
         if not hasattr(method, "predict_action"):
             raise TypeError(f"policy factory {policy!r} returned {type(method).__name__}, which has no predict_action")
-        return method, "", None
+        return method, "", None, "raw"
     raise TypeError(f"policy must be a checkpoint path, a Method or a factory returning one; got {type(policy).__name__}")
 
 
@@ -565,7 +574,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
              episodes: Sequence[int] | None = None, mode: str = "policy",
              reference: str | os.PathLike | dict[str, Any] | None = None,
              resize_frames: bool = False,
-             init_from: str | os.PathLike | dict[str, Any] | None = None, reset_mode: str = "scene") -> "pd.DataFrame":  # noqa: F821
+             init_from: str | os.PathLike | dict[str, Any] | None = None, reset_mode: str = "scene",
+             weights: str = "auto") -> "pd.DataFrame":  # noqa: F821
     """Roll out ``policy`` on every (task, condition), ``n_rollouts`` episodes each.
 
     policy        a checkpoint/run folder, a :class:`Method`, or a zero-argument factory of one.
@@ -596,6 +606,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                   (``{task}``/``{condition}`` replaced, or a dict as ``reference``) instead of the
                   benchmark's init state i: a memorisation check on training demos, not a benchmark
                   number (rows say ``init_source``).
+    weights       "auto" (a checkpoint's EMA weights when it was trained with ``trainer.ema`` > 0,
+                  else its trained weights), "ema" (required) or "raw"; rows say which (``weights``).
     resize_frames a checkpoint trained on frames of another size than ``camera_size`` is refused
                   (ConfigError naming both sizes); True resizes the camera frames to the training
                   size (bilinear, antialiased) before the policy instead, and logs it.
@@ -634,7 +646,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     if mode == "inverse_dynamics" and any(e < 0 for e in episodes):
         raise ValueError(f"episodes={episodes}: inverse_dynamics episode i tracks data/demo_i, need i >= 0")
 
-    method, ckpt, ckpt_flip = _resolve_policy(policy, device)
+    method, ckpt, ckpt_flip, used_weights = _resolve_policy(policy, device, weights)
     train_size = checkpoint_frame_size(ckpt)
     policy_size = None
     if train_size is not None and train_size != (int(camera_size), int(camera_size)):
@@ -675,7 +687,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     meta.pop("mode", None)
     base = {"run_id": meta.pop("run_id", ""), "sweep": meta.pop("sweep", ""), "cell": meta.pop("cell", ""),
             "method": meta.pop("method", pol.name), "variant": meta.pop("variant", ""),
-            "seed": int(meta.pop("seed", seed)), "checkpoint": str(meta.pop("checkpoint", ckpt)), "mode": mode}
+            "seed": int(meta.pop("seed", seed)), "checkpoint": str(meta.pop("checkpoint", ckpt)), "mode": mode,
+            "weights": used_weights}
     base.update(meta)
 
     out = Path(out_dir) if out_dir is not None else None
@@ -984,6 +997,7 @@ class EvaluateConfig:
     reference: str | None = None         # inverse_dynamics: expert demos HDF5 ({task}, {condition} replaced)
     resize_frames: bool = False          # camera_size != the checkpoint's training frame size: resize (else refuse)
     init_from: str | None = None         # policy mode: start episode i from data/demo_i of these demos (memorisation check)
+    weights: str = "auto"                # auto (EMA weights when the checkpoint has them) | ema | raw
 
 
 def main(argv: list[str]) -> int:
@@ -1025,7 +1039,7 @@ def main(argv: list[str]) -> int:
                   out_dir=out, camera_size=cfg.camera_size, render=cfg.render, settle_steps=cfg.settle_steps,
                   ood_margin=cfg.ood_margin, ood_seed=cfg.ood_seed, flip_vertical=cfg.flip_vertical,
                   device=cfg.device, resume=cfg.resume, mode=cfg.mode, reference=cfg.reference, init_from=cfg.init_from,
-                  resize_frames=cfg.resize_frames)
+                  resize_frames=cfg.resize_frames, weights=cfg.weights)
     summary = summarize(df)
     md = _markdown(summary)
     _atomic_write(out / "summary.csv", summary.to_csv(index=False))

@@ -69,6 +69,24 @@ def test_validation_and_checkpoint_contents(tmp_path):
     from uwmbench.benchmarks.checkpoint import load_method
     m = load_method(tmp_path / "r", ema=True)
     assert m.cfg.size == "tiny"
+    # the evaluator rolls out the EMA weights of a checkpoint trained with EMA (rows say so)
+    from safetensors.torch import load_file
+
+    from uwmbench.benchmarks.evaluate import _resolve_policy, _row_key
+    from uwmbench.config import ConfigError
+    ema = load_file(str(ck / "ema.safetensors"))
+    raw = load_file(str(ck / "model.safetensors"))
+    k = next(k for k in ema if not torch.equal(ema[k], raw[k]))        # EMA differs from the weights
+    for weights, ref, used in (("auto", ema, "ema"), ("ema", ema, "ema"), ("raw", raw, "raw")):
+        pol, _, _, got = _resolve_policy(str(tmp_path / "r"), "cpu", weights)
+        assert got == used and torch.equal(dict(pol.named_parameters())[k].detach(), ref[k]), weights
+    plain = train(_cfg(tmp_path, steps=2), tmp_path / "plain")               # trained without EMA
+    assert _resolve_policy(plain["checkpoint"], "cpu", "auto")[3] == "raw"
+    with pytest.raises(ConfigError, match="weights="):
+        _resolve_policy(str(tmp_path / "r"), "cpu", "best")
+    # rows written before the column existed were raw-weight rollouts; they are not EMA rollouts
+    old = {"checkpoint": "c", "method": "m", "task": "t", "condition": "id", "rollout_seed": 1, "episode": 0}
+    assert _row_key(old) == _row_key({**old, "weights": "raw"}) != _row_key({**old, "weights": "ema"})
 
 
 def test_finetune_init_from(tmp_path):

@@ -14,6 +14,10 @@ pixels per image: ``kl_weight=1e-6`` is the Stable Diffusion autoencoder's ratio
 frames get the method's preprocessing (resize, random crop); evaluation uses the center crop,
 exactly like ``LatentEncoder.encode``.
 
+Resumable: every ``ckpt_every`` steps the model, optimiser and RNG states are written atomically
+to ``.<out>.partial.pt`` beside ``out``; rerunning the same command continues from there (a state
+written with other settings is ignored) and the file is removed when ``out`` is saved.
+
     uwmbench fit-vae data.sources=[{path:demos.hdf5}] out=vae/mine preset=small steps=3000 image_size=128
     uwmbench train method=uwm method.vae=vae/mine ...
 """
@@ -38,6 +42,10 @@ from ..config import ConfigError
 from .data_sources import DataError
 
 log = logging.getLogger(__name__)
+
+
+class FitInterrupted(RuntimeError):
+    """``stop_after`` reached before ``steps``: the state is saved and a rerun resumes."""
 
 
 def _psnr(mse: float) -> float:
@@ -157,7 +165,39 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     kl_w = float(cfg.get("kl_weight", 1e-6))
     gen = torch.Generator().manual_seed(seed)
     log_every = max(1, int(cfg.get("log_every", 100)))
-    bar = tqdm(range(steps), desc=f"fit-vae {preset}", disable=not progress, dynamic_ncols=True)
+    ckpt_every = int(cfg.get("ckpt_every", 250))
+    out_p = Path(os.path.expanduser(str(out))).resolve()
+    out_p.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_p.parent / f".{out_p.name}.partial.pt"
+    # what a resumed fit must share with the interrupted one (else it starts again)
+    ident = dict(preset=preset, image_size=size, resize=resize, steps=steps, batch_size=bs, seed=seed,
+                 lr=float(cfg.get("lr", 1e-3)), kl_weight=kl_w, views=list(views), sources=info["sources"],
+                 train_frames=info["train_frames"])
+    start = 0
+    if partial.exists():
+        try:
+            st = torch.load(partial, map_location="cpu", weights_only=False)
+        except Exception as e:  # a torn file cannot happen (atomic replace), but an old format can
+            log.warning("fit-vae: ignoring unreadable partial state %s (%s)", partial, e)
+            st = None
+        if st is not None and st.get("ident") == ident:
+            vae.load_state_dict(st["vae"])
+            opt.load_state_dict(st["opt"])
+            gen.set_state(st["gen"])
+            torch.set_rng_state(st["torch_rng"])
+            start = int(st["step"])
+            log.info("fit-vae: resuming from step %d/%d (%s)", start, steps, partial)
+        elif st is not None:
+            log.warning("fit-vae: %s was written with other settings; starting again", partial)
+
+    def save_partial(step_done: int) -> None:
+        tmp_state = partial.with_name(partial.name + f".tmp-{os.getpid()}")
+        torch.save(dict(ident=ident, step=step_done, vae=vae.state_dict(), opt=opt.state_dict(),
+                        gen=gen.get_state(), torch_rng=torch.get_rng_state()), tmp_state)
+        os.replace(tmp_state, partial)
+
+    bar = tqdm(range(start, steps), desc=f"fit-vae {preset}", disable=not progress, dynamic_ncols=True,
+               initial=start, total=steps)
     loss_v = float("nan")
     for step in bar:
         idx = torch.randint(0, train.shape[0], (bs,), generator=gen)
@@ -176,6 +216,12 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
         if (step + 1) % log_every == 0 or step + 1 == steps:
             bar.set_postfix(loss=f"{loss_v:.4f}", psnr=f"{_psnr(mse_v / 4):.1f}")
             log.info("fit-vae step %d: loss %.4f (l1 %.4f, mse %.4f, kl %.2f)", step + 1, loss_v, l1_v, mse_v, kl_v)
+        if ckpt_every > 0 and (step + 1) % ckpt_every == 0 and step + 1 < steps:
+            save_partial(step + 1)
+        stop_after = cfg.get("stop_after")
+        if stop_after is not None and step + 1 >= int(stop_after) and step + 1 < steps:
+            save_partial(step + 1)
+            raise FitInterrupted(f"fit-vae: stopped after step {step + 1} (stop_after); rerun to resume from {partial}")
     bar.close()
     vae.eval()
 
@@ -192,8 +238,6 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     scaling = 1.0 / max(std, 1e-6)
     vae.register_to_config(scaling_factor=scaling)
 
-    out_p = Path(os.path.expanduser(str(out))).resolve()
-    out_p.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_p.parent / f".{out_p.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         vae.to("cpu").save_pretrained(str(tmp))
@@ -225,6 +269,7 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
             json.dump(result, f, indent=2)
         del enc
         _atomic_replace_dir(tmp, out_p)
+        partial.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -242,7 +287,11 @@ def main(argv: list[str]) -> int:
     if a.print_config:
         print(dump_yaml(cfg))
         return 0
-    r = fit_vae(cfg)
+    try:
+        r = fit_vae(cfg)
+    except FitInterrupted as e:
+        print(str(e))
+        return 0
     print(f"held-out reconstruction PSNR: {r['psnr_holdout_db']:.2f} dB "
           f"({r['holdout_frames']} frames from {r['holdout_episodes']} held-out episode(s); "
           f"train frames {r['psnr_train_db']:.2f} dB)")

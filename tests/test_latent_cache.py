@@ -262,6 +262,36 @@ def test_fit_vae_command(tmp_path, capsys):
     assert json.loads((out / "fit_vae.json").read_text())["steps"] == 2
 
 
+def test_fit_vae_resumes_from_its_partial_state(tmp_path):
+    """An interrupted fit continues from its saved state and ends with the same weights as an
+    uninterrupted one; the partial file is removed when the model is saved."""
+    from safetensors.torch import load_file
+    from uwmbench.benchmarks.fit_vae import FitInterrupted, fit_vae
+    from test_data import write_indexed_hdf5 as w
+    data = w(tmp_path / "frames.hdf5", lengths=(10, 10, 10, 10))
+    base = dict(data={"sources": [{"path": data}]}, preset="tiny", steps=6, image_size=32, batch_size=4,
+                holdout_fraction=0.25, device="cpu", log_every=100, ckpt_every=2)
+    torch.manual_seed(0)
+    fit_vae(dict(base, out=str(tmp_path / "whole")), progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(FitInterrupted):
+        fit_vae(dict(base, out=str(tmp_path / "cut"), stop_after=3), progress=False)
+    partial = tmp_path / ".cut.partial.pt"
+    assert partial.exists() and not (tmp_path / "cut").exists()
+    assert torch.load(partial, weights_only=False)["step"] == 3
+    torch.manual_seed(123)  # the global RNG is restored from the state, not taken from the caller
+    fit_vae(dict(base, out=str(tmp_path / "cut")), progress=False)
+    assert not partial.exists()
+    a = load_file(str(tmp_path / "whole" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a partial state written with other settings is not used
+    with pytest.raises(FitInterrupted):
+        fit_vae(dict(base, out=str(tmp_path / "other"), stop_after=2), progress=False)
+    r = fit_vae(dict(base, out=str(tmp_path / "other"), batch_size=2), progress=False)
+    assert r["batch_size"] == 2 and not (tmp_path / ".other.partial.pt").exists()
+
+
 # ----------------------------------------------------------------------------- K cached crops
 def write_textured_hdf5(path, lengths=(24, 26, 22, 25), seed=0):
     """The indexed layout with random pixels (so that every crop of a frame is different)."""

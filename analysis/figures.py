@@ -1,4 +1,5 @@
-"""Figures (seaborn on the matplotlib Agg backend), saved as PNG and PDF.
+"""Figures (seaborn), saved as PNG and PDF. Importing this module leaves matplotlib's backend
+alone (figures show inline in a notebook); ``uwmbench report`` selects Agg for itself.
 
 Every figure has a title and every axes a title and axis labels; ``check_labelled`` enforces
 it before anything is written. Bars are mean success over seeds; error bars are the 95%
@@ -10,17 +11,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .tables import (arm_label, display_condition, display_task, normalize_rollouts,  # noqa: E402
-                     order_tasks, paper_order, _arms)
-from . import stats  # noqa: E402
+from . import stats
+from .tables import arm_label, display_condition, display_task, normalize_rollouts, order_tasks, paper_order, _arms
 
 sns.set_theme(style="whitegrid", context="notebook")
 

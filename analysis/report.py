@@ -22,13 +22,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from uwmbench.rows import ROLLOUT_IDENTITY, ROLLOUT_KEY, latest_frame, read_jsonl
+from uwmbench.run_dir import RunDir
+
 from . import stats
 from .tables import (REQUIRED_ROLLOUT_COLUMNS, Table, atomic_write_text, build_tables, display_condition,
                      normalize_rollouts, order_methods, summarize_arms)
 
 log = logging.getLogger("uwmbench.analysis.report")
-
-ROLLOUT_KEY = ["run_id", "condition", "task", "episode", "rollout_seed"]
 
 
 @dataclass
@@ -41,19 +42,10 @@ class Results:
 
 
 def _read_jsonl(path: Path, notes: list[str]) -> pd.DataFrame:
-    rows, bad = [], 0
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                bad += 1
-                log.warning("%s:%d: not JSON (%s); line skipped", path, i, e)
-    if bad:
-        notes.append(f"{path}: {bad} line(s) that are not JSON skipped (a file being written?)")
+    skipped: list[str] = []
+    rows = read_jsonl(path, skipped)
+    if skipped:
+        notes.append(f"{path}: {len(skipped)} line(s) that are not JSON skipped (a file being written?)")
     return pd.DataFrame(rows)
 
 
@@ -150,12 +142,13 @@ def load_results(path: str | Path, exclude: Path | None = None) -> Results:
                          "nor training metrics)")
     rol = pd.concat(rollouts, ignore_index=True) if rollouts else pd.DataFrame(columns=REQUIRED_ROLLOUT_COLUMNS)
     if len(rol):
-        key = [k for k in ROLLOUT_KEY if k in rol.columns] + (["mode"] if "mode" in rol.columns else [])
-        if store is None and all(k in rol.columns for k in ROLLOUT_KEY):  # the store dedupes itself
+        # one rule with the store (which dedupes itself) and the evaluator: the row written last wins
+        if store is None and all(k in rol.columns for k in ROLLOUT_IDENTITY):
             before = len(rol)
-            rol = rol.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
+            rol = latest_frame(rol)
             if len(rol) < before:
-                notes.append(f"{before - len(rol)} duplicate rollout row(s) (same {', '.join(key)}) dropped")
+                notes.append(f"{before - len(rol)} duplicate rollout row(s) (same {', '.join(ROLLOUT_KEY)}) "
+                             "dropped; the row written last is kept")
         nfiles = rol["_source"].nunique() if "_source" in rol.columns else 0
         if nfiles:
             notes.append(f"{len(rol)} rollout rows from {nfiles} file(s)")
@@ -263,16 +256,14 @@ def diagnostics_section(res: Results, results: Path, out: Path) -> tuple[str, st
     roots = {Path(results)} if Path(results).is_dir() else set()
     if len(res.runs) and "run_dir" in res.runs.columns:
         roots |= {Path(p) for p in res.runs["run_dir"].dropna().astype(str).unique() if p}
-    files = sorted({f.resolve() for r in roots if r.is_dir() for f in r.rglob("diagnostics/*/summary.json")})
+    files = sorted({(f, run, task) for r in roots for run, task, f in RunDir.find_diagnostics(r)})
     rows, first = [], []
-    for f in files:
+    for f, run, task in files:
         try:
             s = json.loads(f.read_text())
         except (OSError, ValueError) as e:
             log.warning("%s: unreadable diagnostics (%s)", f, e)
             continue
-        run = f.parent.parent.parent.name
-        task = f.parent.name
         for o in s.get("open_loop", []):
             if o.get("windows"):
                 rows.append({"run": run, "method": s.get("method", ""), "task": task, "split": o["split"],
@@ -455,6 +446,8 @@ def make_report(results: str | Path, out: str | Path | None = None, n_boot: int 
 
 
 def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+    matplotlib.use("Agg")  # the command writes files; importing the analysis modules does not pick a backend
     ap = argparse.ArgumentParser(prog="uwmbench report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="results-store root, or a folder/file of JSONL/CSV result rows")

@@ -26,24 +26,18 @@ import torch
 from ..config import ConfigPathError
 from ..methods.base import Method, config_to_dict, make_config, get_method_class
 from ..fileio import atomic_write_text
+from uwmbench.run_dir import CheckpointDir, RunDir
 
-META_FILE = "meta.json"
+META_FILE = CheckpointDir.META
 
 
 def checkpoint_root(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunDir(run_dir).checkpoints
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    root = checkpoint_root(run_dir)
-    marker = root / "latest"
-    if marker.is_file():
-        p = root / marker.read_text().strip()
-        if (p / "model.safetensors").is_file():
-            return p
-    # fall back to the newest complete folder (e.g. marker lost)
-    done = sorted(p for p in root.glob("step_*") if (p / "trainer_state.pt").is_file())
-    return done[-1] if done else None
+    """The newest checkpoint of a trainer's folder (see :meth:`RunDir.latest_checkpoint`)."""
+    return RunDir(run_dir).latest_checkpoint()
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -51,7 +45,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise ConfigPathError(f"checkpoint {str(path)!r}: no such file or folder ({p.absolute()})")
-    if (p / "model.safetensors").is_file():
+    if CheckpointDir(p).is_checkpoint:
         return p
     latest = latest_checkpoint(p)
     if latest is None:
@@ -66,31 +60,32 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, method: Method, train
     """``meta``: written to ``meta.json`` (the trainer stores ``frame_size: [H, W]``)."""
     from safetensors.torch import save_file, save_model
 
-    root = checkpoint_root(run_dir)
+    rd = RunDir(run_dir)
+    root = rd.checkpoints
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:08d}"
+    name = rd.step_name(step)
     final = root / name
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    tmp = CheckpointDir(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
-        save_model(method, str(tmp / "model.safetensors"))
+        save_model(method, str(tmp.model))
         if ema_state is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(tmp / "ema.safetensors"))
-        torch.save(trainer_state, tmp / "trainer_state.pt")
-        (tmp / "method.json").write_text(json.dumps(config_to_dict(method.cfg), indent=2))
-        (tmp / "config.yaml").write_text(config_yaml)
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema_state.items()}, str(tmp.ema))
+        torch.save(trainer_state, tmp.trainer_state)
+        tmp.method.write_text(json.dumps(config_to_dict(method.cfg), indent=2))
+        tmp.config.write_text(config_yaml)
         if meta is not None:
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=list))
-        vae = getattr(getattr(method, "latent_encoder", None), "vae", None)
+            tmp.meta.write_text(json.dumps(meta, indent=2, default=list))
+        vae = getattr(method.latent_encoder, "vae", None)
         if vae is not None:
-            (tmp / "vae_config.json").write_text(json.dumps(dict(vae.config), default=list, indent=2))
+            tmp.vae_config.write_text(json.dumps(dict(vae.config), default=list, indent=2))
         if final.exists():
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        os.replace(tmp.path, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.path, ignore_errors=True)
         raise
-    atomic_write_text(root / "latest", name + "\n")
-    old = sorted(p for p in root.glob("step_*") if p.name != name)
+    atomic_write_text(rd.latest_marker, name + "\n")
+    old = [p for p in rd.step_checkpoints() if p.name != name]
     for p in old[: max(0, len(old) - (keep - 1))] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
     return final
@@ -101,7 +96,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     existed. A malformed file raises :class:`DataError` naming it."""
     from .data_sources import DataError
 
-    f = resolve_checkpoint(path) / META_FILE
+    f = CheckpointDir(resolve_checkpoint(path)).meta
     if not f.is_file():
         return {}
     try:
@@ -119,21 +114,22 @@ def load_method(path: str | os.PathLike, device: str | torch.device = "cpu", ema
     from safetensors.torch import load_file, load_model
 
     ckpt = resolve_checkpoint(path)
-    cfg_dict = json.loads((ckpt / "method.json").read_text())
+    files = CheckpointDir(ckpt)
+    cfg_dict = json.loads(files.method.read_text())
     name = cfg_dict.pop("name")
     size = cfg_dict.pop("size", None)
-    if (ckpt / "vae_config.json").is_file() and "vae" in cfg_dict:
-        cfg_dict["vae"] = f"config:{ckpt / 'vae_config.json'}"
+    if files.vae_config.is_file() and "vae" in cfg_dict:
+        cfg_dict["vae"] = f"config:{files.vae_config}"
     get_method_class(name)  # clear error for unknown methods (e.g. a plugin not imported)
     if "pretrained_encoder" in cfg_dict:
         cfg_dict["pretrained_encoder"] = "none"  # the checkpoint's weights replace any initial encoder weights
     cfg = make_config(name, size, cfg_dict)
     method = get_method_class(name)(cfg)
-    missing, unexpected = load_model(method, str(ckpt / "model.safetensors"), strict=False)
+    missing, unexpected = load_model(method, str(files.model), strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{ckpt / 'model.safetensors'}: state dict mismatch; missing={missing[:5]} unexpected={unexpected[:5]}")
+        raise RuntimeError(f"{files.model}: state dict mismatch; missing={missing[:5]} unexpected={unexpected[:5]}")
     if ema:
-        f = ckpt / "ema.safetensors"
+        f = files.ema
         if not f.is_file():
             raise ConfigPathError(f"{f}: this checkpoint has no EMA weights (trainer.ema was 0)")
         state = load_file(str(f))
@@ -151,7 +147,7 @@ def load_weights_into(method: Method, path: str | os.PathLike) -> Path:
 
     from safetensors.torch import load_file
     ckpt = resolve_checkpoint(path)
-    state = load_file(str(ckpt / "model.safetensors"))
+    state = load_file(str(CheckpointDir(ckpt).model))
     own = method.state_dict()
     skipped = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     own.update({k: v for k, v in state.items() if k in own and own[k].shape == v.shape})

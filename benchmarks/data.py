@@ -32,7 +32,6 @@ Entry points for the trainer: :func:`data_config_from`, :func:`build_datasets`,
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -53,28 +52,7 @@ LATENT_KEYS = {"next_obs_latent": "next_obs", "obs_latent": "obs"}
 
 
 # ----------------------------------------------------------------------------- config
-@dataclass
-class SourceConfig:
-    path: str                          # file, folder, or glob (each match is one file of this source)
-    kind: str = "hdf5"                 # hdf5 | hdf5_action_free | video_folder
-    weight: float = 1.0                # sampling ratio between sources (normalised over sources)
-    max_episodes: int | None = None    # first N episodes (per file)
-    demos: list[str] | None = None     # explicit episode names, or "mask/<filter_key>" (robomimic filter keys)
-
-
-@dataclass
-class DataConfig:
-    sources: list[SourceConfig] = field(default_factory=list)
-    flip_vertical: bool = True         # LIBERO stores frames upside down: flip HDF5 frames on load
-    val_fraction: float = 0.05         # fraction of episodes (per file) held out for validation
-    split_seed: int = 0
-    latent_cache: bool = True          # precomputed VAE latents (False: images, encoded on the fly)
-    latent_crops: int = 5              # crops cached per frame (centre first, nets.crop_offsets); 1: centre only
-    cache_dir: str = "~/.cache/uwmbench/latents"
-    num_workers: int = 0
-    cache_batch_size: int = 64         # frames per VAE call when building the latent cache
-    frame_size: int | None = None      # video frames are resized to this (default: the HDF5 frame size, else 128)
-    episode_memory_mb: int = 4096      # decoded episodes kept in memory, per process (per DataLoader worker)
+from uwmbench.schemas import DataConfig, SourceConfig  # noqa: E402  (the data section's schema)
 
 
 def data_config_from(section: Any) -> DataConfig:
@@ -427,17 +405,16 @@ def compute_action_stats(sources_and_episodes: list[tuple[EpisodeSource, list[st
 
 
 def method_batch_keys(method, latent_cache: bool) -> set[str]:
-    """The batch keys a method reads (``method.batch_keys()``; default obs/action/action_mask/
-    next_obs). Without the latent cache, latent keys are replaced by the image keys."""
-    fn = getattr(method, "batch_keys", None)
-    if fn is None:
-        keys = set(DEFAULT_BATCH_KEYS)
-    else:
-        try:
-            params = inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            params = {}
-        keys = set(fn(cached_latents=latent_cache) if "cached_latents" in params else fn())
+    """The batch keys a method reads (``method.batch_keys(cached_latents=...)``, the contract's
+    signature), plus obs/action/action_mask. Without the latent cache, latent keys are replaced
+    by the image keys."""
+    try:
+        keys = set(method.batch_keys(cached_latents=latent_cache))
+    except TypeError as e:
+        if "cached_latents" not in str(e):
+            raise
+        raise TypeError(f"{type(method).__name__}.batch_keys() must accept cached_latents (the Method contract: "
+                        f"def batch_keys(self, cached_latents=True)): {e}") from None
     keys |= {"obs", "action", "action_mask"}
     if not latent_cache:
         for lk, ik in LATENT_KEYS.items():
@@ -510,7 +487,7 @@ def build_datasets(data_cfg: DataConfig, method) -> DataBundle:
     readers: dict[int, Any] = {}
     cache_files: list[str] = []
     if any(k in keys for k in LATENT_KEYS):
-        encoder = getattr(method, "latent_encoder", None)
+        encoder = method.latent_encoder
         if encoder is None:
             raise ConfigError(f"method {getattr(method, 'name', '?')!r} asks for {sorted(k for k in keys if k in LATENT_KEYS)} "
                               "but has no latent_encoder; set data.latent_cache=false")

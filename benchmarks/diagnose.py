@@ -180,8 +180,10 @@ def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
     from .data import build_datasets, data_config_from
     from .data_sources import DataError
 
+    from uwmbench.run_dir import CheckpointDir, RunDir
+
     ckpt = resolve_checkpoint(checkpoint)
-    cfg_file = ckpt / "config.yaml"
+    cfg_file = CheckpointDir(ckpt).config
     if not cfg_file.is_file():
         raise DataError(f"{cfg_file}: missing (diagnose needs the training config saved with the checkpoint)")
     tcfg = yaml.safe_load(cfg_file.read_text()) or {}
@@ -204,7 +206,7 @@ def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
         rows += r
         summaries.append(s)
     first = first_obs_rows(bundle, first_obs, bool(dcfg.get("flip_vertical", True))) if first_obs > 0 else []
-    out = Path(out) if out is not None else ckpt.parent.parent / "diagnostics"
+    out = Path(out) if out is not None else CheckpointDir(ckpt).run_dir.diagnostics()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "open_loop.csv", pd.DataFrame(rows).to_csv(index=False))
     flat = [{k: v for k, v in s.items() if not isinstance(v, list)} for s in summaries]
@@ -215,7 +217,7 @@ def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
         atomic_write_text(out / "first_obs.csv", pd.DataFrame(first).to_csv(index=False))
         atomic_write_text(out / "first_obs.md", f"# Evaluator observation vs training window (frame 0)\n\n{_md(first)}\n")
     summary = {"checkpoint": str(ckpt), "method": method.name, "open_loop": summaries, "first_obs": first}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_text(out / RunDir.DIAGNOSTICS_SUMMARY, json.dumps(summary, indent=1, default=str))
     return summary
 
 

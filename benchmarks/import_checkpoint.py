@@ -564,12 +564,14 @@ def import_checkpoint(file: str | Path, method: str, out: str | Path, size: str 
     """Convert a public ``models.pt``; returns our checkpoint folder (``out/checkpoints/step_*``)."""
     from ..methods.base import config_to_dict
     from ..config import dump_yaml
-    from .checkpoint import checkpoint_root, save_checkpoint
+    from uwmbench.run_dir import RunDir
+
+    from .checkpoint import save_checkpoint
 
     if method not in METHODS:
         raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     out = Path(out).expanduser()
-    record = out / "checkpoints"
+    record = RunDir(out).checkpoints
     if record.exists() and any(record.iterdir()):
         if not force:
             raise ConfigPathError(f"--out {out}: already holds checkpoints; choose a new folder or pass --force "
@@ -629,11 +631,11 @@ def import_checkpoint(file: str | Path, method: str, out: str | Path, size: str 
                              "imported_from": imported})
     if record.exists() and force:
         import shutil
-        for q in record.glob("step_*"):
+        for q in RunDir(out).step_checkpoints():
             shutil.rmtree(q)
     ckpt_dir = save_checkpoint(out, step, method_obj, {"step": step, "imported_from": imported}, config_yaml,
                                keep=0, meta=meta)
-    assert ckpt_dir.parent == checkpoint_root(out)
+    assert ckpt_dir.parent == record
     n_pub = sum(v.numel() for v in state.values())
     n_drop = sum(state[k].numel() for k in mapping.dropped if k in state)
     log.info("import: %d public tensors (%d values) -> %s; dropped %d tensors (%d values): %s", len(state), n_pub,
@@ -679,8 +681,11 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--method {a.method!r} is not one of {', '.join(METHODS)}")
     ckpt = import_checkpoint(a.file, a.method, a.out, a.size, _parse_set(a.sets), a.frame_size,
                              a.flip_vertical == "true", a.trust_pickle, a.force)
-    cfg = json.loads((ckpt / "method.json").read_text())
-    imported = json.loads((ckpt / "meta.json").read_text())["imported_from"]
+    from uwmbench.run_dir import CheckpointDir
+
+    files = CheckpointDir(ckpt)
+    cfg = json.loads(files.method.read_text())
+    imported = json.loads(files.meta.read_text())["imported_from"]
     over = {**imported["inferred_overrides"], **imported["user_overrides"]}
     print(f"imported {a.file} -> {ckpt}")
     print(f"  evaluate: uwmbench evaluate checkpoint={a.out} ...")

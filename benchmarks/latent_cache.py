@@ -332,7 +332,7 @@ def cache_latents(data_cfg, method, progress: bool = True) -> list[dict[str, Any
     from .data import LATENT_KEYS, WindowSpec, data_config_from, method_batch_keys, open_sources
     data_cfg = data_config_from(data_cfg)
     keys = method_batch_keys(method, True)
-    encoder = getattr(method, "latent_encoder", None)
+    encoder = method.latent_encoder
     if encoder is None or not any(k in keys for k in LATENT_KEYS):
         return []
     rows = []
@@ -367,7 +367,7 @@ def main(argv: list[str]) -> int:
     check_source_paths(data_config_from(cfg.get("data", {})).sources)  # bad paths fail before a model is built
     torch.manual_seed(int(cfg.get("seed", 0)))  # the trainer seeds the same way: random:* encoders match
     method = build_method_from_config(cfg["method"])
-    if getattr(method, "latent_encoder", None) is None:
+    if method.latent_encoder is None:
         print(f"method {method.name!r} has no latent encoder: nothing to cache")
         return 0
     method.latent_encoder.to(device)

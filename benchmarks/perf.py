@@ -114,7 +114,7 @@ def _markdown(df) -> str:
 
 
 def _write(out: Path, name: str, table, header: str) -> None:
-    from .evaluate import _atomic_write
+    from ..fileio import atomic_write_text as _atomic_write
 
     _atomic_write(out / f"{name}.csv", table.to_csv(index=False))
     _atomic_write(out / f"{name}.md", header + "\n\n" + _markdown(table) + "\n")

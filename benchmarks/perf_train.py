@@ -26,7 +26,7 @@ def synthetic_batch(method, batch: int, raw: int, device, with_latents: bool):
         "action": torch.rand(batch, cfg.action_horizon, cfg.action_dim, device=device) * 2 - 1,
         "action_mask": torch.ones(batch, dtype=torch.bool, device=device),
     }
-    enc = getattr(method, "latent_encoder", None)
+    enc = method.latent_encoder
     if with_latents and enc is not None:
         keys = method.batch_keys()
         with torch.no_grad():

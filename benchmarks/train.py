@@ -31,45 +31,13 @@ import torch
 
 from ..methods.base import Method, config_to_dict
 from ..config import ConfigError, ConfigPathError, build_method_from_config, dump_yaml, load_config, to_container, typed
-from .checkpoint import atomic_write_text, latest_checkpoint, load_weights_into, save_checkpoint
+from .checkpoint import atomic_write_text, load_weights_into, save_checkpoint
+from uwmbench.run_dir import CheckpointDir, RunDir
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainerConfig:
-    steps: int = 1000
-    batch_size: int = 36
-    lr: float = 1e-4
-    weight_decay: float = 1e-6
-    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "constant"          # constant | cosine (with linear warmup)
-    warmup_steps: int = 0
-    grad_clip: float = 0.0              # 0 = no clipping
-    precision: str = "auto"             # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    ema: float = 0.0                    # EMA decay; 0 = off
-    ckpt_every: int = 1000
-    keep_checkpoints: int = 2
-    val_every: int = 500                # 0 = never (a final validation still runs if data allows)
-    val_batches: int = 2
-    log_every: int = 10
-    init_from: str | None = None        # checkpoint/run folder to initialise weights from (finetune)
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    tf32: bool = True
-    compile: bool = False               # torch.compile the method (CUDA)
-    tensorboard: bool = False
-    wandb: bool = False
-    wandb_project: str = "uwmbench"
-    progress: bool = True
-    stop_after: int = 0                 # testing aid: stop (as if interrupted) after this many steps this call
-
-    def __post_init__(self):
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"trainer.schedule={self.schedule!r} must be 'constant' or 'cosine'")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"trainer.precision={self.precision!r} must be auto, fp32 or bf16")
-        if self.steps < 0 or self.batch_size < 1:
-            raise ConfigError(f"trainer.steps={self.steps} / trainer.batch_size={self.batch_size} out of range")
+from uwmbench.schemas import TrainerConfig  # noqa: E402  (the trainer section's schema, configs/train.yaml)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -205,10 +173,10 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     method.action_normalizer.set_stats(data.action_stats)
     method.to(device)
 
-    resume = latest_checkpoint(run_dir)
-    done = run_dir / "summary.json"
-    if resume is not None and done.is_file():
-        prev = json.loads(done.read_text())
+    rd = RunDir(run_dir)
+    resume = rd.latest_checkpoint()
+    if resume is not None and rd.summary.is_file():
+        prev = rd.read_summary()
         if prev.get("completed") and int(prev.get("steps", -1)) >= tcfg.steps:
             if is_main:
                 log.info("%s already finished (%d steps): nothing to do", run_dir, prev["steps"])
@@ -230,20 +198,21 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     start_step = 0
     if resume is not None:
         from safetensors.torch import load_file, load_model
-        load_model(method, str(resume / "model.safetensors"), strict=True, device=str(device))
-        st = torch.load(resume / "trainer_state.pt", map_location="cpu", weights_only=False)
+        files = CheckpointDir(resume)
+        load_model(method, str(files.model), strict=True, device=str(device))
+        st = torch.load(files.trainer_state, map_location="cpu", weights_only=False)
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         set_rng_state(st["rng"])
         start_step = int(st["step"])
-        if ema is not None and (resume / "ema.safetensors").is_file():
-            ema = {k: v.to(device) for k, v in load_file(str(resume / "ema.safetensors")).items()}
+        if ema is not None and files.has_ema:
+            ema = {k: v.to(device) for k, v in load_file(str(files.ema)).items()}
         if is_main:
             log.info("resuming %s from %s (step %d)", run_dir, resume, start_step)
 
     config_yaml = dump_yaml({**full, "run_dir": str(run_dir), "method": config_to_dict(method.cfg)})
     if is_main:
-        atomic_write_text(run_dir / "config.yaml", config_yaml)
+        atomic_write_text(rd.config, config_yaml)
     model = _LossModule(method)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -251,7 +220,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     if tcfg.compile:
         model = torch.compile(model)
 
-    metrics = MetricsWriter(run_dir / "metrics.csv", start_step if resume else None) if is_main else None
+    metrics = MetricsWriter(rd.metrics, start_step if resume else None) if is_main else None
     tb = _tensorboard(run_dir) if (is_main and tcfg.tensorboard) else None
     wb = _wandb(tcfg, run_dir, full) if (is_main and tcfg.wandb) else None
     loader = make_loader(data.train, tcfg.batch_size, seed=seed * 1000 + rank, start_step=start_step,
@@ -307,7 +276,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
             stopped_early = True
             break
     bar.close()
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = rd.latest_checkpoint()
     summary = {"run_dir": str(run_dir), "steps": step, "final_loss": last_loss,
                "checkpoint": str(ckpt) if ckpt else None, "val": val, "completed": step >= tcfg.steps,
                "interrupted": stopped_early, "frame_size": frame_size}
@@ -316,7 +285,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
             val = validate(method, data.val, tcfg, device, seed, use_bf16)
             summary["val"] = val
             metrics.write({"step": step, **val})
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+        atomic_write_text(rd.summary, json.dumps(summary, indent=2, default=str))
     if tb is not None:
         tb.close()
     if wb is not None:
@@ -392,6 +361,11 @@ def main(argv: list[str]) -> int:
     if a.print_config:
         print(dump_yaml(cfg))
         return 0
-    summary = train(cfg, a.run_dir)
+    run_dir = a.run_dir or to_container(cfg).get("run_dir")  # the default folder is new (named by time)
+    from contextlib import nullcontext
+    from ..sweeps.lease import run_lease
+    # one process per run folder; torchrun's other ranks share rank 0's lease
+    with run_lease(run_dir, "uwmbench train") if run_dir and os.environ.get("RANK", "0") == "0" else nullcontext():
+        summary = train(cfg, run_dir)
     print(f"trained {summary['steps']} steps, final loss {summary['final_loss']:.4f}; checkpoint: {summary['checkpoint']}")
     return 0

@@ -1,7 +1,8 @@
 """Methods: UWM, the paper's baselines (DP, PAD, GR1), a worked behaviour-cloning example,
-and any method a user registers. Importing ``uwmbench.methods`` registers the built-ins;
-extra modules are imported from the ``UWMBENCH_PLUGINS`` environment variable
-(comma-separated module names) and from the ``uwmbench.methods`` entry-point group."""
+and any method a user registers. The registry (``registered_methods()``) imports every module
+of this package, then the modules named in the ``UWMBENCH_PLUGINS`` environment variable
+(comma-separated) and the ``uwmbench.methods`` entry-point group. A registered method's config
+dataclass is its config: ``method=<name>`` works in train, run, sweep, tune and ``hydra -m``."""
 from __future__ import annotations
 
 import importlib
@@ -13,25 +14,34 @@ from .base import (  # noqa: F401
     get_method_class, make_config, method_from_config, register_method, registered_methods,
 )
 
-BUILTIN_METHODS = ("uwm", "dp", "pad", "gr1", "bc")
 _loaded = False
 
 
 def _load_builtin_methods() -> None:
+    """Import every module of this package (a new ``methods/<name>.py`` that calls
+    ``@register_method`` is registered without being listed anywhere), then the plugins named in
+    ``UWMBENCH_PLUGINS`` (comma-separated module names) and the ``uwmbench.methods`` entry points."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    here = os.path.dirname(__file__)
-    for mod in BUILTIN_METHODS:
-        if os.path.exists(os.path.join(here, f"{mod}.py")) or os.path.isdir(os.path.join(here, mod)):
-            importlib.import_module(f"{__name__}.{mod}")
+    import pkgutil
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
     for mod in filter(None, (m.strip() for m in os.environ.get("UWMBENCH_PLUGINS", "").split(","))):
-        importlib.import_module(mod)
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise ImportError(f"UWMBENCH_PLUGINS names {mod!r}, which cannot be imported: {e}") from e
     try:
         from importlib.metadata import entry_points
-        for ep in entry_points(group="uwmbench.methods"):
+        eps = list(entry_points(group="uwmbench.methods"))
+    except Exception:  # pragma: no cover
+        eps = []
+    for ep in eps:
+        try:
             ep.load()
-    except Exception as e:  # a broken plugin must not hide the built-ins, but must be visible
-        import warnings
-        warnings.warn(f"uwmbench: failed to load a method plugin: {e}")
+        except Exception as e:  # a broken plugin must not hide the built-ins, but must be visible
+            import warnings
+            warnings.warn(f"uwmbench: failed to load the method plugin {ep.name!r} ({ep.value}): {e}")

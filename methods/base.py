@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, List, Optional
+
+from omegaconf import OmegaConf
 
 import torch
 from torch import nn
@@ -138,18 +140,51 @@ class Method(nn.Module):
         """(B, action_horizon, action_dim) actions in env units."""
         raise NotImplementedError
 
-    def batch_keys(self) -> set[str]:
+    def batch_keys(self, cached_latents: bool = True) -> set[str] | tuple[str, ...]:
         """Batch keys this method reads in training (the data pipeline loads only these).
-        ``*_latent`` keys may be served as images (``next_obs``/``obs``) when the latent cache
-        is off; the method then encodes them on the fly."""
+        ``*_latent`` keys (``obs_latent``, ``next_obs_latent``) are served from the latent cache
+        of :attr:`latent_encoder`; with ``cached_latents=False`` the pipeline serves the image
+        keys (``obs``/``next_obs``) instead and the method encodes them on the fly."""
         return {"obs", "action", "action_mask"}
+
+    @property
+    def latent_encoder(self):
+        """The frozen image -> latent encoder (``methods.latent_encoder.LatentEncoder``) whose
+        latents this method reads (``*_latent`` batch keys, cached by the data pipeline) and whose
+        ``decode`` turns its predictions into frames; ``None`` for pixel-only methods. Subclasses
+        set it with ``self.latent_encoder = LatentEncoder(...)``."""
+        return self._modules.get("latent_encoder")
+
+    @latent_encoder.setter
+    def latent_encoder(self, value) -> None:  # None (a Module is registered by nn.Module.__setattr__)
+        self._modules["latent_encoder"] = value
+
+    @classmethod
+    def capabilities_for(cls, cfg: MethodConfig) -> frozenset[str]:
+        """What an instance built from ``cfg`` can do (``self.capabilities`` after ``__init__``):
+        the class' declared set unless a config switch narrows it (UWM without a latent
+        objective has no dynamics modes). Callers check this before training, not after."""
+        return frozenset(cls.capabilities)
 
     # --- optional (declare in ``capabilities``) ----------------------------------------
     def predict_next_obs(self, obs: dict[str, torch.Tensor], action: torch.Tensor | None = None) -> torch.Tensor:
-        """Forward dynamics (action given) or video prediction (action None); returns the
-        predicted next-observation latents (B, V, Tn, C, h, w) (decode with the method's
-        ``latent_encoder`` if it has one)."""
+        """Forward dynamics (action given) or video prediction (action None). Returns the
+        prediction in the method's own space: latents (B, V, Tn, C, h, w) when it has a
+        :attr:`latent_encoder` (UWM, PAD), else frames (B, V, Tn, 3, H, W) (GR1: float in [0, 1]);
+        :meth:`predict_next_frames` gives uint8 frames for every method."""
         raise CapabilityError(f"{self.name} does not declare {FORWARD_DYNAMICS}/{VIDEO_PREDICTION}")
+
+    @torch.no_grad()
+    def predict_next_frames(self, obs: dict[str, torch.Tensor], action: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`predict_next_obs` as uint8 frames (B, V, Tn, 3, H, W) for every method (latents
+        are decoded with :attr:`latent_encoder`): the one unit to compare methods in."""
+        pred = self.predict_next_obs(obs, action)
+        enc = self.latent_encoder
+        if enc is not None:
+            return enc.decode(pred)
+        if pred.dtype.is_floating_point:  # pixels in [0, 1]
+            return (pred.float() * 255.0).round().clamp(0, 255).to(torch.uint8)
+        return pred
 
     def infer_action(self, obs: dict[str, torch.Tensor], next_obs: torch.Tensor) -> torch.Tensor:
         """Inverse dynamics: actions (env units) that lead from ``obs`` to ``next_obs``
@@ -244,50 +279,92 @@ def get_method_class(name: str) -> type[Method]:
     return methods[name]
 
 
+def _optional_type(default: Any) -> Any:
+    if isinstance(default, bool):
+        return Optional[bool]
+    if isinstance(default, int):
+        return Optional[int]
+    if isinstance(default, float):
+        return Optional[float]
+    if isinstance(default, str):
+        return Optional[str]
+    if isinstance(default, (tuple, list)) and default and all(isinstance(v, (int, float, str, bool)) for v in default):
+        t = type(default[0])
+        return Optional[List[t]] if all(type(v) is t for v in default) else Optional[List[Any]]  # type: ignore[valid-type]
+    return Any
+
+
+_METHOD_SCHEMAS: dict[type, type] = {}
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def method_schema(config_class: type[MethodConfig]) -> type:
+    """The config schema of a method (an OmegaConf structured-config dataclass): ``name``,
+    ``size`` and every field of its config dataclass, optional (``None`` = the size preset's
+    value, else the class default) and typed after the field's default. The harness stores it
+    in hydra's ConfigStore as ``method/<name>``; :func:`make_config` merges into it strictly."""
+    if config_class in _METHOD_SCHEMAS:
+        return _METHOD_SCHEMAS[config_class]
+    specs: list[tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(config_class):
+        if f.name in ("name", "size"):
+            continue
+        specs.append((f.name, _optional_type(_field_default(f)), dataclasses.field(default=None)))
+    schema = dataclasses.make_dataclass(
+        f"{config_class.__name__}Schema",
+        [("name", Optional[str], dataclasses.field(default=None)),
+         ("size", Optional[str], dataclasses.field(default=None))] + specs)
+    _METHOD_SCHEMAS[config_class] = schema
+    return schema
+
+
+def method_preset_values(config_class: type[MethodConfig], size: str) -> dict[str, Any]:
+    """Every field's value for ``size``: class defaults < the size preset."""
+    values = {f.name: _field_default(f) for f in dataclasses.fields(config_class) if f.name not in ("name", "size")}
+    values.update(config_class.PRESETS.get(size, {}))
+    return values
+
+
 def make_config(name: str, size: str | None = None, overrides: dict[str, Any] | None = None) -> MethodConfig:
-    """Typed config for method ``name``: class defaults < size preset < overrides.
-    Unknown keys or ill-typed values raise with the key named."""
+    """Typed config for method ``name``: class defaults < size preset < overrides (``None``
+    values are "not set"). The overrides are merged strictly into the method's schema
+    (:func:`method_schema`): unknown keys or ill-typed values raise with the key named."""
     cls = get_method_class(name)
     ccls = cls.config_class
-    overrides = dict(overrides or {})
+    overrides = {k: v for k, v in dict(overrides or {}).items() if v is not None}
     overrides.pop("name", None)
     size = size or overrides.pop("size", None) or ccls.size
     overrides.pop("size", None)
     if ccls.PRESETS and size not in ccls.PRESETS:
         raise ValueError(f"method {name!r}: size={size!r} is not one of {sorted(ccls.PRESETS)}")
-    values = dict(ccls.PRESETS.get(size, {}))
-    values.update(overrides)
-    known = {f.name: f for f in dataclasses.fields(ccls)}
-    unknown = sorted(set(values) - set(known))
+    schema = method_schema(ccls)
+    known = {f.name for f in dataclasses.fields(schema)}
+    unknown = sorted(set(overrides) - known)
     if unknown:
-        raise KeyError(f"method {name!r}: unknown config key(s) {unknown}; valid keys: {sorted(known)}")
-    for k, v in list(values.items()):
-        values[k] = _coerce(name, k, known[k], v)
+        raise KeyError(f"method {name!r}: unknown config key(s) {unknown}; valid keys: {sorted(known - {'name', 'size'})}")
+    for k, v in overrides.items():
+        if isinstance(v, tuple):
+            overrides[k] = list(v)
+    try:
+        merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), overrides))
+    except Exception as e:  # omegaconf's ValidationError names the value and the type
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        key = getattr(e, "key", None) or getattr(e, "full_key", None)
+        raise TypeError(f"method {name!r}: {key}={overrides.get(key)!r}: {msg}" if key in overrides
+                        else f"method {name!r}: {msg}") from None
+    values = method_preset_values(ccls, size)
+    for k, v in merged.items():
+        if k in ("name", "size") or v is None:
+            continue
+        values[k] = tuple(v) if isinstance(values.get(k), tuple) and isinstance(v, list) else v
     return ccls(name=name, size=size, **values)
-
-
-def _coerce(method: str, key: str, f: dataclasses.Field, v: Any) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else (
-        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-    if isinstance(default, tuple) and isinstance(v, (list, tuple)):
-        return tuple(v)
-    if isinstance(default, bool):
-        if not isinstance(v, bool):
-            raise TypeError(f"method {method!r}: {key}={v!r} must be a bool")
-        return v
-    if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"method {method!r}: {key}={v!r} must be an int")
-        return v
-    if isinstance(default, float):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise TypeError(f"method {method!r}: {key}={v!r} must be a number")
-        return float(v)
-    if isinstance(default, str) and v is not None and not isinstance(v, str):
-        raise TypeError(f"method {method!r}: {key}={v!r} must be a string")
-    return v
 
 
 def build_method(name: str, size: str | None = None, **overrides: Any) -> Method:
@@ -321,5 +398,5 @@ __all__ = [
     "Method", "MethodConfig", "ActionNormalizer", "register_method", "registered_methods",
     "get_method_class", "make_config", "build_method", "method_from_config", "config_to_dict",
     "CapabilityError", "POLICY", "FORWARD_DYNAMICS", "VIDEO_PREDICTION", "INVERSE_DYNAMICS",
-    "ACTION_FREE", "ALL_CAPABILITIES", "human_count", "OFFLINE_VAE_ARCH",
+    "ACTION_FREE", "ALL_CAPABILITIES", "human_count", "OFFLINE_VAE_ARCH", "method_schema", "method_preset_values",
 ]

@@ -48,7 +48,7 @@ class BehaviourCloning(Method):
             nn.Linear(cfg.hidden, cfg.hidden), nn.Mish(),
             nn.Linear(cfg.hidden, cfg.action_horizon * cfg.action_dim))
 
-    def batch_keys(self) -> tuple[str, ...]:
+    def batch_keys(self, cached_latents: bool = True) -> tuple[str, ...]:
         return ("obs", "action", "action_mask")   # no next frames, no latents
 
     def forward(self, images: torch.Tensor, train: bool | None = None) -> torch.Tensor:

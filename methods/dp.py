@@ -73,7 +73,7 @@ class DiffusionPolicy(Method):
         zero_adaln(self.blocks, self.final)
         self.noise_scheduler = make_ddim(cfg)
 
-    def batch_keys(self) -> tuple[str, ...]:
+    def batch_keys(self, cached_latents: bool = True) -> tuple[str, ...]:
         return ("obs", "action", "action_mask")
 
     def encode_obs(self, obs: torch.Tensor, train: bool | None = None) -> torch.Tensor:

@@ -187,7 +187,7 @@ class GR1(Method):
         for m in (self.blocks, self.action_head, self.decoder_proj, self.decoder_blocks, self.decoder_head):
             init_transformer_weights(m)
 
-    def batch_keys(self) -> tuple[str, ...]:
+    def batch_keys(self, cached_latents: bool = True) -> tuple[str, ...]:
         return ("obs", "action", "action_mask", "next_obs")
 
     # ------------------------------------------------------------------ network

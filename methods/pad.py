@@ -130,7 +130,7 @@ class PAD(Method):
         self.augment = ImagePreprocessor(cfg.resize, cfg.image_size, cfg.color_jitter, normalize="sym")
         self.noise_scheduler = make_ddim(cfg)
 
-    def batch_keys(self) -> tuple[str, ...]:
+    def batch_keys(self, cached_latents: bool = True) -> tuple[str, ...]:
         if self.cfg.augment_latents:
             return ("obs", "action", "action_mask", "next_obs")
         return ("obs", "action", "action_mask", "obs_latent", "next_obs_latent")

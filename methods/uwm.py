@@ -266,8 +266,13 @@ class UWM(Method):
         self.denoiser = UWMDenoiser(cfg, nv * cfg.obs_frames, latent_shape)
         self.scheduler = make_ddim(cfg)
         # what this instance can do (the class declares the full set for objective="future")
-        if cfg.objective != "future":
-            self.capabilities = frozenset({POLICY, ACTION_FREE})
+        self.capabilities = self.capabilities_for(cfg)
+
+    @classmethod
+    def capabilities_for(cls, cfg: UWMConfig) -> frozenset[str]:
+        """Dynamics and video prediction need the future-frame objective; without it (current
+        or none) UWM is a policy that still trains on action-free samples."""
+        return frozenset(cls.capabilities) if cfg.objective == "future" else frozenset({POLICY, ACTION_FREE})
 
     # ------------------------------------------------------------------ helpers
     @property

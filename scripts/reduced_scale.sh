@@ -47,7 +47,7 @@ for m in $METHODS; do
       "finetune.sources=[{path:'$OUT/data/{task}.hdf5',kind:hdf5,weight:1.0}]" \
       finetune.trainer.steps="${STEPS[$m]}" finetune.trainer.batch_size=32 finetune.trainer.lr="${LR[$m]}" \
       finetune.trainer.warmup_steps=200 finetune.trainer.ckpt_every=500 finetune.trainer.val_every=1000 \
-      finetune.trainer.device=cpu evaluate.n_rollouts="$ROLLOUTS" evaluate.num_workers=2 \
+      finetune.trainer.device=cpu evaluate.n_rollouts="$ROLLOUTS" evaluate.workers=2 \
       evaluate.max_steps="$MAX_STEPS" evaluate.videos=2 "${extra[@]}"
 done
 

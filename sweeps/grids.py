@@ -42,12 +42,7 @@ POLICY_LATENCY_S = {"uwm": 0.080, "dp": 0.094, "pad": 0.127, "gr1": 0.022}
 SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (measured here)
 
 
-@dataclass
-class Resources:
-    gpus: int = 1
-    cpus: int = 8
-    mem_gb: int = 64
-    time_h: float = 48.0
+from ..schemas import Resources, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)
 
 
 @dataclass
@@ -86,11 +81,15 @@ def load_sweep_spec(name: str) -> dict[str, Any]:
     f = ires.files("uwmbench.configs").joinpath("sweep", f"{name}.yaml")
     if not f.is_file():
         raise ConfigError(f"unknown sweep {name!r} (no configs/sweep/{name}.yaml); sweeps: {', '.join(sweep_names())}")
-    spec = OmegaConf.to_container(OmegaConf.create(f.read_text()), resolve=True)
-    known = {"description", "seeds", "tasks", "per_task", "base", "resources", "axes", "notes"}
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise ConfigError(f"configs/sweep/{name}.yaml: unknown key(s) {unknown}; valid: {sorted(known)}")
+    try:
+        raw = OmegaConf.create(f.read_text())
+        spec = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(SweepSpec), raw), resolve=True)
+    except ConfigError as e:
+        raise ConfigError(f"configs/sweep/{name}.yaml: {e}") from None
+    except Exception as e:  # an unknown key or an ill-typed value, named by omegaconf
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        valid = sorted(f.name for f in dataclasses.fields(SweepSpec))
+        raise ConfigError(f"configs/sweep/{name}.yaml: {msg}; valid keys: {valid}") from None
     return spec
 
 
@@ -126,29 +125,39 @@ def _method_of(overrides: list[str], default: str = "uwm") -> str:
 
 def expand_sweep(name: str, extra_overrides: list[str] | tuple[str, ...] = (), estimate: bool = True) -> list[Cell]:
     """All cells of sweep ``name``; ``extra_overrides`` (``key=value``) apply to every cell;
-    ``seeds=[..]`` / ``tasks=[..]`` among them replace the sweep's lists."""
+    ``seeds=[..]`` / ``tasks=[..]`` among them replace the sweep's lists and ``methods=[..]`` the
+    values of its ``method`` axis (e.g. ``methods=[uwm,dp,mymethod]`` adds a method to the main table)."""
     spec = load_sweep_spec(name)
     extra = list(extra_overrides)
     seeds, tasks = list(spec.get("seeds") or [0]), list(spec.get("tasks") or [])
+    methods: list[str] | None = None
     rest = []
     for o in extra:
         k, _, v = o.partition("=")
-        if k in ("seeds", "tasks"):
+        if k in ("seeds", "tasks", "methods"):
             vals = [x.strip() for x in v.strip("[]").split(",") if x.strip()]
             if k == "seeds":
                 seeds = [int(x) for x in vals]
-            else:
+            elif k == "tasks":
                 tasks = vals
+            else:
+                methods = vals
         else:
             rest.append(o)
     if not tasks:
         raise ConfigError(f"configs/sweep/{name}.yaml: no tasks")
-    res = spec.get("resources") or {}
-    try:
-        resources = Resources(**res)
-    except TypeError as e:
-        raise ConfigError(f"configs/sweep/{name}.yaml: resources: {e}") from None
+    resources = Resources(**(spec.get("resources") or {}))
     axes = spec.get("axes") or []
+    if methods is not None:  # methods=[uwm,dp,mine]: the method axis' values (a registered method each)
+        from ..methods import registered_methods
+        unknown = [m for m in methods if m not in registered_methods()]
+        if unknown:
+            raise ConfigError(f"methods={methods}: {unknown} not registered; registered: {', '.join(registered_methods())}")
+        if not any(a.get("name") == "method" for a in axes):
+            raise ConfigError(f"configs/sweep/{name}.yaml has no `method` axis for methods= to replace "
+                              f"(its axes: {[a.get('name') for a in axes]}); use method=NAME to change its one method")
+        axes = [dict(a, values=[{"label": m, "overrides": [f"method={m}"]} for m in methods])
+                if a.get("name") == "method" else a for a in axes]
     values = [_axis_values(name, a) for a in axes]
     task_groups = [[t] for t in tasks] if spec.get("per_task") else [tasks]
     cells = []
@@ -190,7 +199,8 @@ def estimate_cell(cell: Cell) -> dict[str, float]:
     method or size has no anchor (tiny sizes, methods without a measurement)."""
     cfg = OmegaConf.to_container(compose_cell(cell), resolve=True)
     m = cfg["method"]["name"]
-    paper = cfg["method"].get("size", "paper") == "paper"
+    from ..methods import get_method_class
+    paper = (cfg["method"].get("size") or get_method_class(m).config_class.size) == "paper"
     sps = TRAIN_SAMPLES_PER_S.get(m) if paper else None
     lat = POLICY_LATENCY_S.get(m) if paper else None
     pre, fin, ev = cfg.get("pretrain", {}), cfg.get("finetune", {}), cfg.get("evaluate", {})
@@ -210,7 +220,7 @@ def estimate_cell(cell: Cell) -> dict[str, float]:
     ev_gpu_h = calls * lat / 3600 if lat else (0.0 if n_roll == 0 else nan)
     ev_cpu_h = n_roll * max_steps * SIM_STEP_S / 3600
     total = pre_h + fin_h + ev_gpu_h
-    workers = max(1, int(ev.get("num_workers") or 1))
+    workers = max(1, int(ev.get("workers") or default_workers()))
     # the protocol trains in-process on the cell's GPUs: pretraining spreads over min(pretrain.gpus, cell gpus)
     pre_gpus = max(1, min(int(pre.get("gpus", 1)), int(cell.resources.gpus or 1)))
     wall = pre_h / pre_gpus + fin_h + max(ev_gpu_h, ev_cpu_h / workers)

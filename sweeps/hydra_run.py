@@ -14,6 +14,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from uwmbench.config import register_schemas
+
+# the schemas and every registered method (plugins included) must be in hydra's ConfigStore
+# before @hydra.main composes: the same strict composition as `uwmbench run`
+register_schemas()
+
 
 @hydra.main(config_path="pkg://uwmbench.configs", config_name="run", version_base="1.3")
 def main(cfg: DictConfig) -> dict:

@@ -8,14 +8,20 @@ resumes from its checkpoint (finished stages and written rows are kept).
 
 Submissions are recorded in ``<store>/submissions/<sweep>/<writer>.jsonl`` (cell, job id,
 launcher, submitit folder) so that ``uwmbench sweep <name> --status`` can ask the scheduler about
-cells that are not finished.
+cells that are not finished; ``--cancel`` appends a ``cancelled`` record after :func:`cancel`
+stopped the job (SLURM: scancel; local: the controller, the workers and their children).
+
+Local jobs all start at once but run a cell only while holding one of ``launcher.max_parallel``
+slots (``flock`` on ``<store>/submitit/slots/slot-<i>.lock``, or under ``launcher.folder``).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -41,18 +47,21 @@ class CellJob(_Checkpointable):
     """One cell: compose the run config from ``overrides`` and call ``cell_fn`` on it."""
 
     def __init__(self, overrides: list[str], run_id: str, cell_fn: Any = DEFAULT_CELL_FN, config_name: str = "run",
-                 threads: int | None = None):
+                 threads: int | None = None, slots: tuple[str, int] | None = None):
         self.overrides = list(overrides)
         self.run_id = run_id
         self.cell_fn = cell_fn
         self.config_name = config_name
         self.threads = threads
+        self.slots = slots  # (folder, n): run only while holding one of n slots (local max_parallel)
         self.attempt = 0
 
     def __call__(self) -> dict:
         import logging as _logging
         _logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"),
                              format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if getattr(self, "slots", None):
+            hold_slot(*self.slots, what=f"cell {self.run_id}")
         self.attempt += 1
         if self.threads:
             import torch
@@ -69,6 +78,56 @@ class CellJob(_Checkpointable):
         log.warning("cell %s: preempted or timed out, requeueing (attempt %d)", self.run_id, self.attempt)
         from submitit.helpers import DelayedSubmission
         return DelayedSubmission(self, *args, **kwargs)
+
+
+# ----------------------------------------------------------------------------- local parallelism cap
+_SLOT: Any = None  # the open slot file this process holds (released when the process exits)
+
+
+def default_max_parallel() -> int:
+    """The number of CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def max_parallel_of(launcher: dict[str, Any]) -> int:
+    """``launcher.max_parallel``: null -> the cores this process may use; 0 -> no cap."""
+    v = launcher.get("max_parallel")
+    return default_max_parallel() if v is None else max(0, int(v))
+
+
+def hold_slot(folder: str | os.PathLike, n: int, what: str = "job", poll_s: float = 0.5) -> int:
+    """Block until this process holds one of ``n`` slots (``<folder>/slot-<i>.lock``, an exclusive
+    ``flock``); returns its index. The slot is held until the process exits (the kernel drops the
+    lock even when it is killed), so at most ``n`` holders run at once."""
+    import fcntl
+    import random
+    global _SLOT
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0, said = time.time(), False
+    while True:
+        for i in random.sample(range(n), n):
+            f = open(folder / f"slot-{i}.lock", "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()} {what}\n")
+            f.flush()
+            _SLOT = f
+            if said:
+                log.info("%s: got slot %d of %d after %.0f s", what, i, n, time.time() - t0)
+            return i
+        if not said:
+            log.info("%s: waiting for one of %d slots (launcher.max_parallel) in %s", what, n, folder)
+            said = True
+        time.sleep(poll_s * (0.5 + random.random()))
 
 
 # ----------------------------------------------------------------------------- executors
@@ -148,18 +207,98 @@ def job_of(sub: dict[str, Any]):
     return submitit.LocalJob(folder=sub["folder"], job_id=sub["job_id"])
 
 
+def _proc_file(pid: int, name: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:  # gone, or not ours to read
+        return b""
+
+
+def local_processes(sub: dict[str, Any]) -> tuple[int | None, list[int]]:
+    """(controller, workers) of a local job, by pid: its submitit controller (``python -m
+    submitit.local._local <folder>``, whose pid is the job id) if it runs, and every process that
+    carries the job's worker environment (``SUBMITIT_LOCAL_JOB_ID`` = the job id, the submission
+    folder in ``SUBMITIT_LOCAL_COMMAND``): the workers and their children, found also when the
+    controller is gone. Zombies and unrelated processes that reuse a pid are not matched."""
+    jid, folder = str(sub["job_id"]).encode(), str(sub["folder"]).encode()
+    controller, workers = None, []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        pid = int(d)
+        cmd = _proc_file(pid, "cmdline").split(b"\0")
+        if not cmd or not cmd[0]:
+            continue  # a zombie or a kernel thread
+        if d.encode() == jid and b"submitit.local._local" in cmd and folder in cmd:
+            controller = pid
+            continue
+        env = dict(e.split(b"=", 1) for e in _proc_file(pid, "environ").split(b"\0") if b"=" in e)
+        if env.get(b"SUBMITIT_LOCAL_JOB_ID") == jid and folder in env.get(b"SUBMITIT_LOCAL_COMMAND", b""):
+            workers.append(pid)
+    return controller, workers
+
+
+def cancel(sub: dict[str, Any], grace_s: float = 5.0) -> str:
+    """Stop a submitted job for real. SLURM: ``scancel``. Local: SIGKILL its controller (so that it
+    neither forwards signals nor requeues), SIGINT its workers and their children (a Python
+    worker unwinds: the lease is released, the elapsed time kept), SIGKILL whatever is left after
+    ``grace_s``. Returns what was done."""
+    import signal
+    import subprocess
+    if sub["launcher"] == "slurm":
+        r = subprocess.run(["scancel", str(sub["job_id"])], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"scancel {sub['job_id']} failed: {(r.stderr or r.stdout).strip()}")
+        return f"scancel {sub['job_id']}"
+    _check_host(sub)
+    controller, workers = local_processes(sub)
+    if controller:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(controller, signal.SIGKILL)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+    from .lease import pid_alive
+    t0, killed, seen = time.time(), set(), set(workers)
+    while True:
+        seen.update(local_processes(sub)[1])
+        left = [p for p in seen if pid_alive(p)]  # a process still exiting has no cmdline: check its state
+        if not left:
+            break
+        if time.time() - t0 > grace_s:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            if time.time() - t0 > grace_s + 30:
+                raise RuntimeError(f"local job {sub['job_id']}: processes {left} survive SIGKILL")
+        time.sleep(0.1)
+    what = ([f"controller {controller}"] if controller else []) + \
+        ([f"{len(workers)} worker process(es) {workers}"] if workers else [])
+    return ("stopped " + " and ".join(what) + (f" ({len(killed)} needed SIGKILL)" if killed else "")) if what \
+        else "no process was running"
+
+
+def _check_host(sub: dict[str, Any]) -> None:
+    if sub.get("host") and sub["host"] != socket.gethostname():
+        raise RuntimeError(f"local job {sub['job_id']} runs on host {sub['host']}, not here "
+                           f"({socket.gethostname()}): cancel it there")
+
+
+def record_cancel(store_root: str | os.PathLike, sub: dict[str, Any], sweep: str) -> None:
+    """Mark a cell's latest submission as cancelled (``--status`` shows it; the next launch
+    re-queues the cell)."""
+    _record(Path(store_root), sweep, [{**sub, "cancelled": True, "time": time.time()}])
+
+
 def job_state(sub: dict[str, Any]) -> str:
     """Scheduler state of a submission: PENDING/RUNNING/COMPLETED/FAILED/... or UNKNOWN."""
     if sub["launcher"] == "local":
-        try:
-            pid = int(sub["job_id"])
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is finished
-                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    return "FINISHED"
-            return "RUNNING"
-        except (OSError, ValueError, IndexError):
-            return "FINISHED"
+        if sub.get("host") and sub["host"] != socket.gethostname():
+            return f"UNKNOWN (a local job of host {sub['host']})"
+        controller, workers = local_processes(sub)  # a worker outliving its controller still runs
+        return "RUNNING" if controller or workers else ("CANCELLED" if sub.get("cancelled") else "FINISHED")
     try:
         return str(job_of(sub).state)
     except Exception as e:  # scheduler unreachable
@@ -187,13 +326,17 @@ def launch_cells(cells: list, launcher: dict[str, Any], store_root: str | os.Pat
     store_root, runs_root = Path(store_root).absolute(), Path(runs_root).absolute()
     folder = Path(launcher.get("folder") or store_root / "submitit" / sweep) / time.strftime("%Y%m%d-%H%M%S")
     ex = make_executor(launcher, folder, cells[0].resources, job_name=f"uwm-{sweep}")
+    slots = None
+    if launcher["name"] == "local" and max_parallel_of(launcher) > 0:  # SLURM: array_parallelism
+        slots = (str(Path(launcher.get("folder") or store_root / "submitit") / "slots"), max_parallel_of(launcher))
     fns = [CellJob(c.run_overrides(str(store_root), str(runs_root)) + list(extra_overrides), c.run_id, cell_fn,
-                   threads=threads) for c in cells]
+                   threads=threads, slots=slots) for c in cells]
     with ex.batch():
         jobs = [ex.submit(fn) for fn in fns]
     now = time.time()
     _record(store_root, sweep, [{"cell": c.cell, "run_id": c.run_id, "job_id": str(j.job_id),
-                                 "launcher": launcher["name"], "folder": str(folder), "time": now}
+                                 "launcher": launcher["name"], "folder": str(folder), "time": now,
+                                 "host": socket.gethostname()}  # a local job's pids mean something there only
                                 for c, j in zip(cells, jobs)])
     log.info("submitted %d %s job(s) for sweep %s (folder %s)", len(jobs), launcher["name"], sweep, folder)
     return list(zip(cells, jobs))
@@ -211,5 +354,6 @@ def preempt(sub_or_job: Any, run_dir: str | os.PathLike | None = None) -> None:
     # local: the job's Python process (recorded by the protocol in worker.json) handles USR2
     if run_dir is None:
         raise ValueError("local preemption needs the run folder (its worker.json holds the pid)")
-    pid = json.loads((Path(run_dir) / "worker.json").read_text())["pid"]
+    from uwmbench.run_dir import RunDir
+    pid = json.loads(RunDir(run_dir).worker.read_text())["pid"]
     os.kill(int(pid), signal.SIGUSR2)

@@ -14,6 +14,7 @@ API: ``run_protocol(cfg) -> dict`` (the run row); ``uwmbench run key=value ...``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -24,8 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..config import ConfigError, dump_yaml, error_message, load_config, to_container, typed
+from omegaconf import OmegaConf
+
+from ..config import ConfigError, check_config, check_method_section, dump_yaml, error_message, load_config, to_container, typed
+from ..schemas import RunEvalConfig, StageConfig
 from ..fileio import atomic_write_text as _atomic_write
+from uwmbench.run_dir import EvalDir, RunDir, Stages
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +38,8 @@ log = logging.getLogger(__name__)
 CellFn = Callable[[Any], dict]
 
 
-@dataclass
-class StageConfig:
-    enabled: bool = True
-    checkpoint: str | None = None
-    gpus: int = 1
-    sources: list[Any] = field(default_factory=list)
-    cotrain: list[Any] = field(default_factory=list)
-    cotrain_video: str = "none"
-    trainer: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class EvalConfig:
-    n_rollouts: int = 50
-    conditions: list[str] = field(default_factory=lambda: ["id", "ood"])
-    num_workers: int = 8
-    max_steps: int = 1000
-    replan_every: int = 16
-    modes: list[str] = field(default_factory=lambda: ["policy"])
-    forward_dynamics_error: bool = False
-    videos: int = 0              # rollouts per (task, condition) recorded as MP4 (episodes 0..videos-1)
-    diagnose_windows: int = 64   # with rollouts: open-loop action error on this many train and held-out windows (0: off)
-    diagnose_first_obs: int = 2  # demos whose first training window is compared with the evaluator's frame
-
-
-RUN_KEYS = {"method", "run_id", "sweep_name", "cell", "variant", "seed", "tasks", "runs_root", "store", "data_root",
-            "data", "pretrain", "finetune", "evaluate", "video_sets"}
+# the run's schema (configs/run.yaml keys) lives in uwmbench/schemas.py
+EvalConfig = RunEvalConfig  # the run's evaluate section (the old name)
 
 
 class RunInterrupted(RuntimeError):
@@ -67,14 +47,14 @@ class RunInterrupted(RuntimeError):
 
 
 def run_dir_of(cfg: dict[str, Any]) -> Path:
+    """``<runs_root>/<run_id>``: the run's folder (layout: :class:`uwmbench.run_dir.RunDir`)."""
     return Path(cfg["runs_root"]) / cfg["run_id"]
 
 
 def _resolve(cfg: Any) -> dict[str, Any]:
     full = to_container(cfg)
-    unknown = sorted(set(full) - RUN_KEYS)
-    if unknown:
-        raise ConfigError(f"run config: unknown key(s) {unknown}; valid: {sorted(RUN_KEYS)}")
+    check_config("run", OmegaConf.create(full))  # the same strict schema as composition (for dicts from Python)
+    full["method"] = check_method_section(full["method"])  # only the keys set (null: the size preset's value)
     full.setdefault("seed", 0)
     if not full.get("run_id"):
         full["run_id"] = f"{full['method']['name']}-s{full['seed']}"
@@ -114,19 +94,7 @@ def _val_columns(val: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
-class _Stages:
-    """``stages.json``: results of finished stages (atomic rewrite on each change)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
-
-    def put(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        _atomic_write(self.path, json.dumps(self.data, indent=2, default=str))
+_Stages = Stages  # stages.json (uwmbench.run_dir)
 
 
 def _train(train_cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -196,21 +164,19 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
                         "%s = init state %d): the ID numbers of this run are train-on-test. Collect demos from "
                         "random placements (uwmbench collect, the default).", task, len(overlap), *overlap[0])
             log.warning("!" * 78)
-    if ev.videos > 0:
-        kwargs.update(video_dir=str(out_dir / "videos"), video_episodes=int(ev.videos))
-    return evaluate(ckpt, [task], conditions=conditions, n_rollouts=ev.n_rollouts, seed=seed,
-                    num_workers=ev.num_workers, max_steps=ev.max_steps, replan_every=ev.replan_every,
-                    row_sink=sink, run_meta=meta, out_dir=str(out_dir), **kwargs)
+    if ev.videos:
+        kwargs["video_dir"] = str(EvalDir(out_dir).videos)
+    return evaluate(ckpt, [task], **{**ev.evaluate_kwargs(), "conditions": conditions}, row_sink=sink, run_meta=meta,
+                    out_dir=str(out_dir), **kwargs)
 
 
-def run_protocol(cfg: Any) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) one protocol run; returns its run row."""
-    from .store import ResultsStore
-
-    full = _resolve(cfg)
+def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, StageConfig, RunEvalConfig]:
+    """What can be checked before a run starts (``uwmbench run``, ``sweep --dry-run`` and the
+    launch of every cell): the stages, the task names, the method's capabilities for the
+    evaluation asked for and (``data=True``) that every input file exists."""
     pre = typed(full.get("pretrain") or {}, StageConfig, "pretrain")
     fin = typed(full.get("finetune") or {}, StageConfig, "finetune")
-    ev = typed(full.get("evaluate") or {}, EvalConfig, "evaluate")
+    ev = typed(full.get("evaluate") or {}, RunEvalConfig, "evaluate")
     if ev.n_rollouts > 0:  # a misspelt task fails now, not after training
         from ..benchmarks.libero.tasks import resolve
         for t in full["tasks"]:
@@ -219,40 +185,102 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
             except KeyError as e:
                 raise ConfigError(f"tasks: {error_message(e)} (evaluate.n_rollouts={ev.n_rollouts} rolls out "
                                   "every task)") from None
-    bad = [m for m in ev.modes if m not in ("policy", "inverse_dynamics")]
-    if bad or not ev.modes:
-        raise ConfigError(f"evaluate.modes={ev.modes}: each must be policy or inverse_dynamics")
     method_name = full["method"]["name"]
     if ev.forward_dynamics_error or "inverse_dynamics" in ev.modes:
-        from ..methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class
-        caps = get_method_class(method_name).capabilities
+        from ..methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class, make_config
+        m = dict(full["method"])
+        try:  # what an instance of this config can do (UWM without the future objective has no dynamics)
+            caps = get_method_class(method_name).capabilities_for(make_config(method_name, m.pop("size", None), m))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"method: {error_message(e)}") from None
         need = ([FORWARD_DYNAMICS] if ev.forward_dynamics_error else []) + \
                ([INVERSE_DYNAMICS] if "inverse_dynamics" in ev.modes else [])
         missing = [c for c in need if c not in caps]
         if missing:
-            raise ConfigError(f"method {method_name!r} does not declare {missing} (evaluate.modes / forward_dynamics_error)")
+            raise ConfigError(f"method {method_name!r} with this config cannot do {missing}, which evaluate.modes / "
+                              f"evaluate.forward_dynamics_error ask for (it can: {sorted(caps)})")
+    if data:
+        check_inputs(full, pre, fin)
+    return pre, fin, ev
+
+
+def check_inputs(full: dict[str, Any], pre: StageConfig, fin: StageConfig) -> None:
+    """Every data source of a stage that will train matches a file (``{task}`` replaced by each
+    task), and every checkpoint given exists; the error names the key and the path."""
+    import glob
+
+    def exists(path: str) -> bool:
+        p = os.path.expanduser(path)
+        return bool(glob.glob(p)) if any(c in p for c in "*?[") else os.path.exists(p)
+
+    hint = f" (data_root={full.get('data_root')}; relative paths are from {os.getcwd()})"
+    if pre.checkpoint and not exists(str(pre.checkpoint)):
+        raise ConfigError(f"pretrain.checkpoint={pre.checkpoint}: no such checkpoint or run folder")
+    if fin.checkpoint and not exists(str(fin.checkpoint)):
+        raise ConfigError(f"finetune.checkpoint={fin.checkpoint}: no such checkpoint or run folder")
+    stages = []
+    if pre.enabled and not pre.checkpoint:
+        stages.append(("pretrain", pre, [None]))
+    if fin.enabled:
+        stages.append(("finetune", fin, list(full["tasks"])))
+    for where, stage, tasks in stages:
+        for key in ("sources", "cotrain"):
+            for i, src in enumerate(getattr(stage, key)):
+                path = str(src if isinstance(src, str) else (src or {}).get("path", ""))
+                for task in tasks:
+                    p = path.replace("{task}", task) if task else path
+                    if not exists(p):
+                        raise ConfigError(f"{where}.{key}[{i}].path: no file matches {p}{hint}")
+        if stage.cotrain_video != "none":
+            for i, src in enumerate((full.get("video_sets") or {}).get(stage.cotrain_video) or []):
+                p = str(src if isinstance(src, str) else src.get("path", ""))
+                if not exists(p):
+                    raise ConfigError(f"video_sets.{stage.cotrain_video}[{i}].path ({where}.cotrain_video): "
+                                      f"no file matches {p}{hint}")
+
+
+def run_protocol(cfg: Any) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) one protocol run; returns its run row."""
+    from .store import ResultsStore
+
+    full = _resolve(cfg)
+    pre, fin, ev = check_run(full, data=False)
+    method_name = full["method"]["name"]
 
     run_dir = run_dir_of(full)
     store = ResultsStore(full["store"])
     meta = {"run_id": full["run_id"], "sweep": full.get("sweep_name"), "cell": full.get("cell"), "method": method_name,
             "variant": full.get("variant") or "default", "seed": int(full["seed"])}
-    done_file = run_dir / "DONE"
+    done_file = RunDir(run_dir).done
     if done_file.is_file():
         row = json.loads(done_file.read_text())
         log.info("run %s is finished (%s): nothing to do", full["run_id"], done_file)
         store.set_run(row)  # no-op if the store has it; restores it into a fresh store
         return row
+    try:  # missing data or checkpoints fail now, before anything is trained; the store says why
+        check_inputs(full, pre, fin)
+    except ConfigError as e:
+        store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed",
+                       "error": "".join(traceback.format_exception(e))})
+        raise
+    from .lease import run_lease
+    with run_lease(run_dir, "uwmbench run"):  # one process per run folder (LeaseHeld names the holder)
+        if done_file.is_file():  # finished by the holder we waited for
+            return json.loads(done_file.read_text())
+        return _run_leased(full, pre, fin, ev, run_dir, store, meta, done_file)
 
+
+def _run_leased(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str, Any]:
     # the stored config leaves out trainer.stop_after (a testing aid that may differ between attempts)
     config_yaml = dump_yaml({k: ({**v, "trainer": {tk: tv for tk, tv in (v.get("trainer") or {}).items()
                                                    if tk != "stop_after"}}
                                  if k in ("pretrain", "finetune") and isinstance(v, dict) else v)
                              for k, v in full.items()})
-    cfg_file = run_dir / "config.yaml"
+    rd = RunDir(run_dir)
+    cfg_file = rd.config
     if cfg_file.is_file() and cfg_file.read_text() != config_yaml:
         # a changed config may only replace one that produced nothing yet (e.g. a run that failed at start)
-        done_stages = set(_Stages(run_dir / "stages.json").data) - {"elapsed_s"}
-        progress = bool(done_stages) or any(run_dir.glob("**/checkpoints/step_*"))
+        progress = bool(rd.stages().finished()) or rd.has_checkpoints()
         if progress:
             import difflib
             diff = "".join(list(difflib.unified_diff(cfg_file.read_text().splitlines(True),
@@ -264,7 +292,7 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
         log.warning("run %s: config changed since the last attempt (which left no checkpoints): replacing it",
                     full["run_id"])
     _atomic_write(cfg_file, config_yaml)
-    handler = logging.FileHandler(run_dir / "run.log")  # every attempt appends its log here
+    handler = logging.FileHandler(rd.run_log)  # every attempt appends its log here
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
@@ -275,13 +303,14 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
 
 
 def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str, Any]:
-    stages = _Stages(run_dir / "stages.json")
+    rd = RunDir(run_dir)
+    stages = rd.stages()
     elapsed_before = float(stages.get("elapsed_s") or 0.0)
     t0 = time.time()
     job = {"host": socket.gethostname(), "pid": os.getpid(),
            "job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", os.environ.get("SUBMITIT_LOCAL_JOB_ID"))),
            "run_dir": str(run_dir)}
-    _atomic_write(run_dir / "worker.json", json.dumps(job))
+    _atomic_write(rd.worker, json.dumps(job))
     store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", **job})
     data_common = dict(full.get("data") or {})
     data_common.pop("sources", None)
@@ -291,9 +320,9 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
         if pre.enabled and not pre.checkpoint:
             res = stages.get("pretrain")
             if res is None:
-                tcfg = {"method": full["method"], "seed": full["seed"], "trainer": dict(pre.trainer),
+                tcfg = {"method": full["method"], "seed": full["seed"], "trainer": dataclasses.asdict(pre.trainer),
                         "data": {**data_common, "sources": _sources(pre, None, full.get("video_sets"), "pretrain")}}
-                s = _train(tcfg, run_dir / "pretrain")
+                s = _train(tcfg, rd.pretrain.path)
                 res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
                        "val": _val_columns(s.get("val"))}
                 stages.put("pretrain", res)
@@ -304,12 +333,12 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
             key = f"finetune/{task}"
             res = stages.get(key) if fin.enabled else {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
             if res is None:
-                trainer = dict(fin.trainer)
+                trainer = dataclasses.asdict(fin.trainer)
                 if init_from:
                     trainer["init_from"] = str(init_from)
                 tcfg = {"method": full["method"], "seed": full["seed"], "trainer": trainer,
                         "data": {**data_common, "sources": _sources(fin, task, full.get("video_sets"), "finetune")}}
-                s = _train(tcfg, run_dir / "finetune" / task)
+                s = _train(tcfg, rd.finetune(task).path)
                 res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
                        "val": _val_columns(s.get("val"))}
                 stages.put(key, res)
@@ -319,7 +348,7 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
             dkey = f"diagnostics/{task}"
             if ev.n_rollouts > 0 and ev.diagnose_windows > 0 and fin.enabled and not stages.get(dkey):
                 from ..benchmarks.diagnose import diagnose
-                d = diagnose(res["checkpoint"], out=run_dir / "diagnostics" / task, windows=ev.diagnose_windows,
+                d = diagnose(res["checkpoint"], out=rd.diagnostics(task), windows=ev.diagnose_windows,
                              first_obs=ev.diagnose_first_obs, seed=int(full["seed"]))
                 stages.put(dkey, {"open_loop": [{k: v for k, v in s.items() if not isinstance(v, list)}
                                                 for s in d["open_loop"]]})
@@ -330,7 +359,7 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
                         continue
                     m = {**meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
                     df = _evaluate(str(res["checkpoint"]), task, ev, mode, int(full["seed"]), store.rollout_sink(m), m,
-                                   run_dir / "eval" / task / mode, reference=_reference_source(fin, task),
+                                   rd.eval(task, mode).path, reference=_reference_source(fin, task),
                                    train_files=_hdf5_files(fin, pre, task))
                     stages.put(ekey, {"rollouts": int(len(df)),
                                       "success_rate": float(df["success"].mean()) if len(df) else None})
@@ -373,12 +402,20 @@ def main(argv: list[str]) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="overrides: key=value for configs/run.yaml, e.g. method=dp tasks=[book_caddy] "
                                        "pretrain.enabled=false evaluate.n_rollouts=10")
-    p.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    p.add_argument("--print-config", action="store_true", help="print the composed, checked config and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything a run needs (config, tasks, capabilities, data files) and exit")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
     cfg = load_config("run", a.overrides)
-    if a.print_config:
-        print(dump_yaml(_resolve(cfg)))
+    if a.print_config or a.dry_run:
+        full = _resolve(cfg)
+        check_run(full, data=a.dry_run)
+        if a.print_config:
+            print(dump_yaml(full))
+        if a.dry_run:
+            print(f"run {full['run_id']}: config, tasks {full['tasks']}, capabilities and data files check out; "
+                  f"run folder {run_dir_of(full)}; dry run, nothing started")
         return 0
     row = run_protocol(cfg)
     keys = ["run_id", "status", "train_steps", "final_loss", "wall_time_s"]

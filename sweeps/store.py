@@ -8,11 +8,11 @@ Layout (plain files, so it works on any shared file system, NFS included)::
 Every process writes only its own files, so concurrent jobs never contend for a lock. Files
 are merged on read:
 
-- rollouts: a partial last line left by a killed job is ignored; duplicates of the same
-  (run_id, task, condition, mode, episode) - a resumed evaluation - keep the first row written,
-  so a row that has landed is never replaced.
+- rollouts: a partial last line left by a killed job is ignored; of the rows of the same
+  rollout (``uwmbench.rows.ROLLOUT_KEY``: a re-evaluation, a resumed one) the row written
+  last is kept - the rule the evaluator and the report apply too (``uwmbench.rows``).
 - runs: a run's row is its first ``done`` event if it has one (a finished run is never
-  rewritten: later events are ignored), else its latest event.
+  rewritten: later events are ignored), else its latest event (``uwmbench.rows.pick_run_row``).
 
 API for analysis: ``ResultsStore(root).rollouts() -> DataFrame``, ``.runs() -> DataFrame``.
 """
@@ -27,12 +27,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-ROLLOUT_COLUMNS = ["run_id", "sweep", "cell", "method", "variant", "task", "condition", "seed",
-                   "episode", "rollout_seed", "success", "steps", "wall_time_s", "checkpoint"]
-RUN_COLUMNS = ["run_id", "sweep", "cell", "method", "variant", "task", "seed", "status",
-               "train_steps", "final_loss", "wall_time_s", "error"]
-RUN_STATUSES = ("running", "done", "failed")
-ROLLOUT_KEY = ("run_id", "task", "condition", "mode", "episode")
+from uwmbench.rows import (ROLLOUT_COLUMNS, ROLLOUT_IDENTITY, ROLLOUT_KEY, RUN_COLUMNS, RUN_STATUSES, append_jsonl,
+                           json_default, latest_rows, pick_run_row, read_jsonl)
+
+__all__ = ["ResultsStore", "safe_name", "ROLLOUT_COLUMNS", "RUN_COLUMNS", "RUN_STATUSES", "ROLLOUT_KEY"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
@@ -50,15 +48,7 @@ def _writer_id() -> str:
 
 
 def _jsonable(v: Any) -> Any:
-    try:
-        import numpy as np
-        if isinstance(v, np.generic):
-            return v.item()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(v, Path):
-        return str(v)
-    return v
+    return json_default(v) if hasattr(v, "dtype") or isinstance(v, Path) else v  # numpy values, paths
 
 
 class ResultsStore:
@@ -76,19 +66,14 @@ class ResultsStore:
         now = time.time()
         for r in rows:
             r.setdefault("written_at", now)
-            missing = [c for c in ("run_id", "task", "condition", "episode") if r.get(c) is None]
+            missing = [c for c in ROLLOUT_IDENTITY if r.get(c) is None]
             if missing:
                 raise ValueError(f"rollout row is missing {missing}: {r}")
         if self._rollout_file is None:
             d = self.root / "rollouts"
             d.mkdir(parents=True, exist_ok=True)
             self._rollout_file = d / f"{self.writer}.jsonl"
-        data = "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}, default=str) + "\n" for r in rows)
-        with open(self._rollout_file, "a", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return len(rows)
+        return append_jsonl(self._rollout_file, rows)
 
     def rollout_sink(self, meta: dict[str, Any] | None = None) -> Callable[[Any], None]:
         """A ``row_sink`` for the evaluator: accepts a dict, a list of dicts or a DataFrame;
@@ -137,12 +122,7 @@ class ResultsStore:
                 continue  # unreadable event: skip (writes are atomic, so only foreign files)
         return out
 
-    @staticmethod
-    def _pick(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-        for e in events:
-            if e.get("status") == "done":
-                return e
-        return events[-1] if events else None
+    _pick = staticmethod(pick_run_row)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         d = self.root / "runs" / safe_name(run_id)
@@ -164,25 +144,9 @@ class ResultsStore:
         base = self.root / "rollouts"
         if not base.is_dir():
             return []
-        rows = []
-        for p in sorted(base.glob("*.jsonl")):
-            with open(p, encoding="utf-8") as f:
-                for line in f:
-                    if not line.endswith("\n"):
-                        break  # partial last line of a killed writer
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue
-        rows.sort(key=lambda r: r.get("written_at", 0.0))
-        seen, out = set(), []
-        for r in rows:
-            key = tuple(r.get(k) for k in ROLLOUT_KEY)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(r)
-        return out
+        rows = [r for p in sorted(base.glob("*.jsonl")) for r in read_jsonl(p)]
+        rows.sort(key=lambda r: r.get("written_at") or 0.0)
+        return latest_rows(rows)
 
     def rollouts(self):
         """All rollout rows as a DataFrame (columns: ROLLOUT_COLUMNS + extras)."""

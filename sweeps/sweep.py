@@ -4,11 +4,12 @@
   uwmbench sweep smoke --launcher local data_root=/tmp/d
   uwmbench sweep main --launcher slurm launcher.partition=gpu launcher.account=me
   uwmbench sweep main --status                   per-cell state from the results store
+  uwmbench sweep main --cancel [CELL[,CELL..]]   stop the cells' jobs (all unfinished ones by default)
 
 Overrides: ``launcher.<key>=value`` set configs/launcher/<name>.yaml keys; ``seeds=[..]`` and
-``tasks=[..]`` replace the sweep's lists; anything else is a ``run`` config override applied to
+``tasks=[..]`` replace the sweep's lists, ``methods=[..]`` its method axis; anything else is a ``run`` config override applied to
 every cell. Launching returns at once; rerunning skips finished cells, leaves cells whose job
-is still queued or running alone, and re-queues failed (or vanished) ones.
+is still queued or running alone, and re-queues failed, cancelled (or vanished) ones.
 """
 from __future__ import annotations
 
@@ -29,19 +30,46 @@ def load_launcher(name: str, overrides: list[str] = ()) -> dict[str, Any]:
     f = ires.files("uwmbench.configs").joinpath("launcher", f"{name}.yaml")
     if not f.is_file():
         raise ConfigError(f"unknown launcher {name!r} (no configs/launcher/{name}.yaml); use local or slurm")
+    from ..schemas import LAUNCHER_SCHEMAS
     base = OmegaConf.create(f.read_text())
+    schema = LAUNCHER_SCHEMAS.get(name)
     dot = [o.split(".", 1)[1] for o in overrides]
     for o in dot:
         k = o.split("=", 1)[0]
-        if k not in base:
+        if k.split(".")[0] not in base:
             raise ConfigError(f"launcher.{k}: unknown key for launcher {name!r}; valid: {sorted(base)}")
-    cfg = OmegaConf.to_container(OmegaConf.merge(base, OmegaConf.from_dotlist(dot)), resolve=True)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema) if schema else {}, base, OmegaConf.from_dotlist(dot))
+    except Exception as e:  # an ill-typed value, or a key the schema lacks
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"launcher {name!r} (configs/launcher/{name}.yaml + overrides): {msg}") from None
+    cfg = OmegaConf.to_container(merged, resolve=True)
     cfg["name"] = name
     return cfg
 
 
+def check_cells(cells: list, store: str, runs_root: str, data: bool = True) -> None:
+    """Compose and check every cell's run config before anything is launched: a bad key or
+    value, an unknown task or (``data``) a missing data file fails the whole command at once,
+    naming the cell, instead of failing inside each job."""
+    from .grids import compose_cell
+    from .protocol import _resolve, check_run
+    seen: set = set()
+    for c in cells:
+        key = (tuple(c.overrides), tuple(c.tasks))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_run(_resolve(compose_cell(c, store, runs_root)), data=data)
+        except ConfigError as e:
+            tip = "; --skip-data-check shows the plan without the data" if "no file matches" in str(e) else ""
+            raise ConfigError(f"sweep {c.sweep}, cell {c.cell}: {e}{tip}") from None
+
+
 def plan(cells: list, store, subs: dict[str, dict], check_jobs: bool = True) -> list[tuple[Any, str]]:
-    """[(cell, action)] with action: done | active | launch:new | launch:failed | launch:stale."""
+    """[(cell, action)] with action: done | active | launch:new | launch:failed | launch:cancelled |
+    launch:stale."""
     from .launch import is_active
     states = store.cell_states(cells[0].sweep) if cells else {}
     out = []
@@ -53,6 +81,8 @@ def plan(cells: list, store, subs: dict[str, dict], check_jobs: bool = True) -> 
             out.append((c, "launch:failed"))
         elif check_jobs and is_active(subs.get(c.cell)):
             out.append((c, "active"))
+        elif (subs.get(c.cell) or {}).get("cancelled"):
+            out.append((c, "launch:cancelled"))
         elif st == "running" or c.cell in subs:
             out.append((c, "launch:stale"))
         else:
@@ -69,6 +99,8 @@ def status_table(name: str, cells: list, store, subs: dict[str, dict]):
         r = states.get(c.cell, {})
         sub = subs.get(c.cell)
         st = r.get("status", "not run" if not sub else "submitted")
+        if sub and sub.get("cancelled") and st != "done":
+            st = "cancelled"
         err = (r.get("error") or "").strip().splitlines()
         rows.append({"cell": c.cell, "method": c.method, "variant": c.variant, "seed": c.seed, "status": st,
                      "job": f"{sub['launcher']}:{sub['job_id']}" if sub else "",
@@ -76,6 +108,39 @@ def status_table(name: str, cells: list, store, subs: dict[str, dict]):
                      "train_steps": r.get("train_steps"), "final_loss": r.get("final_loss"),
                      "wall_time_s": r.get("wall_time_s"), "error": err[-1][:80] if err else ""})
     return pd.DataFrame(rows)
+
+
+def cancel_cells(name: str, cells: list, store, subs: dict[str, dict], store_root: str, which: str) -> int:
+    """``--cancel [CELL,..]``: stop the jobs of unfinished cells for real (local: the workers and
+    their children; SLURM: scancel) and record them as cancelled."""
+    from .launch import ACTIVE_STATES, cancel, job_state, record_cancel
+    names = [w for w in which.split(",") if w]
+    known = {c.cell for c in cells}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigError(f"--cancel: unknown cell(s) {bad} of sweep {name!r}; cells: {sorted(known)}")
+    states = store.cell_states(name)
+    n = 0
+    for c in cells:
+        if names and c.cell not in names:
+            continue
+        sub = subs.get(c.cell)
+        if states.get(c.cell, {}).get("status") == "done":
+            print(f"{c.cell}: done, nothing to cancel")
+            continue
+        if not sub:
+            print(f"{c.cell}: never submitted")
+            continue
+        state = job_state(sub)
+        if state.split()[0] not in ACTIVE_STATES:
+            print(f"{c.cell}: no job in flight ({sub['launcher']} job {sub['job_id']}: {state})")
+            continue
+        what = cancel(sub)
+        record_cancel(store_root, sub, name)
+        n += 1
+        print(f"{c.cell}: cancelled {sub['launcher']} job {sub['job_id']} ({what})")
+    print(f"sweep {name}: {n} cell(s) cancelled; a later `uwmbench sweep {name}` re-queues them")
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -89,11 +154,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the job table and estimates; launch nothing")
     p.add_argument("--status", action="store_true", help="per-cell state from the results store")
     p.add_argument("--list", action="store_true", help="list the sweeps")
+    p.add_argument("--cancel", nargs="?", const="", default=None, metavar="CELL[,CELL..]",
+                   help="stop the jobs of these cells (default: every unfinished cell) and mark them cancelled")
     p.add_argument("--launcher", default="local", help="local | slurm (configs/launcher/)")
     p.add_argument("--store", default="results", help="results store folder (default: results)")
     p.add_argument("--runs", default="runs", help="run folders root (default: runs)")
     p.add_argument("--cell-fn", default=None, help="module:function run for each cell (default: the protocol)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per job")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="do not require the cells' data files to exist (e.g. to see a dry run's estimates before downloading)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)
     if a.list or not a.name:
@@ -113,6 +182,8 @@ def main(argv: list[str]) -> int:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")
     cells = expand_sweep(a.name, run_ov, estimate=a.dry_run)
+    if a.dry_run or not (a.status or a.cancel is not None):
+        check_cells(cells, a.store, a.runs, data=not a.skip_data_check)
     store = ResultsStore(a.store)
     if a.dry_run:
         print(format_job_table(a.name, cells))
@@ -124,6 +195,8 @@ def main(argv: list[str]) -> int:
             print("slurm: " + ", ".join(f"{k}={v}" for k, v in launcher.items() if v not in (None, [], {})))
         return 0
     subs = submissions(a.store, a.name)
+    if a.cancel is not None:
+        return cancel_cells(a.name, cells, store, subs, a.store, a.cancel)
     if a.status:
         import pandas as pd
         df = status_table(a.name, cells, store, subs)

@@ -8,10 +8,19 @@ Each worker (a submitit job through the same launchers as sweeps, or this proces
 ``launch_with=inline``) runs ``study.optimize`` on the shared storage. A trial trains in chunks of
 ``report_every`` steps, each resuming from the last checkpoint, reports the validation loss
 after each chunk and is pruned when the pruner says so.
+
+Robustness: trials send a heartbeat to the storage (``heartbeat_interval``); a trial whose
+process was killed is failed by the next worker or ``uwmbench tune`` of the study once its
+heartbeat is ``grace_period`` old, and re-queued (``failed_trial_retries`` times) with the same
+parameters, resuming from the killed trial's checkpoints. The sampler's seed differs per
+invocation and per worker (derived from ``seed`` and the study's trial count when a seed is
+given, so a given seed reproduces a study). A study records its training budget (train steps
+and batch size) and refuses workers with another budget unless ``allow_budget_change=true``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -20,7 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_config, to_container
+from omegaconf import OmegaConf
+
+from ..config import ConfigError, check_config, check_method_section, load_config, to_container
+from uwmbench.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +73,77 @@ def _make_study(cfg: dict[str, Any], create: bool):
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=int(p.get("n_startup_trials", 2)),
                                           n_warmup_steps=int(p.get("n_warmup_steps", 0)))
               if p.get("name", "median") == "median" else optuna.pruners.NopPruner())
-    sampler = (optuna.samplers.RandomSampler(seed=cfg.get("seed")) if cfg.get("sampler") == "random"
-               else optuna.samplers.TPESampler(seed=cfg.get("seed")))
-    storage = optuna.storages.RDBStorage(_storage(cfg), engine_kwargs={"connect_args": {"timeout": 60}}
-                                         if _storage(cfg).startswith("sqlite") else {})
+    seed = cfg.get("sampler_seed", cfg.get("seed"))  # launch_study sets a seed per worker and invocation
+    sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.get("sampler") == "random"
+               else optuna.samplers.TPESampler(seed=seed))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+        storage = optuna.storages.RDBStorage(_storage(cfg), engine_kwargs={"connect_args": {"timeout": 60}}
+                                             if _storage(cfg).startswith("sqlite") else {}, **_heartbeat_kwargs(cfg))
     if create:
         return optuna.create_study(study_name=cfg["study"], storage=storage, direction=cfg["direction"],
                                    sampler=sampler, pruner=pruner, load_if_exists=True)
     return optuna.load_study(study_name=cfg["study"], storage=storage, sampler=sampler, pruner=pruner)
+
+
+def _heartbeat_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """RDBStorage heartbeat: a killed trial is failed once its heartbeat is ``grace_period`` old
+    and retried ``failed_trial_retries`` times (optuna's retry callback)."""
+    import warnings
+    import optuna
+    interval = cfg.get("heartbeat_interval")
+    if not interval:
+        return {}
+    kw: dict[str, Any] = {"heartbeat_interval": int(interval)}
+    if cfg.get("grace_period"):
+        kw["grace_period"] = int(cfg["grace_period"])
+    retries = int(cfg.get("failed_trial_retries") or 0)
+    if retries > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental / deprecated-name warnings
+            cb_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            if cb_cls is not None:  # optuna >= 4.9
+                kw["heartbeat_stale_trial_callback"] = cb_cls(max_retry=retries)
+            else:
+                kw["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=retries)
+    return kw
+
+
+def fail_stale_trials(study) -> None:
+    """Fail (and re-queue, see failed_trial_retries) the trials whose process stopped beating."""
+    import warnings
+    import optuna
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optuna.storages.fail_stale_trials(study)
+
+
+def budget(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The training budget of one trial (not counting what the space tunes)."""
+    tr = (cfg.get("train") or {}).get("trainer") or {}
+    space = cfg.get("space") or {}
+    return {k: (f"tuned: {space[k]}" if k in space else tr.get(k.split(".", 1)[1]))
+            for k in ("trainer.steps", "trainer.batch_size")}
+
+
+def check_budget(study, cfg: dict[str, Any], record: bool = True) -> None:
+    """A study records its budget (user attr ``budget``) and refuses another one unless
+    ``allow_budget_change``: trials of different budgets are not comparable."""
+    want = json.loads(json.dumps(budget(cfg)))
+    have = study.user_attrs.get("budget")
+    if have is None or have == want:
+        if have is None and record:
+            study.set_user_attr("budget", want)
+        return
+    if not cfg.get("allow_budget_change"):
+        raise ConfigError(f"study {study.study_name!r} was run with budget {have}, this invocation asks for {want}: "
+                          "its trials would not be comparable. Use another study name, the same budget, or "
+                          "allow_budget_change=true")
+    if record:
+        log.warning("study %s: budget changed from %s to %s (allow_budget_change=true)", study.study_name, have, want)
+        study.set_user_attr("budget", want)
+        study.set_user_attr("budget_history", list(study.user_attrs.get("budget_history") or [have]) + [want])
 
 
 def objective(trial, cfg: dict[str, Any]) -> float:
@@ -82,39 +157,37 @@ def objective(trial, cfg: dict[str, Any]) -> float:
     steps = int(tcfg["trainer"].get("steps", 1000))
     chunk = max(1, int(cfg.get("report_every", 100)))
     tcfg["trainer"]["ckpt_every"] = chunk
-    run_dir = Path(cfg["out"]) / cfg["study"] / f"trial_{trial.number:04d}"
+    # a retried trial (its process was killed) has the user attrs of the original: resume in its folder
+    run_dir = Path(trial.user_attrs.get("run_dir") or Path(cfg["out"]) / cfg["study"] / f"trial_{trial.number:04d}")
     trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("budget", budget(cfg))
+    trial.set_user_attr("sampler_seed", cfg.get("sampler_seed", cfg.get("seed")))
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}:{os.environ.get('SLURM_JOB_ID', 'local')}")
-    value = math.nan
-    done = 0
-    while done < steps:
-        tcfg["trainer"]["stop_after"] = chunk
-        s = train(tcfg, run_dir)
-        done = int(s["steps"])
-        val = s.get("val") or {}
-        if cfg["metric"] not in val:
-            val = _last_val(run_dir, cfg["metric"])
-        if cfg["metric"] not in val:
-            raise ConfigError(f"tune metric {cfg['metric']!r} is not among the validation metrics {sorted(val)} "
-                              "(does the data have a validation split? data.val_fraction)")
-        value = float(val[cfg["metric"]])
-        trial.report(value, done)
-        if done < steps and trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {done} ({cfg['metric']}={value:.4g})")
+    from .lease import run_lease
+    with run_lease(run_dir, f"uwmbench tune trial {trial.number}"):  # a retried trial's folder may be busy
+        value = math.nan
+        done = 0
+        while done < steps:
+            tcfg["trainer"]["stop_after"] = chunk
+            s = train(tcfg, run_dir)
+            done = int(s["steps"])
+            val = s.get("val") or {}
+            if cfg["metric"] not in val:
+                val = _last_val(run_dir, cfg["metric"])
+            if cfg["metric"] not in val:
+                raise ConfigError(f"tune metric {cfg['metric']!r} is not among the validation metrics {sorted(val)} "
+                                  "(does the data have a validation split? data.val_fraction)")
+            value = float(val[cfg["metric"]])
+            trial.report(value, done)
+            if done < steps and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {done} ({cfg['metric']}={value:.4g})")
     return value
 
 
 def _last_val(run_dir: Path, metric: str) -> dict[str, float]:
-    import csv
-    p = run_dir / "metrics.csv"
-    if not p.is_file():
-        return {}
-    last: dict[str, float] = {}
-    with open(p) as f:
-        for r in csv.DictReader(f):
-            if r.get(metric) not in (None, ""):
-                last = {metric: float(r[metric])}
-    return last
+    """The last logged value of ``metric`` in the trial's ``metrics.csv`` ({} when never logged)."""
+    v = RunDir(run_dir).last_metric(metric)
+    return {} if v is None else {metric: v}
 
 
 def _validation_each_chunk(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +202,7 @@ def tune_worker(cfg: dict[str, Any], n_trials: int) -> dict[str, Any]:
     import optuna
     logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"))
     study = _make_study(cfg, create=False)
+    check_budget(study, cfg, record=False)
     study.optimize(lambda t: objective(t, cfg), n_trials=n_trials, catch=(RuntimeError, ValueError))
     return {"worker": os.getpid(), "n_trials": n_trials,
             "best": study.best_value if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) else None}
@@ -136,17 +210,45 @@ def tune_worker(cfg: dict[str, Any], n_trials: int) -> dict[str, Any]:
 
 def resolve(cfg: Any) -> dict[str, Any]:
     full = to_container(cfg)
-    known = {"study", "storage", "out", "direction", "metric", "n_trials", "workers", "launch_with", "sampler", "seed",
-             "pruner", "report_every", "space", "train"}
-    unknown = sorted(set(full) - known)
-    if unknown:
-        raise ConfigError(f"tune config: unknown key(s) {unknown}; valid: {sorted(known)}")
-    if full["direction"] not in ("minimize", "maximize"):
-        raise ConfigError(f"tune direction={full['direction']!r} must be minimize or maximize")
+    check_config("tune", OmegaConf.create(full))  # the same strict schema as composition (for dicts from Python)
+    full["train"]["method"] = check_method_section(full["train"]["method"], "train.method")
+    _check_space(full)
     full["out"] = str(Path(full["out"]).absolute())
     full["study"] = full.get("study") or f"tune-{full['train']['method']['name']}"
     full["storage"] = _storage(full)
     return _validation_each_chunk(full)
+
+
+def _check_space(full: dict[str, Any]) -> None:
+    """Every key of ``space`` must name a key of the train config (a typo would sample a value
+    nothing reads)."""
+    from ..methods import get_method_class
+    from ..schemas import DataConfig, TrainerConfig, method_schema
+    train = full["train"]
+    section_keys = {"trainer": {f.name for f in dataclasses.fields(TrainerConfig)},
+                    "data": {f.name for f in dataclasses.fields(DataConfig)}}
+    mkeys = {f.name for f in dataclasses.fields(method_schema(get_method_class(train["method"]["name"]).config_class))}
+    for key, dist in (full.get("space") or {}).items():
+        head, _, rest = str(key).partition(".")
+        ok = (head == "method" and rest in mkeys) or (rest in section_keys.get(head, ())) \
+            or (head == "seed" and not rest)
+        if not ok:
+            raise ConfigError(f"tune space: {key!r} is not a key of the train config (train.{key}); e.g. trainer.lr, "
+                              f"method.<key of {train['method']['name']}>, data.<key>")
+        if not isinstance(dist, dict) or dist.get("type", "float") not in ("float", "int", "categorical"):
+            raise ConfigError(f"tune space.{key}: give {{type: float|int|categorical, ...}}, got {dist!r}")
+
+
+def sampler_seeds(seed: int | None, n_existing: int, workers: int) -> list[int]:
+    """One sampler seed per worker: fresh per invocation when ``seed`` is None; else derived from
+    the seed and the study's trial count (reproducible, and not the same parameters again when
+    the study is continued)."""
+    import hashlib
+    import secrets
+    if seed is None:
+        return [secrets.randbelow(2 ** 31) for _ in range(workers)]
+    return [int.from_bytes(hashlib.sha256(f"{int(seed)}:{n_existing}:{i}".encode()).digest()[:4], "little") % 2 ** 31
+            for i in range(workers)]
 
 
 def launch_study(cfg: dict[str, Any], launcher_overrides: list[str] = ()) -> list:
@@ -154,19 +256,26 @@ def launch_study(cfg: dict[str, Any], launcher_overrides: list[str] = ()) -> lis
     from .grids import Resources
     from .launch import make_executor
     from .sweep import load_launcher
-    _make_study(cfg, create=True)
+    study = _make_study(cfg, create=True)
+    check_budget(study, cfg)
+    fail_stale_trials(study)  # trials of killed workers: failed, and re-queued for these workers
     workers = max(1, int(cfg["workers"]))
     per = [cfg["n_trials"] // workers + (1 if i < cfg["n_trials"] % workers else 0) for i in range(workers)]
     per = [n for n in per if n > 0]
+    seeds = sampler_seeds(cfg.get("seed"), len(study.trials), len(per))
+    log.info("study %s: sampler seeds %s (%s)", cfg["study"], seeds,
+             "from seed=%s and the study's %d trials" % (cfg["seed"], len(study.trials))
+             if cfg.get("seed") is not None else "fresh for this invocation; set seed= to reproduce")
+    cfgs = [{**cfg, "sampler_seed": s} for s in seeds]
     if cfg["launch_with"] == "inline":
-        for n in per:
-            tune_worker(cfg, n)
+        for c, n in zip(cfgs, per):
+            tune_worker(c, n)
         return []
     launcher = load_launcher(cfg["launch_with"], list(launcher_overrides))
     folder = Path(launcher.get("folder") or Path(cfg["out"]) / "submitit") / time.strftime("%Y%m%d-%H%M%S")
     ex = make_executor(launcher, folder, Resources(gpus=0, cpus=1, mem_gb=4, time_h=24), job_name=f"tune-{cfg['study']}")
     with ex.batch():
-        jobs = [ex.submit(tune_worker, cfg, n) for n in per]
+        jobs = [ex.submit(tune_worker, c, n) for c, n in zip(cfgs, per)]
     log.info("study %s: %d worker(s) on %s, storage %s", cfg["study"], len(jobs), cfg["launch_with"], cfg["storage"])
     return jobs
 
@@ -181,6 +290,7 @@ def main(argv: list[str]) -> int:
     cfg = resolve(load_config("tune", [o for o in a.overrides if not o.startswith("launcher.")]))
     if a.show:
         st = _make_study(cfg, create=False)
+        fail_stale_trials(st)
         print(st.trials_dataframe().to_string())
         return 0
     jobs = launch_study(cfg, launcher_ov)

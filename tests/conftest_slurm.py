@@ -4,6 +4,7 @@ Debian), the same tests run with the local launcher and say so."""
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,28 +35,48 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def launcher_name(request):
-    """'slurm' when a SLURM could be started here, else 'local'."""
+    """'slurm' when a SLURM could be started here, else 'local'. The SLURM is this session's own
+    instance (its own state folder and ports: scripts/slurm_local.sh), so test runs at once do
+    not restart each other's daemons; UWMBENCH_SLURM_DIR=<folder> uses (or reuses, when it is up)
+    the instance of that folder instead. SLURM_CONF points the client commands at it."""
     if os.environ.get("UWMBENCH_TEST_LAUNCHER") == "local":
         _say(request, "launcher tests: LOCAL launcher (UWMBENCH_TEST_LAUNCHER=local)")
         yield "local"
         return
-    started, why = False, ""
+    why = ""
     if os.geteuid() != 0:
         why = "not root"
     elif shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         why = "no apt-get and no slurmctld"
     else:
-        was_up = subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0 if shutil.which("scontrol") else False
+        own_dir = not os.environ.get("UWMBENCH_SLURM_DIR")
+        state = os.environ.get("UWMBENCH_SLURM_DIR") or tempfile.mkdtemp(prefix="uwmbench-slurm-")
+        env = {**os.environ, "UWMBENCH_SLURM_DIR": state}
         t0 = time.time()
-        r = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+        r = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600, env=env)
         if r.returncode == 0:
-            started = not was_up
-            _say(request, f"launcher tests: SLURM launcher (single-node SLURM started in {time.time() - t0:.0f} s)")
-            yield "slurm"
-            if started and not os.environ.get("UWMBENCH_KEEP_SLURM"):
-                subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120)
+            out = dict(ln.split("=", 1) for ln in r.stdout.splitlines() if "=" in ln)
+            reused = out.get("REUSED") == "1"
+            old_conf = os.environ.get("SLURM_CONF")
+            os.environ["SLURM_CONF"] = out["SLURM_CONF"]
+            _say(request, f"launcher tests: SLURM launcher ({'reused the' if reused else 'started a'} single-node "
+                          f"SLURM in {state} in {time.time() - t0:.0f} s)")
+            try:
+                yield "slurm"
+            finally:
+                if old_conf is None:
+                    os.environ.pop("SLURM_CONF", None)
+                else:
+                    os.environ["SLURM_CONF"] = old_conf
+                if not reused and not os.environ.get("UWMBENCH_KEEP_SLURM"):
+                    subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120, env=env)
+                    if own_dir:
+                        shutil.rmtree(state, ignore_errors=True)
             return
         why = f"scripts/slurm_local.sh start failed: {r.stderr.strip()[-300:]}"
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120, env=env)
+        if own_dir:
+            shutil.rmtree(state, ignore_errors=True)
     _say(request, f"launcher tests: LOCAL launcher (SLURM could not start: {why})")
     yield "local"
 

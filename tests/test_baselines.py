@@ -13,7 +13,6 @@ from uwmbench.methods import (ACTION_FREE, POLICY, VIDEO_PREDICTION, CapabilityE
                               make_config)
 
 BASELINES = ("dp", "pad", "gr1", "bc")
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "method"
 
 
 def tiny(name, **kw):
@@ -37,9 +36,11 @@ def test_capabilities_are_the_papers():
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_config_file_and_presets(name):
-    y = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
-    assert y["name"] == name and y["size"] == "paper"
+    from uwmbench.config import load_config
+    y = OmegaConf.to_container(load_config("train", [f"method={name}"]).method)  # generated from the config class
+    assert y["name"] == name and y["size"] is None and all(v is None for k, v in y.items() if k != "name")
     cfg = make_config(name, y["size"])
+    assert cfg.size == "paper"
     assert cfg.name == name and cfg.action_horizon == 16 and cfg.image_size == 224
     t = make_config(name, "tiny")
     assert t.image_size == 32 and t.resize == 36

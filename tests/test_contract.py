@@ -155,3 +155,24 @@ def test_batch_keys_declared(name):
     m = tiny(name)
     keys = set(m.batch_keys())
     assert {"obs"} <= keys <= {"obs", "action", "action_mask", "next_obs", "next_obs_latent", "obs_latent"}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_contract_members_callers_use(name):
+    """What the harness calls is part of the contract, not probed: batch_keys(cached_latents=),
+    latent_encoder (None or an encoder whose latents the *_latent keys hold), capabilities_for(cfg)
+    equal to the built instance's capabilities, and predict_next_frames in uint8 frames."""
+    m = tiny(name)
+    m.eval()
+    for cached in (True, False):
+        keys = set(m.batch_keys(cached_latents=cached))
+        assert {"obs"} <= keys
+    latent_keys = {"obs_latent", "next_obs_latent"} & set(m.batch_keys(cached_latents=True))
+    if latent_keys:
+        assert m.latent_encoder is not None, f"{name} reads {latent_keys} but has no latent_encoder"
+    assert type(m).capabilities_for(m.cfg) == frozenset(m.capabilities)
+    if VIDEO_PREDICTION in m.capabilities or FORWARD_DYNAMICS in m.capabilities:
+        batch = make_batch(m, b=2)
+        act = batch["action"] if FORWARD_DYNAMICS in m.capabilities else None
+        frames = m.predict_next_frames({"obs": batch["obs"]}, act)
+        assert frames.dtype == torch.uint8 and frames.shape[:2] == (2, len(m.cfg.views)) and frames.shape[3] == 3

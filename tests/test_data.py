@@ -62,10 +62,9 @@ def write_indexed_hdf5(path, lengths=(25, 25, 25, 25), size=S, with_actions=True
 def fake_method(obs_frames=2, action_horizon=16, next_frames=2, keys=None, action_dim=7):
     cfg = MethodConfig(name="fake", obs_frames=obs_frames, action_horizon=action_horizon, next_frames=next_frames,
                        action_dim=action_dim)
-    m = types.SimpleNamespace(cfg=cfg, name="fake")
-    if keys is not None:
-        m.batch_keys = lambda: tuple(keys)
-    return m
+    # the members of the Method contract the data pipeline calls (batch_keys, latent_encoder)
+    keys = ("obs", "action", "action_mask", "next_obs") if keys is None else tuple(keys)
+    return types.SimpleNamespace(cfg=cfg, name="fake", batch_keys=lambda cached_latents=True: keys, latent_encoder=None)
 
 
 def dcfg(*sources, **kw):

@@ -89,6 +89,43 @@ def test_cli_requires_checkpoint_or_method():
     assert main(["evaluate", "method=bc", "method.size=huge"]) == 2
 
 
+def test_runner_interface_is_what_evaluate_uses(tmp_path):
+    """evaluate() knows a benchmark only through its runner: a second benchmark without a simulator
+    (tests/toy_runner.py, one module) runs serially and in a pool of spawned workers, its rows are
+    RolloutRows, and a rerun resolves a rollout written twice the way the store and report do."""
+    from toy_runner import ReachRunner
+
+    from uwmbench.rows import ROLLOUT_COLUMNS, RolloutRow, append_jsonl, rollout_key
+
+    m = build_method("test_constant_policy")               # a[0] = 0.2: x grows 0.02 per step
+    kw = dict(conditions=["id"], n_rollouts=6, camera_size=8, runner=ReachRunner(), progress=False,
+              run_meta={"run_id": "toy", "seed": 3})
+    sunk = []
+    df = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "serial", row_sink=sunk.append, **kw)
+    assert df["success"].tolist() == [False] * 4 + [True] * 2        # x0 = 0.1 * episode, 30 steps
+    assert df["steps"].tolist() == [30] * 5 + [25] and df["init_state_index"].tolist() == list(range(6))
+    # replanning at t=0 and t=16; frames rendered only when the policy reads them (2 views per call)
+    assert (df["n_policy_calls"] == 2).all() and (df["n_renders"] == 4).all()
+    assert (df["task_key"] == "toy/reach").all() and (df["suite"] == "toy").all() and (df["seed"] == 3).all()
+    assert df["rollout_seed"].tolist() == [rollout_seed(0, "toy/reach", "id", e) for e in range(6)]
+    assert list(df.columns[:len(ROLLOUT_COLUMNS)]) == ROLLOUT_COLUMNS
+    assert [RolloutRow.from_dict(r).to_dict() == r for r in sunk] == [True] * 6
+    # the same rollouts in two spawned workers, policy calls batched in this process
+    m.batches.clear()
+    pooled = evaluate(m, ["reach"], num_workers=2, out_dir=tmp_path / "pool", **kw)
+    cols = ["episode", "success", "steps", "n_policy_calls", "n_renders", "rollout_seed"]
+    assert pooled[cols].equals(df[cols]) and sum(b[0] for b in m.batches) == 12
+    with pytest.raises(ValueError, match="conditions"):                 # conditions are the runner's
+        evaluate(m, ["reach"], **{**kw, "conditions": ["ood"]})
+    # a rollout written twice (a re-evaluation): the rerun keeps the row written last, runs nothing
+    first = read_jsonl(tmp_path / "serial" / ROLLOUTS_FILE)[0]
+    append_jsonl(tmp_path / "serial" / ROLLOUTS_FILE, {**first, "success": True, "written_at": first["written_at"] + 1})
+    m.batches.clear()
+    again = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "serial", **kw)
+    assert m.batches == [] and len(again) == 6 and bool(again.loc[0, "success"]) is True
+    assert rollout_key(again.loc[0].to_dict()) == rollout_key(first)
+
+
 @pytest.mark.libero
 def test_two_rollouts_in_two_workers(tmp_path):
     pytest.importorskip("libero.libero")

@@ -48,7 +48,7 @@ def tiny_encoder(seed=0):
 
 def latent_method(enc, keys=("obs", "action", "action_mask", "next_obs_latent")):
     cfg = MethodConfig(name="fake", resize=S, image_size=S)
-    return types.SimpleNamespace(cfg=cfg, name="fake", batch_keys=lambda: keys, latent_encoder=CountingEncoder(enc))
+    return types.SimpleNamespace(cfg=cfg, name="fake", batch_keys=lambda cached_latents=True: keys, latent_encoder=CountingEncoder(enc))
 
 
 def cfg_for(path, cache, **kw):
@@ -205,7 +205,7 @@ class FakeLatentMethod(Method):
         self.latent_encoder = LatentEncoder(cfg.vae, cfg.resize, cfg.image_size)
         self.head = torch.nn.Linear(1, 1)
 
-    def batch_keys(self):
+    def batch_keys(self, cached_latents=True):
         return ("obs", "action", "action_mask", "next_obs_latent")
 
 

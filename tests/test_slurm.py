@@ -147,8 +147,8 @@ def test_hydra_multirun_with_submitit_launcher(launcher_name, smoke_data, tmp_pa
            f"hydra.sweep.dir={tmp_path / 'multirun'}", f"hydra.launcher.submitit_folder={tmp_path / 'hsub'}",
            "method=bc", "method.size=tiny", "seed=0", "tasks=[smoke]", f"data_root={smoke_data}",
            f"store={store_dir}", f"runs_root={tmp_path / 'runs'}", "pretrain.enabled=false", "evaluate.n_rollouts=0",
-           "finetune.trainer.steps=3", "finetune.trainer.batch_size=4", "+finetune.trainer.device=cpu",
-           "+finetune.trainer.progress=false", "finetune.trainer.warmup_steps=0", "data.latent_cache=false",
+           "finetune.trainer.steps=3", "finetune.trainer.batch_size=4", "finetune.trainer.device=cpu",
+           "finetune.trainer.progress=false", "finetune.trainer.warmup_steps=0", "data.latent_cache=false",
            "data.val_fraction=0.34"]
     if launcher_name == "slurm":
         cmd += ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=3", "hydra.launcher.timeout_min=20"]
@@ -156,3 +156,92 @@ def test_hydra_multirun_with_submitit_launcher(launcher_name, smoke_data, tmp_pa
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     runs = ResultsStore(store_dir).runs()
     assert len(runs) == 1 and runs.iloc[0]["status"] == "done" and runs.iloc[0]["run_id"] == "bc-s0"
+
+
+def sleeper_cell(cfg):
+    """A worker with a child process, both running until stopped."""
+    import os
+    import subprocess
+    child = subprocess.Popen(["sleep", "300"])
+    out = os.path.join(os.environ["UWM_TEST_OUT"], f"{cfg.cell}.pids")
+    with open(out + ".tmp", "w") as f:
+        f.write(f"{os.getpid()} {child.pid}")
+    os.replace(out + ".tmp", out)
+    time.sleep(300)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_cancel_stops_the_job(launcher_name, tmp_path, monkeypatch, capsys, wait_for):
+    """`uwmbench sweep NAME --cancel CELL` stops the cell's job for real (SLURM: scancel; the
+    worker and its child are gone) and `--status` says cancelled."""
+    monkeypatch.setenv("UWM_TEST_OUT", str(tmp_path))
+    store_dir = tmp_path / "store"
+    [cell] = grids.expand_sweep("smoke", ["data_root=/unused"], estimate=False)[:1]
+    [(c, job)] = launch.launch_cells([cell], sweep_cli.load_launcher(launcher_name), store_dir, tmp_path / "runs",
+                                     cell_fn=sleeper_cell)
+    try:
+        pids = wait_for(lambda: (tmp_path / f"{c.cell}.pids").is_file()
+                        and list(map(int, (tmp_path / f"{c.cell}.pids").read_text().split())), 300, "the worker")
+        t0 = time.time()
+        assert sweep_cli.main(["smoke", "--cancel", c.cell, "--store", str(store_dir)]) == 0
+        assert f"{c.cell}: cancelled {launcher_name} job" in capsys.readouterr().out
+        wait_for(lambda: not any(_alive(p) for p in pids), 60, "the worker and its child to stop", poll=0.2)
+        t_stop = time.time() - t0
+        sub = launch.submissions(store_dir, "smoke")[c.cell]
+        assert sub["cancelled"]
+        wait_for(lambda: launch.job_state(sub).startswith("CANCELLED"), 120, "the scheduler to say CANCELLED")
+        assert sweep_cli.main(["smoke", "--status", "--store", str(store_dir)]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(c.cell))
+        assert "cancelled" in line and "CANCELLED" in line, line
+        print(f"[{launcher_name}] --cancel: worker gone {t_stop:.1f} s after the command")
+    finally:
+        for sub in launch.submissions(store_dir, "smoke").values():
+            if launch.is_active(sub):
+                launch.cancel(sub, grace_s=0)
+
+
+def test_slurm_local_stop_with_a_daemon_down(launcher_name, tmp_path):
+    """scripts/slurm_local.sh: an instance of its own (state folder, ports) beside the session's;
+    `stop` stops the daemons that still run when the accounting database and slurmdbd are
+    already down, and leaves the session's SLURM (and the shared munged) alone."""
+    import os
+    import shutil
+    import subprocess
+    from conftest_slurm import SCRIPT
+    if os.geteuid() != 0 or shutil.which("slurmctld") is None:
+        pytest.skip("needs root and the SLURM packages (scripts/slurm_local.sh install)")
+    state = tmp_path / "slurm"
+    env = {**os.environ, "UWMBENCH_SLURM_DIR": str(state)}
+    env.pop("SLURM_CONF", None)
+    t0 = time.time()
+    r = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300, env=env)
+    try:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"SLURM_CONF={state}/slurm.conf" in r.stdout
+        t_start = time.time() - t0
+        pidfiles = {d: state / "run" / f"{d}.pid" for d in ("mariadb", "slurmdbd", "slurmctld", "slurmd")}
+        pids = {d: int(p.read_text()) for d, p in pidfiles.items()}
+        # a second start finds it healthy and restarts nothing
+        r2 = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=300, env=env)
+        assert r2.returncode == 0 and "REUSED=1" in r2.stdout
+        assert {d: int(p.read_text()) for d, p in pidfiles.items()} == pids
+        for d in ("slurmdbd", "mariadb"):  # the accounting database goes down
+            os.kill(pids[d], 9)
+        time.sleep(0.5)
+    finally:
+        t1 = time.time()
+        r = subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "slurmdbd: not running" in r.stderr and "mariadbd: not running" in r.stderr, r.stderr
+    assert not any(_alive(p) for p in pids.values()), r.stderr
+    if launcher_name == "slurm":  # the session's instance is untouched
+        assert subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
+        assert "munged: left running" in r.stderr
+    print(f"own SLURM instance up in {t_start:.0f} s, stopped with two daemons down in {time.time() - t1:.1f} s")

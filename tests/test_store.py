@@ -44,15 +44,17 @@ def test_concurrent_processes_lose_nothing(tmp_path):
     assert sorted(runs["run_id"]) == [f"run{k}" for k in range(6)] and set(runs["status"]) == {"done"}
 
 
-def test_duplicates_keep_first_and_partial_line_ignored(tmp_path):
+def test_duplicates_keep_last_and_partial_line_ignored(tmp_path):
+    """One rule for duplicates (uwmbench.rows): the row written last wins, in the store as in the
+    report and the evaluator's resume (it used to be the first here, the last in the report)."""
     a, b = ResultsStore(tmp_path), ResultsStore(tmp_path)
     a.add_rollouts([_row("r", 0, success=True), _row("r", 1)])
-    b.add_rollouts([_row("r", 0, success=False)])  # a resumed evaluation writes episode 0 again
+    b.add_rollouts([_row("r", 0, success=False)])  # a re-evaluation writes episode 0 again
     with open(tmp_path / "rollouts" / "killed-writer.jsonl", "w") as f:
         f.write(json.dumps(_row("r", 2)) + "\n" + '{"run_id": "r", "episo')  # killed mid-line
     df = ResultsStore(tmp_path).rollouts().sort_values("episode")
     assert df["episode"].tolist() == [0, 1, 2]
-    assert bool(df.iloc[0]["success"]) is True
+    assert bool(df.iloc[0]["success"]) is False
 
 
 def test_done_run_is_never_rewritten(tmp_path):

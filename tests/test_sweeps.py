@@ -9,8 +9,14 @@ from uwmbench.sweeps.store import ResultsStore
 pytest_plugins = ["conftest_slurm"]
 
 
-def test_main_dry_run_prints_paper_grid(capsys):
-    assert sweep_cli.main(["main", "--dry-run", "--store", "/nonexistent-store"]) == 0
+def test_main_dry_run_prints_paper_grid(capsys, tmp_path):
+    # the dry run checks that the data files exist: LIBERO-90 for pretraining, LIBERO-10 per task
+    (tmp_path / "libero_90").mkdir()
+    (tmp_path / "libero_90" / "KITCHEN_SCENE1_demo.hdf5").touch()
+    (tmp_path / "libero_10").mkdir()
+    for t in ("book_caddy", "soup_cheese", "bowl_drawer", "moka_moka", "mug_mug"):
+        (tmp_path / "libero_10" / f"{t}.hdf5").touch()
+    assert sweep_cli.main(["main", "--dry-run", "--store", "/nonexistent-store", f"data_root={tmp_path}"]) == 0
     out = capsys.readouterr().out
     assert "12 cells" in out and "6000 evaluation rollouts" in out
     for m in ("uwm-s0", "dp-s2", "pad-s1", "gr1-s0"):
@@ -35,7 +41,7 @@ def test_launcher_group_syntax_selects_the_launcher(capsys, monkeypatch):
         return real(name, overrides, **kw)
 
     monkeypatch.setattr(grids, "expand_sweep", spy)
-    assert sweep_cli.main(["main", "--dry-run", "--store", "/nonexistent-store", "launcher=slurm",
+    assert sweep_cli.main(["main", "--dry-run", "--skip-data-check", "--store", "/nonexistent-store", "launcher=slurm",
                            "launcher.partition=gpu"]) == 0
     out = capsys.readouterr().out
     assert "launcher: slurm" in out and "partition=gpu" in out

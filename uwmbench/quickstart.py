@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
               f"finetune.trainer.ckpt_every={cfg['train']['ckpt_every']}", f"finetune.trainer.val_every={cfg['train']['val_every']}",
               "finetune.trainer.warmup_steps=20",
               f"evaluate.n_rollouts={cfg['evaluate']['n_rollouts']}", f"evaluate.max_steps={cfg['evaluate']['max_steps']}",
-              f"evaluate.num_workers={cfg['workers']}", f"evaluate.conditions=[{','.join(cfg['evaluate']['conditions'])}]"]
+              f"evaluate.workers={cfg['workers']}", f"evaluate.conditions=[{','.join(cfg['evaluate']['conditions'])}]"]
         from .methods import get_method_class
         import dataclasses
         if "vae" in {f.name for f in dataclasses.fields(get_method_class(method).config_class)}:
@@ -95,7 +95,8 @@ def main(argv: list[str]) -> int:
 
     # 5. forward dynamics --------------------------------------------------------------------
     st.start("UWM forward dynamics: predicted vs true next frames on held-out windows")
-    run_uwm = out / "runs" / "quickstart" / "uwm" / "finetune" / task
+    from .run_dir import RunDir
+    run_uwm = RunDir(out / "runs" / "quickstart" / "uwm").finetune(task).path
     if "uwm" in cfg["methods"] and run_uwm.exists():
         print(f"  wrote {dump_forward_predictions(run_uwm, data, out / 'results' / 'predictions_uwm_forward.npz')}")
     else:

@@ -1,0 +1,74 @@
+"""``uwmbench evaluate key=value ...``: rollouts of a checkpoint (or an untrained method, for
+smoke runs) on LIBERO, rows to ``<out>/rollouts.jsonl``, a summary to ``<out>/summary.{csv,md}``.
+The keys are :class:`uwmbench.schemas.EvaluateConfig` (``configs/evaluate.yaml``)."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from uwmbench.fileio import atomic_write_text
+from uwmbench.run_dir import EvalDir
+from uwmbench.schemas import EvaluateConfig
+
+from .core import evaluate, summarize
+from .libero_runner import LiberoRunner
+
+
+def _markdown(df: "pd.DataFrame") -> str:  # noqa: F821
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        from uwmbench.benchmarks import evaluate as public
+
+        print(public.__doc__)
+        print("options (key=value):")
+        for f in dataclasses.fields(EvaluateConfig):
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            print(f"  {f.name}={d}")
+        return 0
+    from uwmbench.config import ConfigError, build_method_from_config, error_message, load_config, typed
+
+    cfg = typed(load_config("evaluate", argv), EvaluateConfig, "evaluate")
+    if (cfg.checkpoint is None) == (cfg.method is None):
+        raise ConfigError("give exactly one of checkpoint=PATH or method=NAME (untrained, for smoke runs, "
+                          "e.g. method=bc method.size=tiny)")
+    runner = LiberoRunner(ood_margin=cfg.ood_margin, ood_seed=cfg.ood_seed)
+    for t in cfg.tasks:
+        try:
+            runner.check_task(str(t))
+        except KeyError as e:
+            raise ConfigError(f"tasks: {error_message(e)}") from None
+    if cfg.checkpoint is not None:
+        policy: Any = cfg.checkpoint
+    else:
+        policy = build_method_from_config(cfg.method)
+    out = EvalDir(cfg.out if cfg.out else Path("runs") / "eval" / time.strftime("%Y%m%d-%H%M%S"))
+    meta = {"run_id": cfg.run_id, "sweep": cfg.sweep_name, "cell": cfg.cell, "variant": cfg.variant}
+    if cfg.train_seed is not None:
+        meta["seed"] = cfg.train_seed
+    dfs = []
+    from uwmbench.sweeps.lease import run_lease
+    with run_lease(out.path, "uwmbench evaluate"):  # one process per output folder (its rows resume)
+        for mode in cfg.modes:
+            dfs.append(evaluate(policy, cfg.tasks, mode=mode, run_meta=meta, out_dir=out.path, resume=cfg.resume,
+                                init_from=cfg.init_from if mode == "policy" else None,
+                                reference=cfg.reference if mode == "inverse_dynamics" else None,
+                                video_dir=out.videos if cfg.videos else None, **cfg.evaluate_kwargs()))
+    import pandas as pd
+    df = pd.concat(dfs, ignore_index=True) if len(dfs) > 1 else dfs[0]
+    summary = summarize(df)
+    md = _markdown(summary)
+    atomic_write_text(out.summary_csv, summary.to_csv(index=False))
+    atomic_write_text(out.summary_md, md + "\n")
+    print(md)
+    print(f"\nrows: {out.rollouts}\nsummary: {out.summary_csv}", file=sys.stderr)
+    return 0

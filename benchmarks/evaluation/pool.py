@@ -1,0 +1,189 @@
+"""Executing rollout jobs: in this process (one env, batch-1 policy calls) or in a pool of
+spawned worker processes that share one batched policy in the main process.
+
+Worker protocol (queues): each worker owns one environment (kept across jobs with the same
+``runner.env_key``), pulls jobs from ``job_q`` and sends to ``req_q``
+``("start", wid, job, None)``, ``("obs", wid, job, (obs history, env step))`` at every
+replanning point, ``("done", wid, job, outcome)`` or ``("error", wid, job, traceback)``; it
+receives ``("act", chunk)`` on its own ``act_q``. The main process stacks the observations of
+all workers that are waiting once no worker is mid-chunk, calls the policy once on the batch
+and answers each worker. No torch in workers: the policy lives in the main process.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .runner import RolloutJob, Runner, RunnerSettings, run_episode
+
+# (job, env step) -> the inverse-dynamics goal frames of that step, or None (policy mode)
+GoalFn = Callable[[RolloutJob, int], "np.ndarray | None"]
+
+
+def write_video(path: str, frames: list[np.ndarray], fps: int, success: bool) -> str | None:
+    """``<stem>_{success|fail}.mp4`` next to ``path`` (atomic); None without frames."""
+    if not frames:
+        return None
+    import imageio
+
+    p = Path(path)
+    p = p.with_name(f"{p.stem}_{'success' if success else 'fail'}{p.suffix}")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.stem}.", suffix=p.suffix)
+    os.close(fd)
+    try:
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(p)
+
+
+class _Envs:
+    """One environment at a time, rebuilt only when the job's ``env_key`` changes."""
+
+    def __init__(self, runner: Runner, settings: RunnerSettings):
+        self.runner, self.settings = runner, settings
+        self.env, self.key = None, None
+
+    def get(self, job: RolloutJob):
+        key = self.runner.env_key(job)
+        if self.env is None or self.key != key:
+            self.close()
+            self.env = self.runner.make_env(job, self.settings)
+            self.key = key
+        return self.env
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+def worker_main(wid: int, runner: Runner, settings: RunnerSettings, job_q, req_q, act_q) -> None:
+    """Worker process: one env, rollouts pulled from ``job_q``, observations to ``req_q``,
+    action chunks from ``act_q``."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    envs = _Envs(runner, settings)
+
+    def act(obs: np.ndarray, t: int) -> np.ndarray:
+        req_q.put(("obs", wid, job.id, (obs, t)))
+        msg = act_q.get()
+        if msg[0] != "act":
+            raise RuntimeError(f"worker {wid}: unexpected message {msg[0]!r}")
+        return msg[1]
+
+    try:
+        while True:
+            job: RolloutJob | None = job_q.get()
+            if job is None:
+                break
+            try:
+                req_q.put(("start", wid, job.id, None))
+                t_create = time.time()
+                env = envs.get(job)
+                env_create_s = time.time() - t_create
+                result = run_episode(runner, env, job, settings, act, write_video)
+                req_q.put(("done", wid, job.id, {**result, "env_create_s": env_create_s, "worker": wid}))
+            except Exception:
+                req_q.put(("error", wid, job.id, traceback.format_exc()))
+                return
+    finally:
+        envs.close()
+
+
+def run_serial(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, policy: Callable, finish: Callable,
+               bar: Any, goal: GoalFn | None = None) -> None:
+    """One env in this process, batch-1 policy calls (the public code's way, and the fallback)."""
+    envs = _Envs(runner, settings)
+    try:
+        for job in jobs:
+            t_create = time.time()
+            env = envs.get(job)
+            env_create_s = time.time() - t_create
+
+            def act(obs: np.ndarray, t: int, job: RolloutJob = job) -> np.ndarray:
+                nxt = goal(job, t) if goal is not None else None
+                return policy(obs[None], None if nxt is None else nxt[None])[0]
+
+            result = run_episode(runner, env, job, settings, act, write_video)
+            bar.update(finish(job, {**result, "env_create_s": env_create_s}))
+    finally:
+        envs.close()
+
+
+def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, policy: Callable, finish: Callable,
+             bar: Any, n_workers: int, poll_s: float = 1.0, goal: GoalFn | None = None) -> None:
+    """``n_workers`` spawned processes, one env each; policy calls batched over waiting workers."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    job_q, req_q = ctx.Queue(), ctx.Queue()
+    act_qs = [ctx.Queue() for _ in range(n_workers)]
+    procs = [ctx.Process(target=worker_main, args=(w, runner, settings, job_q, req_q, act_qs[w]), daemon=True,
+                         name=f"uwmbench-eval-{w}") for w in range(n_workers)]
+    for job in jobs:
+        job_q.put(job)
+    for _ in procs:
+        job_q.put(None)
+    by_id = {j.id: j for j in jobs}
+    state = ["idle"] * n_workers       # idle | resetting | waiting | stepping
+    pending: dict[int, tuple[int, np.ndarray, int]] = {}  # worker -> (job id, obs history, env step)
+    n_done = 0
+    try:
+        for p in procs:
+            p.start()
+        while n_done < len(jobs):
+            try:
+                kind, wid, jid, payload = req_q.get(timeout=poll_s)
+            except queue.Empty:
+                dead = [f"worker {w} (exit code {p.exitcode})" for w, p in enumerate(procs)
+                        if not p.is_alive() and state[w] != "idle"]
+                if dead:
+                    raise RuntimeError(f"evaluation worker died: {', '.join(dead)}")
+                if all(not p.is_alive() for p in procs):
+                    raise RuntimeError(f"all evaluation workers exited with {len(jobs) - n_done} rollouts left")
+                kind = None
+            if kind == "start":
+                state[wid] = "resetting"
+            elif kind == "obs":
+                state[wid] = "waiting"
+                pending[wid] = (jid, payload[0], payload[1])
+            elif kind == "done":
+                state[wid] = "idle"
+                n_done += 1
+                bar.update(finish(by_id[jid], payload))
+            elif kind == "error":
+                job = by_id.get(jid)
+                raise RuntimeError(f"evaluation worker {wid} failed on {job.task if job else '?'}/"
+                                   f"{job.condition if job else '?'} episode {job.episode if job else '?'}:\n{payload}")
+            # batch: once no worker is mid-chunk, every worker that will ask soon has asked
+            if pending and "stepping" not in state:
+                wids = sorted(pending)
+                nxt = [goal(by_id[pending[w][0]], pending[w][2]) if goal is not None else None for w in wids]
+                chunks = policy(np.stack([pending[w][1] for w in wids]),
+                                None if nxt[0] is None else np.stack(nxt))
+                for w, c in zip(wids, chunks):
+                    act_qs[w].put(("act", c))
+                    state[w] = "stepping"
+                pending.clear()
+        for p in procs:
+            p.join(timeout=30)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+        for q in [job_q, req_q, *act_qs]:
+            q.cancel_join_thread()
+            q.close()

@@ -15,6 +15,7 @@ import html
 import json
 import logging
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,7 @@ from tqdm import tqdm
 
 from uwmbench.rows import ROLLOUT_IDENTITY, ROLLOUT_KEY, latest_frame, read_jsonl
 from uwmbench.run_dir import RunDir
-
-from . import stats
+from . import figures as F, stats
 from .tables import (REQUIRED_ROLLOUT_COLUMNS, Table, atomic_write_text, build_tables, display_condition,
                      normalize_rollouts, order_methods, summarize_arms)
 
@@ -176,8 +176,6 @@ class FigureEntry:
 
 def _make_figures(res: Results, rollouts: pd.DataFrame, summary: pd.DataFrame | None, out: Path,
                   skipped: list[str]) -> list[FigureEntry]:
-    from . import figures as F
-
     jobs = []  # (name, title, caption, callable)
     if summary is not None and len(summary):
         for sw in ["main", *sorted(s for s in summary["sweep"].unique() if s != "main")]:
@@ -296,7 +294,6 @@ def diagnostics_section(res: Results, results: Path, out: Path) -> tuple[str, st
 def videos_section(rollouts: pd.DataFrame | None, out: Path, per_outcome: int = 2) -> tuple[str, str, str] | None:
     """A sample of recorded rollouts (up to ``per_outcome`` successes and failures per method,
     task and condition), copied into ``<out>/videos/``."""
-    import shutil
 
     if rollouts is None or "video" not in rollouts.columns:
         return None

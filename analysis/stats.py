@@ -12,6 +12,7 @@ Conventions (shared with tables.py):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -93,7 +94,6 @@ class Estimate:
 
 def wilson_interval(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (does not collapse at 0/n or n/n)."""
-    from statistics import NormalDist
 
     if n <= 0:
         return float("nan"), float("nan")
@@ -275,5 +275,5 @@ def paired_comparisons(df: pd.DataFrame, reference: str = "uwm", n_boot: int = D
 
 
 def _ordered_methods(methods) -> list[str]:
-    from .tables import order_methods
+    from .tables import order_methods  # tables imports this module: a top-level import would be a cycle
     return order_methods(methods)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import stats
 from .paper import SWEEP_TO_PAPER_TABLE, load_paper_numbers, paper_variant
-from ..fileio import atomic_write_text
+from uwmbench.fileio import atomic_write_text
 
 # ---------------------------------------------------------------------------- naming
 

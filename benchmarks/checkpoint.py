@@ -15,6 +15,7 @@ leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,10 +24,11 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigPathError
-from ..methods.base import Method, config_to_dict, make_config, get_method_class
-from ..fileio import atomic_write_text
+from uwmbench.config import ConfigPathError
+from uwmbench.fileio import atomic_write_text
+from uwmbench.methods.base import Method, config_to_dict, make_config, get_method_class
 from uwmbench.run_dir import CheckpointDir, RunDir
+from .data_sources import DataError
 
 META_FILE = CheckpointDir.META
 
@@ -94,7 +96,6 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, method: Method, train
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """``meta.json`` of a checkpoint (or run) folder; ``{}`` for checkpoints written before it
     existed. A malformed file raises :class:`DataError` naming it."""
-    from .data_sources import DataError
 
     f = CheckpointDir(resolve_checkpoint(path)).meta
     if not f.is_file():
@@ -143,7 +144,6 @@ def load_method(path: str | os.PathLike, device: str | torch.device = "cpu", ema
 def load_weights_into(method: Method, path: str | os.PathLike) -> Path:
     """Initialise ``method`` from another checkpoint (pretrain -> finetune): matching keys and
     shapes are copied; the list of skipped keys is returned in the log."""
-    import logging
 
     from safetensors.torch import load_file
     ckpt = resolve_checkpoint(path)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from robomimic.utils.dataset import SequenceDataset
 
-from ..config import ConfigError, to_container, typed
+from uwmbench.config import ConfigError, to_container, typed
 from .data_sources import (SOURCE_KINDS, DataError, EpisodeSource, Hdf5Source, VideoFolderSource, expand_paths,
                            hdf5_frame_shape)
 
@@ -539,11 +539,18 @@ class StepBatchSampler:
     ``random_crops`` and ``num_crops > 1`` (the training split over a multi-crop latent cache)
     each sample also draws one cached crop uniformly (from the same per-step generator, after
     the window draws, so the windows are those of a single-crop run) and the sampler yields
-    ``(index, crop)`` pairs; otherwise plain indices."""
+    ``(index, crop)`` pairs; otherwise plain indices.
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0, start_step: int = 0):
+    Data-parallel training (``world`` processes, this one ``rank``): every process draws the
+    global batch of ``world * batch_size`` samples from the same generator and keeps its slice
+    ``[rank * batch_size, (rank + 1) * batch_size)``, so the union of the processes' batches at
+    step ``k`` is exactly the batch a single process with ``world * batch_size`` would see."""
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0, start_step: int = 0, rank: int = 0, world: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank={rank} must be in [0, world={world})")
         if len(dataset) == 0:
             raise DataError("cannot sample from an empty dataset")
         sizes = getattr(dataset, "group_sizes", None) or [len(dataset)]
@@ -554,6 +561,7 @@ class StepBatchSampler:
         self.cum_weights = np.cumsum(w / w.sum())
         self.cum_weights[-1] = 1.0
         self.batch_size = int(batch_size)
+        self.rank, self.world = int(rank), int(world)
         self.seed = int(seed)
         self.start_step = int(start_step)
         self.num_crops = int(getattr(dataset, "num_crops", 1)) if getattr(dataset, "random_crops", False) else 1
@@ -561,12 +569,14 @@ class StepBatchSampler:
     def _draw(self, step: int) -> tuple[list[int], list[int] | None]:
         s = self.seed % 2**64
         rng = np.random.Generator(np.random.PCG64([s & 0xFFFFFFFF, s >> 32, int(step), 0x5EED]))
-        g = np.searchsorted(self.cum_weights, rng.random(self.batch_size), side="right")
+        n = self.batch_size * self.world  # the global batch; this process keeps its slice
+        g = np.searchsorted(self.cum_weights, rng.random(n), side="right")
         g = np.minimum(g, len(self.group_sizes) - 1)
-        u = rng.random(self.batch_size)
+        u = rng.random(n)
         within = np.minimum((u * self.group_sizes[g]).astype(np.int64), self.group_sizes[g] - 1)
-        crops = rng.integers(0, self.num_crops, self.batch_size).tolist() if self.num_crops > 1 else None
-        return (self.group_offsets[g] + within).tolist(), crops
+        crops = rng.integers(0, self.num_crops, n) if self.num_crops > 1 else None
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        return (self.group_offsets[g] + within)[lo:hi].tolist(), (crops[lo:hi].tolist() if crops is not None else None)
 
     def indices(self, step: int) -> list[int]:
         return self._draw(step)[0]
@@ -603,11 +613,12 @@ def _worker_init(_):
 
 
 def make_loader(dataset, batch_size: int, seed: int, start_step: int = 0, num_workers: int = 0,
-                pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+                pin_memory: bool = False, rank: int = 0, world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Endless iterator of batches (step ``start_step``, ``start_step + 1``, ...), in the batch
     format of ``methods/base.py``. ``num_workers > 0`` uses a torch DataLoader (each worker
-    opens its own HDF5 handles and keeps its own episode memory); order is the same either way."""
-    sampler = StepBatchSampler(dataset, batch_size, seed, start_step)
+    opens its own HDF5 handles and keeps its own episode memory); order is the same either way.
+    ``rank``/``world``: this process' slice of the global batch (:class:`StepBatchSampler`)."""
+    sampler = StepBatchSampler(dataset, batch_size, seed, start_step, rank=rank, world=world)
     if num_workers <= 0:
         def gen():
             for idx in sampler:

@@ -35,7 +35,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +277,6 @@ class Hdf5Source(EpisodeSource):
           before it followed the official layout (``expert_success_rate`` without
           ``macros_image_convention``) are "before_action"; every other file is LIBERO's official
           "after_action" (obs[j] is what env.step(actions[j]) returned, create_dataset.py)."""
-        import h5py
         with h5py.File(self.path, "r") as f:
             conv, align = file_conventions(f["data"].attrs, self.path)
         self.image_convention = conv
@@ -288,7 +289,6 @@ class Hdf5Source(EpisodeSource):
         d["_h5"] = None
 
     def _file(self):
-        import h5py
         self._check_process()
         if self._h5 is None:
             try:
@@ -307,7 +307,6 @@ class Hdf5Source(EpisodeSource):
 
     # -- validation
     def _validate(self, action_dim: int, action_free: bool, demos, max_episodes) -> None:
-        import h5py
         p = self.path
         check_source_path(p, self.kind)
         try:
@@ -465,7 +464,6 @@ def _env_meta(path: str, raw) -> dict[str, Any] | None:
 def read_env_meta(path: str) -> dict[str, Any]:
     """robomimic env metadata of an HDF5 dataset (``data.attrs['env_args']``): env name, type,
     kwargs. Raises :class:`DataError` naming the file and key when absent."""
-    import h5py
     p = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(p):
         raise DataError(f"{p}: no such file")
@@ -578,7 +576,6 @@ class VideoFolderSource(EpisodeSource):
         self.episodes = names
         index = self._load_index()
         changed = False
-        from tqdm import tqdm
         for ep in tqdm(names, desc=f"scan {self.name}", disable=len(names) < 20, leave=False):
             counts = []
             for view, fn in self.files[ep].items():
@@ -657,7 +654,6 @@ class VideoFolderSource(EpisodeSource):
 
 def hdf5_frame_shape(path: str, views: tuple[str, ...]) -> tuple[int, int] | None:
     """(H, W) of the first episode's first view, or None if unreadable (validation reports it)."""
-    import h5py
     try:
         with h5py.File(path, "r") as f:
             names = sorted(f["data"].keys(), key=_natural_key)
@@ -670,7 +666,6 @@ def hdf5_frame_shape(path: str, views: tuple[str, ...]) -> tuple[int, int] | Non
 def describe_hdf5(path: str) -> dict[str, Any]:
     """Summary of an HDF5 dataset: episodes, frames, obs keys and shapes, action dim, env
     metadata (through robomimic). For ``uwmbench cache-latents --info`` and debugging."""
-    import h5py
     p = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(p):
         raise DataError(f"{p}: no such file")

@@ -28,7 +28,18 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import h5py
 import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from uwmbench.config import ConfigError
+from uwmbench.fileio import atomic_write_text
+from uwmbench.run_dir import CheckpointDir, RunDir
+from .checkpoint import load_method, resolve_checkpoint
+from .data import build_datasets, collate, data_config_from
+from .data_sources import DataError
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +60,7 @@ def _windows(dataset, n: int, seed: int) -> list[int]:
 def open_loop_error(method, dataset, n_windows: int = 64, batch_size: int = 16, seed: int = 0,
                     split: str = "train") -> tuple[list[dict], dict]:
     """Per chunk step rows and a summary of predicted vs demonstrated action chunks."""
-    import torch
 
-    from .data import collate
 
     idx = _windows(dataset, n_windows, seed)
     if not idx:
@@ -97,7 +106,6 @@ def window_vs_env(path: str, dataset, demo: str, s: int, flip_vertical: bool = T
     """The training window of ``dataset`` (a :class:`~.data.WindowDataset` over ``path``) whose
     first frame is frame ``s`` of ``demo``, vs the evaluator's observation of the same state:
     the env is reset from the demo's stored scene and driven by the demo's own actions."""
-    import h5py
 
     from .libero.envs import LiberoEnv
     from .libero.replay_check import _task_of
@@ -135,7 +143,6 @@ def window_vs_env(path: str, dataset, demo: str, s: int, flip_vertical: bool = T
 def first_obs_rows(bundle, demos: int = 2, flip_vertical: bool = True) -> list[dict]:
     """:func:`window_vs_env` at frame 0 for the first ``demos`` training demos of every HDF5 file
     that stores scenes; files without them are listed with a reason."""
-    import h5py
 
     rows = []
     for ds in bundle.train.datasets:
@@ -172,15 +179,8 @@ def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
              windows: int = 64, first_obs: int = 2, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Write ``open_loop.{csv,md}``, ``first_obs.{csv,md}`` and ``summary.json`` to ``out``;
     returns the summary."""
-    import pandas as pd
-    import yaml
 
-    from ..fileio import atomic_write_text
-    from .checkpoint import load_method, resolve_checkpoint
-    from .data import build_datasets, data_config_from
-    from .data_sources import DataError
 
-    from uwmbench.run_dir import CheckpointDir, RunDir
 
     ckpt = resolve_checkpoint(checkpoint)
     cfg_file = CheckpointDir(ckpt).config
@@ -222,8 +222,6 @@ def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
 
 
 def main(argv: list[str]) -> int:
-    from ..config import ConfigError
-
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0

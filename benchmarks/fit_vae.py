@@ -37,8 +37,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ..config import ConfigError
+from uwmbench.config import ConfigError, dump_yaml, load_config, to_container
+from uwmbench.methods.latent_encoder import VAE_PRESETS, LatentEncoder, build_autoencoder
+from uwmbench.methods.nets import ImagePreprocessor
+from .data import WindowSpec, data_config_from, open_sources, split_episodes
 from .data_sources import DataError
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,6 @@ def collect_frames(data_cfg, views: tuple[str, ...], holdout_fraction: float, se
                    max_holdout_frames: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """uint8 (N, 3, H, W) training frames and held-out frames (whole episodes held out; with a
     single episode in total, its last ``holdout_fraction`` of frames instead)."""
-    from .data import WindowSpec, open_sources, split_episodes
     # actions are not needed: read every HDF5 source as action-free
     dc = dataclasses.replace(data_cfg, sources=[dataclasses.replace(s, kind="hdf5_action_free" if s.kind == "hdf5" else s.kind)
                                                 for s in data_cfg.sources])
@@ -117,10 +120,6 @@ def _atomic_replace_dir(tmp: Path, out: Path) -> None:
 
 def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     from diffusers import AutoencoderKL  # noqa: F401  (fail early if missing)
-    from tqdm import tqdm
-    from ..methods.latent_encoder import VAE_PRESETS, LatentEncoder, build_autoencoder
-    from ..methods.nets import ImagePreprocessor
-    from .data import data_config_from
 
     out = cfg.get("out")
     if out in (None, "", "???"):
@@ -278,7 +277,6 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from ..config import dump_yaml, load_config, to_container
     p = argparse.ArgumentParser(prog="uwmbench fit-vae", description=__doc__.split("\n\n")[0])
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", help="hydra overrides (configs/fit_vae.yaml), e.g. out=DIR steps=2000")

@@ -74,13 +74,21 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import re
+import types
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from ..config import ConfigError, ConfigPathError, error_message
+from uwmbench.config import ConfigError, ConfigPathError, dump_yaml, error_message
+from uwmbench.methods.base import config_to_dict, get_method_class, make_config
+from uwmbench.methods.latent_encoder import VAE_PRESETS
+from uwmbench.run_dir import CheckpointDir, RunDir
+from .checkpoint import save_checkpoint
 from .data_sources import DataError
 
 log = logging.getLogger(__name__)
@@ -116,7 +124,6 @@ def _allowed_globals() -> list:
 
 
 def _is_zip(path: Path) -> bool:
-    import zipfile
     try:
         return zipfile.is_zipfile(path)
     except OSError:
@@ -126,8 +133,6 @@ def _is_zip(path: Path) -> bool:
 def _trusting_pickle():
     """A ``pickle`` stand-in for ``--trust-pickle``: full unpickling, except that the public
     normaliser classes become our stand-ins (the public package need not be importable)."""
-    import pickle
-    import types
 
     stand_ins = {("datasets.utils.normalizer", "LinearNormalizer"): PublicLinearNormalizer,
                  ("datasets.utils.normalizer", "NestedDictLinearNormalizer"): PublicNestedDictLinearNormalizer}
@@ -378,7 +383,6 @@ def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
 
 def _vae_source(state: dict[str, torch.Tensor], prefix: str) -> str | None:
     """``random:<preset>`` whose architecture has these VAE tensors' shapes, else None."""
-    from ..methods.latent_encoder import VAE_PRESETS
     n = _count(state, prefix + "encoder.down_blocks.")
     if n == 0:
         return None
@@ -457,7 +461,6 @@ def infer_config(method: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _preset_values(method: str, size: str) -> dict[str, Any]:
-    from ..methods.base import get_method_class
     cls = get_method_class(method)
     ccls = cls.config_class
     values = {f.name: f.default for f in dataclasses.fields(ccls) if f.default is not dataclasses.MISSING}
@@ -474,7 +477,6 @@ def _same(a: Any, b: Any) -> bool:
 
 def suggest_size(method: str, inferred: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(closest preset, overrides the checkpoint needs on top of it)."""
-    from ..methods.base import get_method_class
     presets = list(get_method_class(method).config_class.PRESETS) or ["paper"]
     best, best_over = presets[0], None
     for size in presets:
@@ -496,7 +498,6 @@ def _format_overrides(size: str, over: dict[str, Any], prefix: str = "--set ") -
 
 # ============================================================================ build + check
 def _make_cfg(method: str, size: str, overrides: dict[str, Any]):
-    from ..methods.base import make_config
     try:
         return make_config(method, size, overrides)
     except (KeyError, TypeError, ValueError) as e:
@@ -504,7 +505,6 @@ def _make_cfg(method: str, size: str, overrides: dict[str, Any]):
 
 
 def _build(method: str, cfg, meta: bool):
-    from ..methods.base import get_method_class
     cls = get_method_class(method)
     try:
         if meta:
@@ -562,11 +562,7 @@ def import_checkpoint(file: str | Path, method: str, out: str | Path, size: str 
                       overrides: dict[str, Any] | None = None, frame_size: int | None = None,
                       flip_vertical: bool = True, trust_pickle: bool = False, force: bool = False) -> Path:
     """Convert a public ``models.pt``; returns our checkpoint folder (``out/checkpoints/step_*``)."""
-    from ..methods.base import config_to_dict
-    from ..config import dump_yaml
-    from uwmbench.run_dir import RunDir
 
-    from .checkpoint import save_checkpoint
 
     if method not in METHODS:
         raise ConfigError(f"--method {method!r} is not one of {', '.join(METHODS)}")
@@ -593,7 +589,6 @@ def import_checkpoint(file: str | Path, method: str, out: str | Path, size: str 
         log.info("import: %s checkpoint looks like %s", method, _format_overrides(size, auto_over) or size)
     else:
         auto_over = {}
-    from ..methods.base import get_method_class
     presets = get_method_class(method).config_class.PRESETS
     if presets and size not in presets:
         raise ConfigError(f"--size {size!r} is not one of auto, {', '.join(presets)}")
@@ -645,7 +640,6 @@ def import_checkpoint(file: str | Path, method: str, out: str | Path, size: str 
 
 # ============================================================================ CLI
 def _parse_set(items: list[str]) -> dict[str, Any]:
-    import yaml
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -681,7 +675,6 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--method {a.method!r} is not one of {', '.join(METHODS)}")
     ckpt = import_checkpoint(a.file, a.method, a.out, a.size, _parse_set(a.sets), a.frame_size,
                              a.flip_vertical == "true", a.trust_pickle, a.force)
-    from uwmbench.run_dir import CheckpointDir
 
     files = CheckpointDir(ckpt)
     cfg = json.loads(files.method.read_text())

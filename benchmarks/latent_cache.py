@@ -44,10 +44,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from .data_sources import DataError, EpisodeMemory, EpisodeSource
+from uwmbench.config import build_method_from_config, dump_yaml, load_config, to_container
+from uwmbench.methods.nets import crop_offsets
+from .data import LATENT_KEYS, WindowSpec, data_config_from, method_batch_keys, open_sources
+from .data_sources import DataError, EpisodeMemory, EpisodeSource, check_source_paths
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,6 @@ CACHE_FORMAT = 2  # 1: centre crop only, (T, C, h, w); 2: K crops, (T, K, C, h, 
 # ----------------------------------------------------------------------------- keys
 def encoder_crop_offsets(encoder, crops: int) -> list[tuple[int, int]]:
     """The crop offsets a cache of ``crops`` crops holds for ``encoder`` (its resize/crop size)."""
-    from ..methods.nets import crop_offsets
     pre = getattr(encoder, "pre", None)
     if pre is None:
         if crops != 1:
@@ -106,7 +110,6 @@ class LatentCacheReader:
         self._pid = os.getpid()
 
     def _file(self):
-        import h5py
         if self._pid != os.getpid():  # forked: drop the parent's handle, keep its arrays
             self._h5, self._pid = None, os.getpid()
         if self._h5 is None:
@@ -167,7 +170,6 @@ def _file_offsets(f) -> list[tuple[int, int]]:
 
 def _valid_cache(path: str, key: str, episodes: list[str], views: tuple[str, ...],
                  offsets: list[tuple[int, int]] | None = None) -> bool:
-    import h5py
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("key") != key or not bool(f.attrs.get("complete", False)):
@@ -248,8 +250,6 @@ def build_latent_cache(source: EpisodeSource, encoder, path: str, key: str, batc
         offsets = encoder_crop_offsets(encoder, 1)
     offsets = [tuple(int(v) for v in o) for o in offsets]
     centre = encoder_crop_offsets(encoder, 1)[0]
-    import h5py
-    from tqdm import tqdm
 
     home = _encoder_device(encoder)
     dev = home
@@ -318,7 +318,6 @@ def build_latent_cache(source: EpisodeSource, encoder, path: str, key: str, batc
 
 
 def cache_info(path: str) -> dict[str, Any]:
-    import h5py
     with h5py.File(path, "r") as f:
         meta = json.loads(f.attrs.get("meta", "{}"))
     meta["path"] = path
@@ -329,7 +328,6 @@ def cache_info(path: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- CLI
 def cache_latents(data_cfg, method, progress: bool = True) -> list[dict[str, Any]]:
     """Build (or find) the latent caches that ``build_datasets(data_cfg, method)`` will use."""
-    from .data import LATENT_KEYS, WindowSpec, data_config_from, method_batch_keys, open_sources
     data_cfg = data_config_from(data_cfg)
     keys = method_batch_keys(method, True)
     encoder = method.latent_encoder
@@ -349,7 +347,6 @@ def cache_latents(data_cfg, method, progress: bool = True) -> list[dict[str, Any
 
 
 def main(argv: list[str]) -> int:
-    from ..config import build_method_from_config, load_config, to_container
     p = argparse.ArgumentParser(prog="uwmbench cache-latents",
                                 description="Precompute the VAE latent cache of a dataset (config: configs/cache_latents.yaml).")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -357,13 +354,10 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     cfg = to_container(load_config("cache_latents", a.overrides))
     if a.print_config:
-        from ..config import dump_yaml
         print(dump_yaml(cfg))
         return 0
     device = cfg.get("device", "auto")
     device = torch.device("cuda" if (device == "auto" and torch.cuda.is_available()) else ("cpu" if device == "auto" else device))
-    from .data import data_config_from
-    from .data_sources import check_source_paths
     check_source_paths(data_config_from(cfg.get("data", {})).sources)  # bad paths fail before a model is built
     torch.manual_seed(int(cfg.get("seed", 0)))  # the trainer seeds the same way: random:* encoders match
     method = build_method_from_config(cfg["method"])

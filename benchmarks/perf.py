@@ -23,10 +23,21 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from uwmbench.config import ConfigError, typed
+from uwmbench.fileio import atomic_write_text as _atomic_write
+from uwmbench.methods.base import build_method, registered_methods
+from .evaluate import evaluate
 
 VARIANTS = ("serial_full", "serial_lazy", "pool_lazy")
 
@@ -48,10 +59,6 @@ class PerfEvalConfig:
 
 
 def _parse_kv(argv: list[str], schema: type) -> object:
-    import yaml
-
-    from uwmbench.config import ConfigError, typed
-
     values = {}
     for a in argv:
         if "=" not in a:
@@ -62,17 +69,10 @@ def _parse_kv(argv: list[str], schema: type) -> object:
 
 
 def run_eval_perf(cfg: PerfEvalConfig):
-    import pandas as pd
-    import torch
-
-    from ..methods.base import build_method
-    from .evaluate import evaluate
-
     bad = [v for v in cfg.variants if v not in VARIANTS]
     if bad:
         raise ValueError(f"variants {bad} unknown; known: {VARIANTS}")
     torch.set_num_threads(1)
-    from ..methods.base import registered_methods
     cls = registered_methods()[cfg.method]
     method = build_method(cfg.method, size=cfg.method_size, **cls.offline_overrides(cfg.method_size))
     rows = []
@@ -114,16 +114,11 @@ def _markdown(df) -> str:
 
 
 def _write(out: Path, name: str, table, header: str) -> None:
-    from ..fileio import atomic_write_text as _atomic_write
-
     _atomic_write(out / f"{name}.csv", table.to_csv(index=False))
     _atomic_write(out / f"{name}.md", header + "\n\n" + _markdown(table) + "\n")
 
 
 def _host() -> str:
-    import os
-    import platform
-
     return f"{platform.node()} {os.cpu_count()} CPUs, MUJOCO_GL={os.environ.get('MUJOCO_GL', '')}"
 
 

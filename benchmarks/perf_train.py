@@ -12,9 +12,10 @@ import argparse
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from ..methods.base import build_method, human_count, registered_methods
+from uwmbench.methods.base import build_method, human_count, registered_methods
 
 
 def synthetic_batch(method, batch: int, raw: int, device, with_latents: bool):
@@ -84,7 +85,6 @@ def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, p
 
 
 def main(argv: list[str]) -> int:
-    import pandas as pd
     p = argparse.ArgumentParser(prog="uwmbench perf train", description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default="uwm,dp,pad,gr1")
     p.add_argument("--size", default="paper")

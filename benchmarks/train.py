@@ -1,13 +1,23 @@
 """Trainer: one loop for every method (it only knows the method contract).
 
 AdamW; constant or cosine-with-warmup LR; gradient clipping; bf16 autocast on CUDA; optional
-EMA; multi-GPU through ``torchrun`` (DDP); tqdm progress; metrics appended to
+EMA; multi-GPU data parallel (DDP) under ``torchrun`` or a submitit job with N tasks
+(:func:`uwmbench.sweeps.launch.submit_training`); tqdm progress; metrics appended to
 ``<run_dir>/metrics.csv`` (optional TensorBoard / wandb); atomic checkpoints every N steps
 (safetensors weights + optimizer, scheduler, RNG state and the resolved config). Rerunning with
 the same ``run_dir`` resumes from the latest checkpoint, and on CPU with a fixed seed the
 resumed loss curve is identical to an uninterrupted run: batches are a pure function of
 (seed, step) and every RNG state is restored; validation runs under a forked RNG so it never
 shifts the training stream.
+
+Data parallel: ``trainer.batch_size`` is the batch of ONE process; the global batch is
+``WORLD_SIZE x trainer.batch_size`` (the paper: 4 x 36). Each step every process takes its slice
+of the same global batch (the sampler draws ``WORLD_SIZE x batch_size`` samples per step), DDP
+averages the gradients, and the logged loss (and loss terms) are averaged over the processes, so
+an N-process run with batch B logs the curve of a 1-process run with batch N x B (to float
+tolerance) whenever the loss is a per-sample mean and draws no random numbers. Random
+augmentation and noise are drawn per process from a stream seeded by (seed, step, rank): the
+processes get independent draws (not a copy of rank 0's), and a resumed run repeats them.
 
 CLI: ``uwmbench train method=uwm method.size=tiny data.sources=[{path:demos.hdf5}] trainer.steps=500``
 """
@@ -16,23 +26,29 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ..methods.base import Method, config_to_dict
-from ..config import ConfigError, ConfigPathError, build_method_from_config, dump_yaml, load_config, to_container, typed
-from .checkpoint import atomic_write_text, load_weights_into, save_checkpoint
+from uwmbench.config import ConfigError, ConfigPathError, build_method_from_config, dump_yaml, load_config, to_container, typed
+from uwmbench.methods.base import Method, config_to_dict
 from uwmbench.run_dir import CheckpointDir, RunDir
+from uwmbench.sweeps.lease import run_lease
+from .checkpoint import atomic_write_text, load_weights_into, save_checkpoint
+from .data import build_datasets, data_config_from, make_loader
+from .data_sources import check_source_paths
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +119,6 @@ class MetricsWriter:
         return bool(new)
 
     def _rewrite(self) -> None:
-        import io
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.columns or ["step"])
         w.writeheader()
@@ -133,8 +148,6 @@ class _LossModule(torch.nn.Module):
 # ----------------------------------------------------------------------------- main loop
 def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (or resume) a run. ``cfg``: the composed ``train`` config (DictConfig or dict)."""
-    from .data import build_datasets, data_config_from, make_loader
-    from .data_sources import check_source_paths
 
     full = to_container(cfg)
     tcfg = typed(full.get("trainer", {}), TrainerConfig, "trainer")
@@ -144,7 +157,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     data_cfg = data_config_from(full.get("data", {}))
     check_source_paths(data_cfg.sources)  # a misspelt path fails before a model is built
 
-    # distributed (torchrun)
+    # distributed (torchrun, or a submitit job with N tasks: uwmbench.sweeps.launch.submit_training)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
@@ -152,7 +165,9 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         torch.distributed.init_process_group(backend)
     is_main = rank == 0
     if tcfg.device == "auto":
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        # LOCAL_RANK modulo the visible GPUs: also right when the scheduler binds one GPU per task
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % max(1, torch.cuda.device_count())}"
+                              if torch.cuda.is_available() else "cpu")
     else:
         try:
             device = torch.device(tcfg.device)
@@ -223,10 +238,10 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     metrics = MetricsWriter(rd.metrics, start_step if resume else None) if is_main else None
     tb = _tensorboard(run_dir) if (is_main and tcfg.tensorboard) else None
     wb = _wandb(tcfg, run_dir, full) if (is_main and tcfg.wandb) else None
-    loader = make_loader(data.train, tcfg.batch_size, seed=seed * 1000 + rank, start_step=start_step,
-                         num_workers=data_cfg.num_workers)
+    # every process draws the same global batch (world x batch_size) and keeps its slice
+    loader = make_loader(data.train, tcfg.batch_size, seed=seed * 1000, start_step=start_step,
+                         num_workers=data_cfg.num_workers, rank=rank, world=world)
 
-    from tqdm import tqdm
     bar = tqdm(total=tcfg.steps, initial=start_step, desc=f"train {name}", disable=not (is_main and tcfg.progress),
                dynamic_ncols=True)
     method.train()
@@ -237,6 +252,8 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         if step >= tcfg.steps:
             break
         batch = to_device(batch, device)
+        if world > 1:  # per-process draws (augmentation, noise) as a function of (seed, step, rank)
+            torch.manual_seed(_step_seed(seed, step, rank))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss, terms = model(batch)
         if not torch.isfinite(loss):
@@ -254,6 +271,8 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
                         ema[k].lerp_(p.detach(), 1 - tcfg.ema)
         step += 1
         last_loss = float(loss.detach())
+        if world > 1:  # log the global batch's loss: the mean over the processes (equal batches)
+            last_loss, terms = _mean_over_processes(last_loss, terms, world, device)
         bar.update(1)
         if is_main and (step % tcfg.log_every == 0 or step == tcfg.steps):
             row = {"step": step, "loss": last_loss, "lr": cur_lr,
@@ -293,6 +312,22 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     return summary
 
 
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of (seed, step, rank) in a data-parallel run (independent per process)."""
+    s = np.random.SeedSequence([int(seed) % 2**32, int(step), int(rank), 0xD15]).generate_state(2, np.uint32)
+    return int(s[0]) << 32 | int(s[1])
+
+
+def _mean_over_processes(loss: float, terms: dict[str, Any], world: int, device) -> tuple[float, dict[str, Any]]:
+    """(loss, terms) averaged over the data-parallel processes (one all-reduce)."""
+    keys = sorted(terms)
+    t = torch.tensor([loss] + [float(terms[k]) for k in keys], dtype=torch.float64,
+                     device=device if device.type == "cuda" else "cpu")
+    torch.distributed.all_reduce(t)
+    v = (t / world).tolist()
+    return v[0], {**terms, **dict(zip(keys, v[1:]))}
+
+
 def _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg, frame_size=None):
     state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(), "step": step}
     # frame_size: [H, W] of the training frames; the evaluator refuses a different camera size
@@ -304,7 +339,6 @@ def _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg, frame
 def validate(method: Method, dataset, tcfg: TrainerConfig, device, seed: int, use_bf16: bool) -> dict[str, float]:
     """Mean of ``method.validation_metrics`` over ``val_batches`` fixed batches; runs under a
     forked RNG so the training stream is unchanged."""
-    from .data import make_loader
     devices = [device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + 12345)
@@ -350,6 +384,52 @@ def _log_external(tb, wb, row: dict[str, Any], step: int) -> None:
         wb.log({k: v for k, v in row.items() if k != "step"}, step=step)
 
 
+# ----------------------------------------------------------------------------- submitit job with N tasks
+def train_in_job(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Train inside a submitit job (SLURM or local) with N tasks, one process per GPU (or per CPU
+    slot): with N > 1, submitit's ``TorchDistributedEnvironment`` exports RANK, LOCAL_RANK,
+    WORLD_SIZE, MASTER_ADDR and MASTER_PORT as ``torchrun`` would, the process group starts from
+    the environment (NCCL on CUDA, gloo on CPU) and :func:`train` runs data-parallel (rank 0
+    alone holds the run folder's lease and writes checkpoints, metrics and the summary). Every
+    task returns the summary (submitit's ``job.result()`` is rank 0's)."""
+    from contextlib import ExitStack
+
+    import submitit
+
+    from uwmbench.sweeps.lease import run_lease
+    env = submitit.JobEnvironment()
+    world = env.num_tasks
+    if world > 1:
+        # CUDA_VISIBLE_DEVICES stays as the scheduler set it: the trainer picks cuda:LOCAL_RANK
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = int(os.environ.get("RANK", "0"))
+    with ExitStack() as stack:
+        err = None
+        if rank == 0:  # one job per run folder; the other tasks share rank 0's lease
+            try:
+                stack.enter_context(run_lease(run_dir, "uwmbench train (distributed job)"))
+            except Exception as e:  # noqa: BLE001 - every task must learn it, not hang in a collective
+                err = e
+        if world > 1:
+            flag = [None if err is None else f"{type(err).__name__}: {err}"]
+            torch.distributed.broadcast_object_list(flag, src=0)
+            if flag[0] is not None and err is None:
+                err = RuntimeError(f"rank 0 could not start: {flag[0]}")
+        if err is not None:
+            if world > 1:
+                torch.distributed.destroy_process_group()
+            raise err
+        try:
+            summary = train(cfg, run_dir)
+        finally:
+            if world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    log.info("rank %d/%d: trained %s steps in %s", rank, world, summary.get("steps"), run_dir)
+    return summary
+
+
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="uwmbench train", description=__doc__.split("\n\n")[0])
@@ -362,8 +442,6 @@ def main(argv: list[str]) -> int:
         print(dump_yaml(cfg))
         return 0
     run_dir = a.run_dir or to_container(cfg).get("run_dir")  # the default folder is new (named by time)
-    from contextlib import nullcontext
-    from ..sweeps.lease import run_lease
     # one process per run folder; torchrun's other ranks share rank 0's lease
     with run_lease(run_dir, "uwmbench train") if run_dir and os.environ.get("RANK", "0") == "0" else nullcontext():
         summary = train(cfg, run_dir)

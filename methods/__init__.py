@@ -4,6 +4,12 @@ of this package, then the modules named in the ``UWMBENCH_PLUGINS`` environment 
 (comma-separated) and the ``uwmbench.methods`` entry-point group. A registered method's config
 dataclass is its config: ``method=<name>`` works in train, run, sweep, tune and ``hydra -m``."""
 from __future__ import annotations
+import pkgutil
+
+if __name__ != "uwmbench.methods":  # e.g. `import methods` with the repository root on sys.path
+    raise ImportError("the folder `methods` is the package `uwmbench.methods`: import it as "
+                      f"`import uwmbench.methods` (it was imported as {__name__!r}, which would load a second "
+                      "copy of its modules; install the repository with `pip install -e .`)")
 
 import importlib
 import os
@@ -25,7 +31,6 @@ def _load_builtin_methods() -> None:
     if _loaded:
         return
     _loaded = True
-    import pkgutil
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")

@@ -97,7 +97,7 @@ write_configs() {
   chmod 755 "$STATE" "$RUN"
   pick_ports
   local cpus mem
-  cpus=$(nproc)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # GNU nproc obeys OMP_NUM_THREADS
   mem=$(awk '/MemTotal/ {printf "%d", $2/1024*0.9}' /proc/meminfo)
   cat > "$CONF.tmp" <<CONFEOF
 # written by uwmbench scripts/slurm_local.sh (instance $STATE)
@@ -234,7 +234,7 @@ do_start() {
   pid_alive "$RUN/slurmd.pid" || daemon /usr/sbin/slurmd -f "$CONF"
   wait_for 30 "node localhost idle" sh -c "sinfo -h -n localhost -o %t | grep -Eq '^(idle|mix|alloc)'"
   wait_for 30 sacct sacct -n -X -S now
-  log "SLURM up in $((SECONDS - t0)) s: partition=$PARTITION cpus=$(nproc) state $STATE" \
+  log "SLURM up in $((SECONDS - t0)) s: partition=$PARTITION cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) state $STATE" \
       "(ports ctld $CTLD_PORT, slurmd $SLURMD_PORT, dbd $DBD_PORT, db $DB_PORT); export SLURM_CONF=$CONF"
   echo "SLURM_CONF=$CONF"
   echo "REUSED=0"

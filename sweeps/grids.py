@@ -29,9 +29,11 @@ from importlib import resources as ires
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import OmegaConf
 
-from ..config import ConfigError
+from uwmbench.config import ConfigError, load_config
+from uwmbench.methods import get_method_class, registered_methods
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ POLICY_LATENCY_S = {"uwm": 0.080, "dp": 0.094, "pad": 0.127, "gr1": 0.022}
 SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (measured here)
 
 
-from ..schemas import Resources, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)
+from uwmbench.schemas import Resources, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)
 
 
 @dataclass
@@ -97,7 +99,6 @@ def _axis_values(sweep: str, axis: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for v in axis.get("values") or []:
         if "capability" in v:
-            from ..methods import get_method_class, registered_methods
             have = registered_methods()
             for m in v.get("among") or sorted(have):
                 if m not in have:
@@ -149,7 +150,6 @@ def expand_sweep(name: str, extra_overrides: list[str] | tuple[str, ...] = (), e
     resources = Resources(**(spec.get("resources") or {}))
     axes = spec.get("axes") or []
     if methods is not None:  # methods=[uwm,dp,mine]: the method axis' values (a registered method each)
-        from ..methods import registered_methods
         unknown = [m for m in methods if m not in registered_methods()]
         if unknown:
             raise ConfigError(f"methods={methods}: {unknown} not registered; registered: {', '.join(registered_methods())}")
@@ -190,7 +190,6 @@ def expand_sweep(name: str, extra_overrides: list[str] | tuple[str, ...] = (), e
 
 
 def compose_cell(cell: Cell, store: str | None = None, runs_root: str | None = None):
-    from ..config import load_config
     return load_config("run", cell.run_overrides(store, runs_root))
 
 
@@ -199,7 +198,6 @@ def estimate_cell(cell: Cell) -> dict[str, float]:
     method or size has no anchor (tiny sizes, methods without a measurement)."""
     cfg = OmegaConf.to_container(compose_cell(cell), resolve=True)
     m = cfg["method"]["name"]
-    from ..methods import get_method_class
     paper = (cfg["method"].get("size") or get_method_class(m).config_class.size) == "paper"
     sps = TRAIN_SAMPLES_PER_S.get(m) if paper else None
     lat = POLICY_LATENCY_S.get(m) if paper else None
@@ -221,8 +219,10 @@ def estimate_cell(cell: Cell) -> dict[str, float]:
     ev_cpu_h = n_roll * max_steps * SIM_STEP_S / 3600
     total = pre_h + fin_h + ev_gpu_h
     workers = max(1, int(ev.get("workers") or default_workers()))
-    # the protocol trains in-process on the cell's GPUs: pretraining spreads over min(pretrain.gpus, cell gpus)
-    pre_gpus = max(1, min(int(pre.get("gpus", 1)), int(cell.resources.gpus or 1)))
+    # in-process the protocol trains on the cell's GPUs: pretraining spreads over min(pretrain.gpus, cell gpus);
+    # with pretrain.distributed it is its own job with pretrain.gpus tasks (DDP)
+    pre_gpus = max(1, int(pre.get("gpus", 1)) if pre.get("distributed") else
+                   min(int(pre.get("gpus", 1)), int(cell.resources.gpus or 1)))
     wall = pre_h / pre_gpus + fin_h + max(ev_gpu_h, ev_cpu_h / workers)
     return {"pretrain_gpu_h": pre_h, "finetune_gpu_h": fin_h, "eval_gpu_h": ev_gpu_h, "eval_cpu_h": ev_cpu_h,
             "gpu_h": total, "wall_h": wall, "rollouts": n_roll}
@@ -230,7 +230,6 @@ def estimate_cell(cell: Cell) -> dict[str, float]:
 
 def job_table(cells: list[Cell]):
     """DataFrame: one row per cell with resources and estimated GPU-hours."""
-    import pandas as pd
     rows = []
     for c in cells:
         e = c.estimate

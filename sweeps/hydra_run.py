@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from uwmbench.config import register_schemas
+from .protocol import run_protocol
 
 # the schemas and every registered method (plugins included) must be in hydra's ConfigStore
 # before @hydra.main composes: the same strict composition as `uwmbench run`
@@ -23,7 +24,6 @@ register_schemas()
 
 @hydra.main(config_path="pkg://uwmbench.configs", config_name="run", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    from .protocol import run_protocol
     row = run_protocol(cfg)
     return {k: row.get(k) for k in ("run_id", "status", "train_steps", "final_loss")}
 

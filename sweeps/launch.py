@@ -17,14 +17,27 @@ slots (``flock`` on ``<store>/submitit/slots/slot-<i>.lock``, or under ``launche
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import json
 import logging
+import logging as _logging
 import os
+import random
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import submitit
+from submitit.helpers import DelayedSubmission
+
+from uwmbench.config import ConfigError, load_config
+from uwmbench.run_dir import RunDir
+from .lease import pid_alive
+from .store import _writer_id
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +70,6 @@ class CellJob(_Checkpointable):
         self.attempt = 0
 
     def __call__(self) -> dict:
-        import logging as _logging
         _logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"),
                              format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if getattr(self, "slots", None):
@@ -66,7 +78,6 @@ class CellJob(_Checkpointable):
         if self.threads:
             import torch
             torch.set_num_threads(self.threads)
-        from ..config import load_config
         log.info("cell %s: attempt %d (pid %d)", self.run_id, self.attempt, os.getpid())
         cfg = load_config(self.config_name, self.overrides)
         fn = resolve_fn(self.cell_fn) if isinstance(self.cell_fn, str) else self.cell_fn
@@ -76,8 +87,74 @@ class CellJob(_Checkpointable):
         # The run's own checkpoints (trainer ckpt_every, stages.json, store rows) are what a
         # requeued job resumes from: requeue the same call.
         log.warning("cell %s: preempted or timed out, requeueing (attempt %d)", self.run_id, self.attempt)
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+class TrainJob(_Checkpointable):
+    """A training run as one submitit job with N tasks (data parallel, one process per GPU):
+    each task runs :func:`uwmbench.benchmarks.train.train_in_job`. On preemption or time-out it
+    is requeued and resumes from the run's latest checkpoint."""
+
+    def __init__(self, train_cfg: Any, run_dir: str, threads: int | None = None):
+        from uwmbench.config import to_container
+        self.train_cfg = to_container(train_cfg) if not isinstance(train_cfg, dict) else dict(train_cfg)
+        self.run_dir = str(run_dir)
+        self.threads = threads
+        self.attempt = 0
+
+    def __call__(self) -> dict:
+        import logging as _logging
+        _logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"),
+                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.attempt += 1
+        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
+        if threads:
+            import torch
+            torch.set_num_threads(threads)
+        log.info("training job %s: attempt %d (pid %d)", self.run_dir, self.attempt, os.getpid())
+        from uwmbench.benchmarks.train import train_in_job
+        return train_in_job(self.train_cfg, self.run_dir)
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        log.warning("training job %s: preempted or timed out, requeueing (attempt %d)", self.run_dir, self.attempt)
         from submitit.helpers import DelayedSubmission
         return DelayedSubmission(self, *args, **kwargs)
+
+
+def training_resources(n_tasks: int, gpus_per_task: int, resources: Any = None):
+    """The job's resources: ``resources`` (a :class:`~uwmbench.schemas.Resources` or dict; cpus are
+    per task, mem_gb per job) or the defaults, with ``gpus`` = the GPUs of the whole job."""
+    from uwmbench.schemas import Resources
+    r = resources if isinstance(resources, Resources) else Resources(**(resources or {}))
+    return Resources(gpus=n_tasks * gpus_per_task, cpus=r.cpus, mem_gb=r.mem_gb, time_h=r.time_h)
+
+
+def submit_training(train_cfg: Any, run_dir: str | os.PathLike, launcher: dict[str, Any], n_tasks: int = 1,
+                    gpus_per_task: int = 1, resources: Any = None, threads: int | None = None,
+                    job_name: str = "uwm-train"):
+    """Submit one training run (a composed ``train`` config) as ONE job with ``n_tasks`` tasks on
+    one node, one process per GPU (``gpus_per_task=1``; 0: CPU processes over gloo), running
+    data-parallel through submitit's distributed environment. ``trainer.batch_size`` is the
+    per-process batch: the global batch is ``n_tasks x trainer.batch_size``. ``launcher``: a
+    launcher config (``uwmbench.sweeps.sweep.load_launcher``); its cpus_per_task / mem_gb /
+    timeout_min win over ``resources``. Returns the submitit job at once (``job.results()[0]``: rank
+    0's training summary); its logs go to ``launcher.folder`` or ``<run_dir>/submitit``."""
+    if n_tasks < 1:
+        raise ValueError(f"n_tasks={n_tasks} must be >= 1")
+    run_dir = Path(run_dir).absolute()
+    folder = Path(launcher.get("folder") or run_dir / "submitit") / time.strftime("%Y%m%d-%H%M%S")
+    res = training_resources(n_tasks, gpus_per_task, resources)
+    ex = make_executor(launcher, folder, res, job_name=job_name)
+    if launcher["name"] == "local":
+        ex.update_parameters(tasks_per_node=n_tasks)
+        if res.gpus:
+            ex.update_parameters(gpus_per_node=res.gpus)
+    else:
+        ex.update_parameters(ntasks_per_node=n_tasks, nodes=1)
+    job = ex.submit(TrainJob(train_cfg, str(run_dir), threads=threads))
+    log.info("submitted training job %s (%s, %d task(s), %d GPU(s)) for %s", job.job_id, launcher["name"], n_tasks,
+             res.gpus, run_dir)
+    return job
 
 
 # ----------------------------------------------------------------------------- local parallelism cap
@@ -102,8 +179,6 @@ def hold_slot(folder: str | os.PathLike, n: int, what: str = "job", poll_s: floa
     """Block until this process holds one of ``n`` slots (``<folder>/slot-<i>.lock``, an exclusive
     ``flock``); returns its index. The slot is held until the process exits (the kernel drops the
     lock even when it is killed), so at most ``n`` holders run at once."""
-    import fcntl
-    import random
     global _SLOT
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -132,7 +207,6 @@ def hold_slot(folder: str | os.PathLike, n: int, what: str = "job", poll_s: floa
 
 # ----------------------------------------------------------------------------- executors
 def make_executor(launcher: dict[str, Any], folder: Path, resources: Any, job_name: str):
-    import submitit
     name = launcher.get("name")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -168,14 +242,12 @@ def make_executor(launcher: dict[str, Any], folder: Path, resources: Any, job_na
             params["additional_parameters"] = dict(launcher["additional"])
         ex.update_parameters(**params)
         return ex
-    from ..config import ConfigError
     raise ConfigError(f"launcher.name={name!r} is not 'local' or 'slurm' (configs/launcher/)")
 
 
 def _record(store_root: Path, sweep: str, rows: list[dict[str, Any]]) -> None:
     d = Path(store_root) / "submissions" / sweep
     d.mkdir(parents=True, exist_ok=True)
-    from .store import _writer_id
     with open(d / f"{_writer_id()}.jsonl", "a", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -201,7 +273,6 @@ def submissions(store_root: str | os.PathLike, sweep: str) -> dict[str, dict[str
 
 def job_of(sub: dict[str, Any]):
     """The submitit job handle of a submission record."""
-    import submitit
     if sub["launcher"] == "slurm":
         return submitit.SlurmJob(folder=sub["folder"], job_id=sub["job_id"])
     return submitit.LocalJob(folder=sub["folder"], job_id=sub["job_id"])
@@ -244,8 +315,6 @@ def cancel(sub: dict[str, Any], grace_s: float = 5.0) -> str:
     neither forwards signals nor requeues), SIGINT its workers and their children (a Python
     worker unwinds: the lease is released, the elapsed time kept), SIGKILL whatever is left after
     ``grace_s``. Returns what was done."""
-    import signal
-    import subprocess
     if sub["launcher"] == "slurm":
         r = subprocess.run(["scancel", str(sub["job_id"])], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
@@ -259,7 +328,6 @@ def cancel(sub: dict[str, Any], grace_s: float = 5.0) -> str:
     for pid in workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT)
-    from .lease import pid_alive
     t0, killed, seen = time.time(), set(), set(workers)
     while True:
         seen.update(local_processes(sub)[1])
@@ -345,8 +413,6 @@ def launch_cells(cells: list, launcher: dict[str, Any], store_root: str | os.Pat
 def preempt(sub_or_job: Any, run_dir: str | os.PathLike | None = None) -> None:
     """Send the preemption signal (SIGUSR2) to a running cell job, as SLURM does before a
     preemption or time-out (testing and manual use)."""
-    import signal
-    import submitit
     job = job_of(sub_or_job) if isinstance(sub_or_job, dict) else sub_or_job
     if isinstance(job, submitit.SlurmJob):
         job._interrupt()  # scancel --signal SIGTERM, then USR2
@@ -354,6 +420,5 @@ def preempt(sub_or_job: Any, run_dir: str | os.PathLike | None = None) -> None:
     # local: the job's Python process (recorded by the protocol in worker.json) handles USR2
     if run_dir is None:
         raise ValueError("local preemption needs the run folder (its worker.json holds the pid)")
-    from uwmbench.run_dir import RunDir
     pid = json.loads(RunDir(run_dir).worker.read_text())["pid"]
     os.kill(int(pid), signal.SIGUSR2)

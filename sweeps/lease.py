@@ -25,7 +25,9 @@ Timings (seconds) default to ``UWMBENCH_LEASE_TIMEOUT_S`` (120) and ``UWMBENCH_L
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -36,7 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import ConfigError
+from uwmbench.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,6 @@ class RunLease:
 
     @contextlib.contextmanager
     def _locked(self, timeout: float = 60.0):
-        import fcntl
         with _THREAD_LOCK:
             fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -321,7 +322,6 @@ class RunLease:
 
 
 def _interrupt_main(lease: RunLease) -> None:
-    import _thread
     _thread.interrupt_main()  # KeyboardInterrupt in the main thread: stop writing to a folder we do not hold
 
 

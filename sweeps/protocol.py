@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
+import inspect
 import json
 import logging
 import os
@@ -27,10 +29,15 @@ from typing import Any, Callable, Sequence
 
 from omegaconf import OmegaConf
 
-from ..config import ConfigError, check_config, check_method_section, dump_yaml, error_message, load_config, to_container, typed
-from ..schemas import RunEvalConfig, StageConfig
-from ..fileio import atomic_write_text as _atomic_write
+from uwmbench.benchmarks.evaluate import evaluate
+from uwmbench.benchmarks.train import train
+from uwmbench.config import ConfigError, check_config, check_method_section, dump_yaml, error_message, load_config, to_container, typed
+from uwmbench.fileio import atomic_write_text as _atomic_write
+from uwmbench.methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class, make_config
 from uwmbench.run_dir import EvalDir, RunDir, Stages
+from uwmbench.schemas import RunEvalConfig, StageConfig
+from .lease import run_lease
+from .store import ResultsStore
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +104,38 @@ def _val_columns(val: dict[str, Any] | None) -> dict[str, float]:
 _Stages = Stages  # stages.json (uwmbench.run_dir)
 
 
-def _train(train_cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    from ..benchmarks.train import train
-    summary = train(train_cfg, run_dir)
+def _train(train_cfg: dict[str, Any], run_dir: Path, stage: StageConfig | None = None,
+           where: str = "stage") -> dict[str, Any]:
+    if stage is not None and stage.distributed:
+        summary = _train_distributed(train_cfg, run_dir, stage, where)
+    else:
+        if stage is not None and stage.gpus > 1:
+            log.warning("%s.gpus=%d but %s.distributed is null: training in this process on one device, global "
+                        "batch = trainer.batch_size (%s); set %s.distributed=slurm|local for %d x %s", where,
+                        stage.gpus, where, stage.trainer.batch_size, where, stage.gpus, stage.trainer.batch_size)
+        summary = train(train_cfg, run_dir)
     if summary.get("interrupted") or not summary.get("completed", True):
         raise RunInterrupted(f"training in {run_dir} stopped at step {summary.get('steps')} (resumable)")
     return summary
+
+
+def _train_distributed(train_cfg: dict[str, Any], run_dir: Path, stage: StageConfig, where: str) -> dict[str, Any]:
+    """The stage as ONE job with ``stage.gpus`` tasks (DDP; uwmbench.sweeps.launch.submit_training)
+    on the ``stage.distributed`` launcher; this process waits for it."""
+    from uwmbench.sweeps.launch import submit_training
+    from uwmbench.sweeps.sweep import load_launcher
+    launcher = load_launcher(stage.distributed)
+    unknown = sorted(set(stage.launcher) - set(launcher))
+    if unknown:
+        raise ConfigError(f"{where}.launcher: unknown key(s) {unknown} for launcher {stage.distributed!r}; "
+                          f"valid: {sorted(launcher)}")
+    launcher.update(stage.launcher)
+    cpu = str(stage.trainer.device) == "cpu"
+    job = submit_training(train_cfg, run_dir, launcher, n_tasks=max(1, stage.gpus), gpus_per_task=0 if cpu else 1,
+                          job_name=f"uwm-{where}")
+    log.info("%s: waiting for the %d-task training job %s (%s)", where, max(1, stage.gpus), job.job_id,
+             stage.distributed)
+    return job.results()[0]
 
 
 def _reference_source(fin: StageConfig, task: str) -> str | None:
@@ -116,7 +149,6 @@ def _reference_source(fin: StageConfig, task: str) -> str | None:
 
 def _hdf5_files(fin: StageConfig, pre: StageConfig, task: str) -> list[str]:
     """The HDF5 demo files a run trains on (finetune of ``task`` and pretrain), globs expanded."""
-    import glob
     out = []
     for stage, t in ((fin, task), (pre, None)):
         if not stage.enabled:
@@ -131,8 +163,6 @@ def _hdf5_files(fin: StageConfig, pre: StageConfig, task: str) -> list[str]:
 
 def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, meta: dict, out_dir: Path,
               reference: str | None = None, train_files: Sequence[str] = ()):
-    import inspect
-    from ..benchmarks.evaluate import evaluate
     kwargs: dict[str, Any] = {}
     conditions = list(ev.conditions)
     if mode != "policy":
@@ -154,7 +184,7 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
                      task, reference)
         kwargs["reference"] = reference
     if mode == "policy" and "id" in conditions:
-        from ..benchmarks.evaluate import demo_init_overlap
+        from uwmbench.benchmarks.evaluate import demo_init_overlap
 
         overlap = demo_init_overlap([p for p in train_files if os.path.isfile(p)], task, "id")
         meta = {**meta, "train_eval_overlap": len(overlap)}
@@ -178,7 +208,7 @@ def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, Sta
     fin = typed(full.get("finetune") or {}, StageConfig, "finetune")
     ev = typed(full.get("evaluate") or {}, RunEvalConfig, "evaluate")
     if ev.n_rollouts > 0:  # a misspelt task fails now, not after training
-        from ..benchmarks.libero.tasks import resolve
+        from uwmbench.benchmarks.libero.tasks import resolve
         for t in full["tasks"]:
             try:
                 resolve(str(t))
@@ -187,7 +217,6 @@ def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, Sta
                                   "every task)") from None
     method_name = full["method"]["name"]
     if ev.forward_dynamics_error or "inverse_dynamics" in ev.modes:
-        from ..methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class, make_config
         m = dict(full["method"])
         try:  # what an instance of this config can do (UWM without the future objective has no dynamics)
             caps = get_method_class(method_name).capabilities_for(make_config(method_name, m.pop("size", None), m))
@@ -207,7 +236,6 @@ def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, Sta
 def check_inputs(full: dict[str, Any], pre: StageConfig, fin: StageConfig) -> None:
     """Every data source of a stage that will train matches a file (``{task}`` replaced by each
     task), and every checkpoint given exists; the error names the key and the path."""
-    import glob
 
     def exists(path: str) -> bool:
         p = os.path.expanduser(path)
@@ -241,7 +269,6 @@ def check_inputs(full: dict[str, Any], pre: StageConfig, fin: StageConfig) -> No
 
 def run_protocol(cfg: Any) -> dict[str, Any]:
     """Run (or resume, or skip if finished) one protocol run; returns its run row."""
-    from .store import ResultsStore
 
     full = _resolve(cfg)
     pre, fin, ev = check_run(full, data=False)
@@ -263,7 +290,6 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
         store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed",
                        "error": "".join(traceback.format_exception(e))})
         raise
-    from .lease import run_lease
     with run_lease(run_dir, "uwmbench run"):  # one process per run folder (LeaseHeld names the holder)
         if done_file.is_file():  # finished by the holder we waited for
             return json.loads(done_file.read_text())
@@ -322,7 +348,7 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
             if res is None:
                 tcfg = {"method": full["method"], "seed": full["seed"], "trainer": dataclasses.asdict(pre.trainer),
                         "data": {**data_common, "sources": _sources(pre, None, full.get("video_sets"), "pretrain")}}
-                s = _train(tcfg, rd.pretrain.path)
+                s = _train(tcfg, rd.pretrain.path, pre, "pretrain")
                 res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
                        "val": _val_columns(s.get("val"))}
                 stages.put("pretrain", res)
@@ -338,7 +364,7 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
                     trainer["init_from"] = str(init_from)
                 tcfg = {"method": full["method"], "seed": full["seed"], "trainer": trainer,
                         "data": {**data_common, "sources": _sources(fin, task, full.get("video_sets"), "finetune")}}
-                s = _train(tcfg, rd.finetune(task).path)
+                s = _train(tcfg, rd.finetune(task).path, fin, "finetune")
                 res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
                        "val": _val_columns(s.get("val"))}
                 stages.put(key, res)
@@ -347,7 +373,7 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
                                   "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
             dkey = f"diagnostics/{task}"
             if ev.n_rollouts > 0 and ev.diagnose_windows > 0 and fin.enabled and not stages.get(dkey):
-                from ..benchmarks.diagnose import diagnose
+                from uwmbench.benchmarks.diagnose import diagnose
                 d = diagnose(res["checkpoint"], out=rd.diagnostics(task), windows=ev.diagnose_windows,
                              first_obs=ev.diagnose_first_obs, seed=int(full["seed"]))
                 stages.put(dkey, {"open_loop": [{k: v for k, v in s.items() if not isinstance(v, list)}

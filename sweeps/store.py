@@ -27,6 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import pandas as pd
+
 from uwmbench.rows import (ROLLOUT_COLUMNS, ROLLOUT_IDENTITY, ROLLOUT_KEY, RUN_COLUMNS, RUN_STATUSES, append_jsonl,
                            json_default, latest_rows, pick_run_row, read_jsonl)
 
@@ -150,7 +152,6 @@ class ResultsStore:
 
     def rollouts(self):
         """All rollout rows as a DataFrame (columns: ROLLOUT_COLUMNS + extras)."""
-        import pandas as pd
         df = pd.DataFrame(self.rollout_records())
         for c in ROLLOUT_COLUMNS:
             if c not in df.columns:
@@ -165,7 +166,6 @@ class ResultsStore:
 
     def runs(self):
         """One row per run (columns: RUN_COLUMNS + val_* metrics + extras)."""
-        import pandas as pd
         df = pd.DataFrame(self.run_records())
         for c in RUN_COLUMNS:
             if c not in df.columns:

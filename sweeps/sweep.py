@@ -19,9 +19,16 @@ from importlib import resources as ires
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from omegaconf import OmegaConf
 
-from ..config import ConfigError
+from uwmbench.config import ConfigError
+from uwmbench.schemas import LAUNCHER_SCHEMAS
+from uwmbench.sweeps import grids  # grids.expand_sweep looked up at call time (tests spy on it)
+from .grids import compose_cell, format_job_table, sweep_names
+from .launch import ACTIVE_STATES, cancel, is_active, job_state, launch_cells, record_cancel, submissions
+from .protocol import _resolve, check_run
+from .store import ResultsStore
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,6 @@ def load_launcher(name: str, overrides: list[str] = ()) -> dict[str, Any]:
     f = ires.files("uwmbench.configs").joinpath("launcher", f"{name}.yaml")
     if not f.is_file():
         raise ConfigError(f"unknown launcher {name!r} (no configs/launcher/{name}.yaml); use local or slurm")
-    from ..schemas import LAUNCHER_SCHEMAS
     base = OmegaConf.create(f.read_text())
     schema = LAUNCHER_SCHEMAS.get(name)
     dot = [o.split(".", 1)[1] for o in overrides]
@@ -52,8 +58,6 @@ def check_cells(cells: list, store: str, runs_root: str, data: bool = True) -> N
     """Compose and check every cell's run config before anything is launched: a bad key or
     value, an unknown task or (``data``) a missing data file fails the whole command at once,
     naming the cell, instead of failing inside each job."""
-    from .grids import compose_cell
-    from .protocol import _resolve, check_run
     seen: set = set()
     for c in cells:
         key = (tuple(c.overrides), tuple(c.tasks))
@@ -70,7 +74,6 @@ def check_cells(cells: list, store: str, runs_root: str, data: bool = True) -> N
 def plan(cells: list, store, subs: dict[str, dict], check_jobs: bool = True) -> list[tuple[Any, str]]:
     """[(cell, action)] with action: done | active | launch:new | launch:failed | launch:cancelled |
     launch:stale."""
-    from .launch import is_active
     states = store.cell_states(cells[0].sweep) if cells else {}
     out = []
     for c in cells:
@@ -91,8 +94,6 @@ def plan(cells: list, store, subs: dict[str, dict], check_jobs: bool = True) -> 
 
 
 def status_table(name: str, cells: list, store, subs: dict[str, dict]):
-    import pandas as pd
-    from .launch import job_state
     states = store.cell_states(name)
     rows = []
     for c in cells:
@@ -113,7 +114,6 @@ def status_table(name: str, cells: list, store, subs: dict[str, dict]):
 def cancel_cells(name: str, cells: list, store, subs: dict[str, dict], store_root: str, which: str) -> int:
     """``--cancel [CELL,..]``: stop the jobs of unfinished cells for real (local: the workers and
     their children; SLURM: scancel) and record them as cancelled."""
-    from .launch import ACTIVE_STATES, cancel, job_state, record_cancel
     names = [w for w in which.split(",") if w]
     known = {c.cell for c in cells}
     bad = [n for n in names if n not in known]
@@ -144,10 +144,6 @@ def cancel_cells(name: str, cells: list, store, subs: dict[str, dict], store_roo
 
 
 def main(argv: list[str]) -> int:
-    from .grids import expand_sweep, format_job_table, sweep_names
-    from .launch import launch_cells, submissions
-    from .store import ResultsStore
-
     p = argparse.ArgumentParser(prog="uwmbench sweep", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("name", nargs="?", help="sweep name (configs/sweep/<name>.yaml)")
@@ -181,7 +177,7 @@ def main(argv: list[str]) -> int:
     for o in run_ov:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")
-    cells = expand_sweep(a.name, run_ov, estimate=a.dry_run)
+    cells = grids.expand_sweep(a.name, run_ov, estimate=a.dry_run)
     if a.dry_run or not (a.status or a.cancel is not None):
         check_cells(cells, a.store, a.runs, data=not a.skip_data_check)
     store = ResultsStore(a.store)

@@ -21,18 +21,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
+import secrets
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import optuna
 from omegaconf import OmegaConf
 
-from ..config import ConfigError, check_config, check_method_section, load_config, to_container
+from uwmbench.benchmarks.train import train
+from uwmbench.config import ConfigError, check_config, check_method_section, load_config, to_container
+from uwmbench.methods import get_method_class
 from uwmbench.run_dir import RunDir
+from uwmbench.schemas import DataConfig, TrainerConfig, method_schema
+from .grids import Resources
+from .launch import make_executor
+from .lease import run_lease
+from .sweep import load_launcher
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +79,6 @@ def _storage(cfg: dict[str, Any]) -> str:
 
 
 def _make_study(cfg: dict[str, Any], create: bool):
-    import optuna
     p = cfg.get("pruner") or {}
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=int(p.get("n_startup_trials", 2)),
                                           n_warmup_steps=int(p.get("n_warmup_steps", 0)))
@@ -76,7 +86,6 @@ def _make_study(cfg: dict[str, Any], create: bool):
     seed = cfg.get("sampler_seed", cfg.get("seed"))  # launch_study sets a seed per worker and invocation
     sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.get("sampler") == "random"
                else optuna.samplers.TPESampler(seed=seed))
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
         storage = optuna.storages.RDBStorage(_storage(cfg), engine_kwargs={"connect_args": {"timeout": 60}}
@@ -90,8 +99,6 @@ def _make_study(cfg: dict[str, Any], create: bool):
 def _heartbeat_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     """RDBStorage heartbeat: a killed trial is failed once its heartbeat is ``grace_period`` old
     and retried ``failed_trial_retries`` times (optuna's retry callback)."""
-    import warnings
-    import optuna
     interval = cfg.get("heartbeat_interval")
     if not interval:
         return {}
@@ -112,8 +119,6 @@ def _heartbeat_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def fail_stale_trials(study) -> None:
     """Fail (and re-queue, see failed_trial_retries) the trials whose process stopped beating."""
-    import warnings
-    import optuna
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)
@@ -147,8 +152,6 @@ def check_budget(study, cfg: dict[str, Any], record: bool = True) -> None:
 
 
 def objective(trial, cfg: dict[str, Any]) -> float:
-    import optuna
-    from ..benchmarks.train import train
     params = suggest(trial, cfg.get("space") or {})
     tcfg = json.loads(json.dumps(cfg["train"]))
     for k, v in params.items():
@@ -163,7 +166,6 @@ def objective(trial, cfg: dict[str, Any]) -> float:
     trial.set_user_attr("budget", budget(cfg))
     trial.set_user_attr("sampler_seed", cfg.get("sampler_seed", cfg.get("seed")))
     trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}:{os.environ.get('SLURM_JOB_ID', 'local')}")
-    from .lease import run_lease
     with run_lease(run_dir, f"uwmbench tune trial {trial.number}"):  # a retried trial's folder may be busy
         value = math.nan
         done = 0
@@ -199,7 +201,6 @@ def _validation_each_chunk(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def tune_worker(cfg: dict[str, Any], n_trials: int) -> dict[str, Any]:
     """One worker: ``n_trials`` trials of the shared study (runs inside a submitit job)."""
-    import optuna
     logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"))
     study = _make_study(cfg, create=False)
     check_budget(study, cfg, record=False)
@@ -222,8 +223,6 @@ def resolve(cfg: Any) -> dict[str, Any]:
 def _check_space(full: dict[str, Any]) -> None:
     """Every key of ``space`` must name a key of the train config (a typo would sample a value
     nothing reads)."""
-    from ..methods import get_method_class
-    from ..schemas import DataConfig, TrainerConfig, method_schema
     train = full["train"]
     section_keys = {"trainer": {f.name for f in dataclasses.fields(TrainerConfig)},
                     "data": {f.name for f in dataclasses.fields(DataConfig)}}
@@ -243,8 +242,6 @@ def sampler_seeds(seed: int | None, n_existing: int, workers: int) -> list[int]:
     """One sampler seed per worker: fresh per invocation when ``seed`` is None; else derived from
     the seed and the study's trial count (reproducible, and not the same parameters again when
     the study is continued)."""
-    import hashlib
-    import secrets
     if seed is None:
         return [secrets.randbelow(2 ** 31) for _ in range(workers)]
     return [int.from_bytes(hashlib.sha256(f"{int(seed)}:{n_existing}:{i}".encode()).digest()[:4], "little") % 2 ** 31
@@ -253,9 +250,6 @@ def sampler_seeds(seed: int | None, n_existing: int, workers: int) -> list[int]:
 
 def launch_study(cfg: dict[str, Any], launcher_overrides: list[str] = ()) -> list:
     """Create the study and start ``workers`` workers; returns their jobs (empty when inline)."""
-    from .grids import Resources
-    from .launch import make_executor
-    from .sweep import load_launcher
     study = _make_study(cfg, create=True)
     check_budget(study, cfg)
     fail_stale_trials(study)  # trials of killed workers: failed, and re-queued for these workers

@@ -311,6 +311,23 @@ def test_step_batch_sampler_deterministic_and_resumable(h5):
             assert torch.equal(want[k], got[k]), k
 
 
+def test_step_batch_sampler_ranks_split_the_global_batch(h5):
+    """Data parallel: the 3 processes' batches of 4 at a step are the slices of the batch of 12 a
+    single process draws (same samples per step, so the same gradients up to float sums)."""
+    ds = build_datasets(dcfg({"path": h5}), fake_method()).train
+    one = StepBatchSampler(ds, 12, seed=5)
+    ranks = [StepBatchSampler(ds, 4, seed=5, rank=r, world=3) for r in range(3)]
+    for step in (0, 1, 9):
+        assert sum((s.indices(step) for s in ranks), []) == one.indices(step)
+    a = make_loader(ds, 12, seed=2, start_step=1)
+    parts = [make_loader(ds, 4, seed=2, start_step=1, rank=r, world=3) for r in range(3)]
+    want, got = next(a), [next(p) for p in parts]
+    for k in want:
+        assert torch.equal(want[k], torch.cat([g[k] for g in got])), k
+    with pytest.raises(ValueError, match="rank"):
+        StepBatchSampler(ds, 4, rank=3, world=3)
+
+
 def test_loader_batch_format_and_workers(h5):
     ds = build_datasets(dcfg({"path": h5}), fake_method()).train
     b0 = make_loader(ds, 6, seed=9, num_workers=0)

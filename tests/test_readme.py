@@ -70,6 +70,9 @@ def _check(cmd: str, tmp_path: Path) -> None:
             resolve(cfg)
     elif sub == "sweep":
         from uwmbench.sweeps import sweep
+        if not rest:  # the bare command lists the sweeps
+            assert sweep.main(["--list"]) == 0
+            return
         name = rest[0]
         ov = [a for a in rest[1:] if "=" in a]
         assert sweep.main([name, "--dry-run", "--skip-data-check", "--store", str(tmp_path / "store")] + ov) == 0

@@ -245,3 +245,78 @@ def test_slurm_local_stop_with_a_daemon_down(launcher_name, tmp_path):
         assert subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
         assert "munged: left running" in r.stderr
     print(f"own SLURM instance up in {t_start:.0f} s, stopped with two daemons down in {time.time() - t1:.1f} s")
+
+
+def test_two_task_ddp_training_job_matches_one_process(launcher_name, tmp_path, wait_for):
+    """A training run as ONE job with 2 tasks (CPU, gloo; submitit's distributed environment)
+    and per-process batch 4 logs the loss curve of a 1-process run with batch 8 (the same
+    samples each step, gradients averaged by DDP), and ends with the same weights, to float
+    tolerance. The loss is deterministic (no crop, no jitter) so that only the data parallelism
+    differs."""
+    import csv
+
+    import torch
+    from safetensors.torch import load_file
+
+    from libero_files import write_libero_hdf5
+    from uwmbench.benchmarks.train import train
+    from uwmbench.config import load_config
+    data = write_libero_hdf5(tmp_path / "demos.hdf5", n_demos=3, length=24)
+
+    def cfg(batch):
+        return load_config("train", [
+            "method=bc", "method.size=tiny", "method.resize=32", "method.image_size=32", "method.color_jitter=0",
+            f"data.sources=[{{path:{data}}}]", "data.latent_cache=false", "trainer.steps=6",
+            f"trainer.batch_size={batch}", "trainer.log_every=1", "trainer.ckpt_every=3", "trainer.val_every=0",
+            "trainer.grad_clip=1.0", "trainer.progress=false", "trainer.device=cpu"])
+
+    t0 = time.time()
+    job = launch.submit_training(cfg(4), tmp_path / "ddp", sweep_cli.load_launcher(launcher_name), n_tasks=2,
+                                 gpus_per_task=0, resources={"cpus": 1, "mem_gb": 2, "time_h": 0.25}, threads=1)
+    torch.set_num_threads(1)
+    train(cfg(8), tmp_path / "single")  # meanwhile: one process, the same global batch
+    wait_for(job.done, 300, f"the 2-task training job {job.job_id} ({launcher_name})", poll=1)
+    summaries = job.results()
+    t_job = time.time() - t0
+    assert len(summaries) == 2 and all(s["completed"] and s["steps"] == 6 for s in summaries)
+
+    def curve(run):
+        with open(run / "metrics.csv") as f:
+            return [(int(r["step"]), float(r["loss"]), float(r["grad_norm"])) for r in csv.DictReader(f) if r.get("loss")]
+    single, ddp = curve(tmp_path / "single"), curve(tmp_path / "ddp")
+    assert [s for s, *_ in ddp] == [s for s, *_ in single] == list(range(1, 7))
+    assert len({round(l, 6) for _, l, _ in single}) > 1  # the loss moves: the comparison means something
+    for (s, l1, g1), (_, l2, g2) in zip(single, ddp):
+        assert abs(l1 - l2) <= 1e-4 * abs(l1), (s, l1, l2)
+        assert abs(g1 - g2) <= 1e-4 * abs(g1), (s, g1, g2)  # the global gradient, not one process' half
+    wa = load_file(str(tmp_path / "single/checkpoints/step_00000006/model.safetensors"))
+    wb = load_file(str(tmp_path / "ddp/checkpoints/step_00000006/model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
+    logs = "".join(open(p).read() for p in glob.glob(str(tmp_path / "ddp" / "submitit" / "*" / "*_log.err")))
+    assert "rank 0/2: trained 6 steps" in logs and "rank 1/2: trained 6 steps" in logs, logs[-3000:]
+    worst = max(abs(a[1] - b[1]) / abs(a[1]) for a, b in zip(single, ddp))
+    print(f"[{launcher_name}] 2-task DDP job (gloo, batch 2 x 4) = 1 process (batch 8): 6 steps, worst loss "
+          f"rel. diff {worst:.1e}, job {t_job:.0f} s")
+
+
+def test_protocol_pretrain_as_distributed_job(launcher_name, smoke_data, tmp_path):
+    """pretrain.gpus=2 pretrain.distributed=<launcher>: the protocol trains its pretrain stage as
+    one 2-task DDP job (CPU, gloo), waits for it and finetunes from its checkpoint."""
+    from uwmbench.config import load_config
+    from uwmbench.sweeps.protocol import run_protocol
+    src = smoke_data / "libero_10" / "smoke.hdf5"
+    job = ["+pretrain.launcher.cpus_per_task=1", "+pretrain.launcher.mem_gb=2", "+pretrain.launcher.timeout_min=15"] \
+        if launcher_name == "slurm" else ["+pretrain.launcher.timeout_min=15"]
+    t0 = time.time()
+    row = run_protocol(load_config("run", [
+        "method=bc", "method.size=tiny", "tasks=[smoke]", f"data_root={smoke_data}", f"store={tmp_path / 'store'}",
+        f"runs_root={tmp_path / 'runs'}", "evaluate.n_rollouts=0", "data.latent_cache=false", "data.val_fraction=0.34",
+        f"pretrain.sources=[{{path:'{src}'}}]", "pretrain.gpus=2", f"pretrain.distributed={launcher_name}", *job,
+        "pretrain.trainer.steps=3", "pretrain.trainer.batch_size=2", "pretrain.trainer.device=cpu",
+        "pretrain.trainer.progress=false", "finetune.trainer.steps=2", "finetune.trainer.batch_size=4",
+        "finetune.trainer.device=cpu", "finetune.trainer.progress=false", "finetune.trainer.warmup_steps=0"]))
+    assert row["status"] == "done" and row["train_steps"] == 5
+    pre = tmp_path / "runs" / "bc-s0" / "pretrain"
+    logs = "".join(open(p).read() for p in glob.glob(str(pre / "submitit" / "*" / "*_log.err")))
+    assert "rank 0/2: trained 3 steps" in logs and "rank 1/2: trained 3 steps" in logs, logs[-3000:]
+    print(f"[{launcher_name}] protocol with a 2-task pretrain job: done in {time.time() - t0:.0f} s")

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, error_message
     bad_input: tuple[type[Exception], ...] = (ConfigError,)
     try:
-        from .benchmarks.data_sources import DataError
+        from uwmbench.benchmarks.data_sources import DataError
         bad_input += (DataError,)
     except ModuleNotFoundError:  # a build without the benchmarks package
         DataError = None

@@ -44,7 +44,7 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     from . import schemas
-    from .methods import registered_methods
+    from uwmbench.methods import registered_methods
 
     cs = ConfigStore.instance()
     for cfg_name, cls_name in _SCHEMAS.items():
@@ -121,7 +121,7 @@ def _composition_message(config_name: str, e: BaseException, overrides: list[str
     if m:
         return f"config {config_name!r}: {m.group(1)}: {_first_line(e)}"
     if "In 'method'" in msg or "Could not find 'method/" in msg:
-        from .methods import registered_methods
+        from uwmbench.methods import registered_methods
         return f"config {config_name!r}: unknown method ({msg.splitlines()[0]}); registered: {', '.join(registered_methods())}"
     return f"config {config_name!r}: {_first_line(e)}"
 
@@ -172,7 +172,7 @@ def _check_nodes(config_name: str, node: Any, path: str) -> None:
 def check_method_section(section: Any, where: str = "method") -> dict[str, Any]:
     """A method section (``name``, ``size``, keys) merged strictly into its method's schema;
     returns the explicitly set keys (``None`` = the size preset's value dropped)."""
-    from .methods import get_method_class
+    from uwmbench.methods import get_method_class
     from .schemas import method_schema
     d = dict(to_container(section) or {})
     name = d.get("name")
@@ -240,7 +240,7 @@ def build_method_from_config(section: Any, where: str = "method"):
     path that does not exist (``method.vae``, ``method.pretrained_encoder``)
     :class:`ConfigPathError` - the methods package raises plain KeyError / TypeError /
     ValueError / FileNotFoundError and knows nothing of the CLI."""
-    from .methods.base import Method, get_method_class, make_config
+    from uwmbench.methods.base import Method, get_method_class, make_config
 
     if isinstance(section, Method):
         return section

@@ -16,11 +16,28 @@ knobs and for the paper-scale sweeps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from uwmbench.analysis.report import make_report
+from uwmbench.analysis.tables import paper_table, summarize_arms
+from uwmbench.benchmarks.checkpoint import load_method
+from uwmbench.benchmarks.data import build_datasets, data_config_from, make_loader
+from uwmbench.benchmarks.evaluate import evaluate
+from uwmbench.benchmarks.fit_vae import fit_vae
+from uwmbench.benchmarks.train import train
+from uwmbench.methods import get_method_class
+from uwmbench.sweeps.protocol import run_protocol
+from uwmbench.sweeps.store import ResultsStore
 from .config import load_config, to_container
+from .fileio import atomic_write_text
+from .run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +63,7 @@ def main(argv: list[str]) -> int:
 
     # 1. demonstrations --------------------------------------------------------------
     st.start(f"collecting {cfg['episodes']} scripted demonstrations of {task} (LIBERO, {cfg['workers']} workers)")
-    from .benchmarks.libero.collect import CollectConfig, collect
+    from uwmbench.benchmarks.libero.collect import CollectConfig, collect
     data = out / "data" / f"{task}.hdf5"
     if data.is_file():
         print(f"  {data} exists: skipped")
@@ -57,7 +74,6 @@ def main(argv: list[str]) -> int:
 
     # 2. latent encoder ----------------------------------------------------------------
     st.start("fitting the offline latent encoder (AutoencoderKL) on the demo frames")
-    from .benchmarks.fit_vae import fit_vae
     vae_dir = out / "vae"
     size = int(cfg["image_size"])
     resize = size + size // 8
@@ -74,7 +90,6 @@ def main(argv: list[str]) -> int:
     # 3 + 4. protocol runs: finetune -> evaluate ID/OOD ------------------------------------
     st.start(f"training and evaluating {', '.join(cfg['methods'])} ({cfg['method_size']}, "
              f"{cfg['train']['steps']} steps; {cfg['evaluate']['n_rollouts']} rollouts x {cfg['evaluate']['conditions']})")
-    from .sweeps.protocol import run_protocol
     summaries = {}
     for method in cfg["methods"]:
         ov = [f"method={method}", f"method.size={cfg['method_size']}", f"method.image_size={size}", f"method.resize={resize}",
@@ -86,8 +101,6 @@ def main(argv: list[str]) -> int:
               "finetune.trainer.warmup_steps=20",
               f"evaluate.n_rollouts={cfg['evaluate']['n_rollouts']}", f"evaluate.max_steps={cfg['evaluate']['max_steps']}",
               f"evaluate.workers={cfg['workers']}", f"evaluate.conditions=[{','.join(cfg['evaluate']['conditions'])}]"]
-        from .methods import get_method_class
-        import dataclasses
         if "vae" in {f.name for f in dataclasses.fields(get_method_class(method).config_class)}:
             ov.append(f"method.vae={vae_dir}")
         print(f"  -- {method}", flush=True)
@@ -95,7 +108,6 @@ def main(argv: list[str]) -> int:
 
     # 5. forward dynamics --------------------------------------------------------------------
     st.start("UWM forward dynamics: predicted vs true next frames on held-out windows")
-    from .run_dir import RunDir
     run_uwm = RunDir(out / "runs" / "quickstart" / "uwm").finetune(task).path
     if "uwm" in cfg["methods"] and run_uwm.exists():
         print(f"  wrote {dump_forward_predictions(run_uwm, data, out / 'results' / 'predictions_uwm_forward.npz')}")
@@ -107,10 +119,7 @@ def main(argv: list[str]) -> int:
 
     # 7. report ------------------------------------------------------------------------------
     st.start("writing the report (tables, figures, index page)")
-    from .analysis.report import make_report
     index = make_report(out, out / "report")  # results store + training curves + predictions
-    from .analysis.tables import paper_table, summarize_arms
-    from .sweeps.store import ResultsStore
     ro = ResultsStore(out / "results").rollouts()
     if len(ro):
         summary = summarize_arms(ro)
@@ -139,7 +148,6 @@ def main(argv: list[str]) -> int:
 def memorisation_check(cfg: dict, out: Path, st: "_Stages") -> dict | None:
     """Train ``memorise.method`` on ``memorise.episodes`` scripted demos of ``memorise.task`` and
     roll it out from those demos' own starts (``evaluate(init_from=...)``); resumable."""
-    import json
 
     m = cfg.get("memorise") or {}
     if not m or int(m.get("episodes", 0)) < 1:
@@ -153,10 +161,7 @@ def memorisation_check(cfg: dict, out: Path, st: "_Stages") -> dict | None:
         res = json.loads(result_file.read_text())
         print(f"  {result_file} exists: {res['successes']}/{res['rollouts']} successes")
         return res
-    from .benchmarks.evaluate import evaluate
-    from .benchmarks.libero.collect import CollectConfig, collect
-    from .benchmarks.train import train
-    from .fileio import atomic_write_text
+    from uwmbench.benchmarks.libero.collect import CollectConfig, collect
 
     demo = out / "memorise" / "demos.hdf5"
     if not demo.is_file():
@@ -184,11 +189,7 @@ def dump_forward_predictions(run_dir: Path, data_file: Path, out_file: Path, n: 
     """UWM forward dynamics p(o'|o,a) on validation windows: decoded predicted next frames and
     the true next frames (first view, first next frame, same crop), saved as ``pred``/``true``
     arrays (N, H, W, 3) uint8 for the report's prediction grid."""
-    import numpy as np
-    import torch
 
-    from .benchmarks.checkpoint import load_method
-    from .benchmarks.data import build_datasets, data_config_from, make_loader
 
     method = load_method(run_dir)
     dcfg = data_config_from({"sources": [{"path": str(data_file)}], "latent_cache": False})

@@ -227,7 +227,13 @@ class RunEvalConfig(EvalOptions):
 class StageConfig:
     enabled: bool = True
     checkpoint: Optional[str] = None    # an existing checkpoint/run folder: skip this stage's training
-    gpus: int = 1                       # for the estimate; global batch = gpus x trainer.batch_size
+    # data-parallel processes (one per GPU) of this stage; trainer.batch_size is per process, so the
+    # global batch = gpus x trainer.batch_size when `distributed` is set (paper: 4 x 36); without
+    # `distributed` the stage trains in the run's own process (global batch = trainer.batch_size)
+    # and gpus only feeds the estimate
+    gpus: int = 1
+    distributed: Optional[str] = None   # null | local | slurm: train the stage as ONE job with `gpus` tasks (DDP)
+    launcher: Dict[str, Any] = field(default_factory=dict)  # keys over configs/launcher/<distributed>.yaml for it
     sources: List[Any] = field(default_factory=list)  # {path, kind, weight}; "{task}" is replaced by each task
     cotrain: List[Any] = field(default_factory=list)  # extra action-free sources mixed in
     cotrain_video: str = "none"         # none | a key of video_sets
@@ -236,6 +242,8 @@ class StageConfig:
     def __post_init__(self) -> None:
         if self.gpus < 0:
             raise ConfigError(f"gpus={self.gpus} must be >= 0")
+        if self.distributed not in (None, "local", "slurm"):
+            raise ConfigError(f"distributed={self.distributed!r} must be null, local or slurm")
 
 
 @dataclass
@@ -357,7 +365,7 @@ class TuneConfig:
 
 # ----------------------------------------------------------------------------- methods
 # owned by the methods package (which imports nothing of the harness); re-exported here
-from .methods.base import method_preset_values, method_schema  # noqa: E402
+from uwmbench.methods.base import method_preset_values, method_schema  # noqa: E402
 
 
 __all__ = ["SourceConfig", "DataConfig", "TrainerConfig", "TrainConfig", "EvalOptions", "EvaluateConfig",

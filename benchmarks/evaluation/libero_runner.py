@@ -26,21 +26,21 @@ class LiberoRunner(Runner):
         self.ood_seed = int(ood_seed)
 
     def check_task(self, task: str) -> None:
-        from ..libero.tasks import resolve
+        from uwmbench.benchmarks.libero.tasks import resolve
 
         resolve(str(task))
 
     def task(self, task: str, condition: str) -> TaskInfo:
-        from ..libero.tasks import get_task
+        from uwmbench.benchmarks.libero.tasks import get_task
 
         spec = get_task(task, condition, ood_margin=self.ood_margin, ood_seed=self.ood_seed)
         return TaskInfo(name=spec.short or spec.key, key=spec.key, suite=spec.suite, max_steps=int(spec.max_steps),
                         spec=spec)
 
     def starts(self, info: TaskInfo, condition: str, episodes: Sequence[int]) -> dict[int, EpisodeStart]:
-        from ..libero.ood import load_init_fixtures
-        from ..libero.scene import Scene
-        from ..libero.tasks import load_init_states
+        from uwmbench.benchmarks.libero.ood import load_init_fixtures
+        from uwmbench.benchmarks.libero.scene import Scene
+        from uwmbench.benchmarks.libero.tasks import load_init_states
 
         spec = info.spec
         states = np.asarray(load_init_states(spec, n=max(episodes) + 1) if condition == "ood"
@@ -63,7 +63,7 @@ class LiberoRunner(Runner):
         return (job.info.spec, job.max_steps)
 
     def make_env(self, job: RolloutJob, settings: RunnerSettings):
-        from ..libero.envs import LiberoEnv  # no torch in workers: the policy lives in the main process
+        from uwmbench.benchmarks.libero.envs import LiberoEnv  # no torch in workers: the policy lives in the main process
 
         return LiberoEnv(job.info.spec, seed=job.rollout_seed, camera_size=settings.camera_size,
                          render=settings.render, views=settings.views, obs_frames=settings.obs_frames,
@@ -79,7 +79,7 @@ def job_scene(job: RolloutJob, env) -> Any:
     ``model_file`` against the env's fixture bodies) when the job came from an official file."""
     if job.start.model_file is None:
         return job.start.scene
-    from ..libero.scene import Scene, fixtures_from_model_xml
+    from uwmbench.benchmarks.libero.scene import Scene, fixtures_from_model_xml
 
     sc = job.start.scene if isinstance(job.start.scene, Scene) else Scene(np.asarray(job.start.scene, np.float64))
     fx = fixtures_from_model_xml(job.start.model_file, env._rs,
@@ -98,8 +98,8 @@ def demo_init_overlap(paths: Sequence[str], task: str, condition: str = "id", oo
     matched by that index. Training on such demos makes ID numbers train-on-test."""
     import h5py
 
-    from ..libero.scene import SCENE_ATTR, Scene
-    from ..libero.tasks import get_task, load_init_states
+    from uwmbench.benchmarks.libero.scene import SCENE_ATTR, Scene
+    from uwmbench.benchmarks.libero.tasks import get_task, load_init_states
 
     spec = get_task(task, condition, ood_margin=ood_margin, ood_seed=ood_seed)
     bench = np.asarray(load_init_states(spec) if condition == "id" else load_init_states(spec, 50), np.float64)

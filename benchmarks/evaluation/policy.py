@@ -93,7 +93,7 @@ def resolve_policy(policy: Any, device: str | None, weights: str = "auto") -> tu
     if weights not in WEIGHTS:
         raise ConfigError(f"weights={weights!r} is not one of {WEIGHTS}")
     if isinstance(policy, (str, os.PathLike)):
-        from ..checkpoint import load_method, resolve_checkpoint
+        from uwmbench.benchmarks.checkpoint import load_method, resolve_checkpoint
 
         ckpt = resolve_checkpoint(policy)
         dev = device if device and device != "auto" else auto_device()
@@ -139,8 +139,8 @@ def checkpoint_frame_size(ckpt: str | os.PathLike) -> tuple[int, int] | None:
     before it was stored, or not a trainer checkpoint)."""
     if not ckpt:
         return None
-    from ..checkpoint import read_checkpoint_meta
-    from ..data_sources import DataError
+    from uwmbench.benchmarks.checkpoint import read_checkpoint_meta
+    from uwmbench.benchmarks.data_sources import DataError
 
     v = read_checkpoint_meta(ckpt).get("frame_size")
     if v is None:

@@ -11,6 +11,7 @@ and answers each worker. No torch in workers: the policy lives in the main proce
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import queue
 import tempfile
@@ -124,7 +125,6 @@ def run_serial(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings,
 def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, policy: Callable, finish: Callable,
              bar: Any, n_workers: int, poll_s: float = 1.0, goal: GoalFn | None = None) -> None:
     """``n_workers`` spawned processes, one env each; policy calls batched over waiting workers."""
-    import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     job_q, req_q = ctx.Queue(), ctx.Queue()

@@ -43,7 +43,7 @@ class DemoReference:
         f = self._files.get(path)
         if f is None:
             if not os.path.isfile(path):
-                from ..data_sources import DataError
+                from uwmbench.benchmarks.data_sources import DataError
                 raise DataError(f"demo file not found: {path}")
             f = self._files[path] = h5py.File(path, "r")
         return f
@@ -51,7 +51,7 @@ class DemoReference:
     def convention(self, path: str) -> tuple[int, bool]:
         """(frame offset d, frames stored upright) of a file."""
         if path not in self._conventions:
-            from ..data_sources import file_conventions
+            from uwmbench.benchmarks.data_sources import file_conventions
 
             conv, align = file_conventions(self._file(path)["data"].attrs, path)
             align_off, upright = (1 if align == "after_action" else 0), conv == "opencv"
@@ -61,7 +61,7 @@ class DemoReference:
     def check_demo(self, path: str, demo: str, frames: bool = True) -> int:
         """Validates ``data/<demo>`` (a scene to start from; with ``frames``, both views of equal
         length); returns its length."""
-        from ..data_sources import DataError
+        from uwmbench.benchmarks.data_sources import DataError
 
         f = self._file(path)
         if "data" not in f:
@@ -95,7 +95,7 @@ class DemoReference:
 
     def start(self, path: str, demo: str) -> tuple[Any, str | None]:
         """(scene of states[0], the demo's model_file when the scene needs its fixture poses)."""
-        from ..libero.scene import SCENE_ATTR, Scene
+        from uwmbench.benchmarks.libero.scene import SCENE_ATTR, Scene
 
         g = self._file(path)[f"data/{demo}"]
         if SCENE_ATTR in g.attrs:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ...fileio import atomic_write_bytes, atomic_write_text
+from uwmbench.fileio import atomic_write_bytes, atomic_write_text
 
 OOD_VERSION = 1
 DEFAULT_MARGIN = 0.03

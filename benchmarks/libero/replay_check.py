@@ -71,7 +71,7 @@ def replay_file(path: str, seeds=(0, 1, 2), demos: int = 5, exact: bool = True) 
 
 
 def first_obs_check(task: str, condition: str = "id", episodes: int = 3, seed: int = 0) -> dict:
-    from ..evaluate import rollout_seed
+    from uwmbench.benchmarks.evaluate import rollout_seed
     from .envs import LiberoEnv
     from .tasks import get_task
 
@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
     if "out" in kv:
         import pandas as pd
 
-        from ...fileio import atomic_write_text
+        from uwmbench.fileio import atomic_write_text
         out = Path(kv["out"])
         atomic_write_text(out / "replay_check.md", text + "\n")
         atomic_write_text(out / "replay_check.csv", pd.DataFrame(rows).to_csv(index=False))

@@ -34,9 +34,10 @@ import pandas as pd
 import torch
 import yaml
 
-from uwmbench.config import ConfigError
+from uwmbench.config import ConfigError, typed
 from uwmbench.fileio import atomic_write_text
 from uwmbench.run_dir import CheckpointDir, RunDir
+from uwmbench.schemas import DiagnoseConfig
 from .checkpoint import load_method, resolve_checkpoint
 from .data import build_datasets, collate, data_config_from
 from .data_sources import DataError
@@ -231,14 +232,11 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"diagnose: argument {a!r} is not of the form key=value")
         k, v = a.split("=", 1)
         kv[k] = v
-    known = {"checkpoint", "data", "windows", "first_obs", "out", "seed", "device"}
-    if set(kv) - known:
-        raise ConfigError(f"diagnose: unknown option(s) {sorted(set(kv) - known)}; options: {sorted(known)}")
     if "checkpoint" not in kv:
         raise ConfigError("diagnose: checkpoint=<checkpoint or run folder> is required")
-    data = [p for p in kv.get("data", "").split(",") if p]
-    s = diagnose(kv["checkpoint"], kv.get("out"), data, int(kv.get("windows", 64)), int(kv.get("first_obs", 2)),
-                 int(kv.get("seed", 0)), kv.get("device", "cpu"))
+    cfg = typed(kv, DiagnoseConfig, "diagnose")  # unknown keys and ill-typed values: one line naming them
+    data = [p for p in (cfg.data or "").split(",") if p]
+    s = diagnose(cfg.checkpoint, cfg.out, data, cfg.windows, cfg.first_obs, cfg.seed, cfg.device)
     for o in s["open_loop"]:
         if o.get("windows"):
             print(f"{o['split']:>8}: {o['windows']} windows  |err| pos {o['err_pos']:.3f} (|a| {o['abs_pos']:.3f}, "

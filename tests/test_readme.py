@@ -180,3 +180,11 @@ def test_importing_the_figures_module_leaves_the_backend_alone():
             "print(matplotlib.get_backend())")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "svg", r.stderr
+
+
+def test_diagnose_options_are_a_typed_schema():
+    """`uwmbench diagnose` (key=value options, no hydra) checks its keys with the same schema rules."""
+    for args, named in ((["checkpoint=x", "windowz=3"], "windowz"), (["checkpoint=x", "windows=abc"], "windows")):
+        r = subprocess.run([sys.executable, "-m", "uwmbench", "diagnose", *args], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 2 and named in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -288,6 +288,23 @@ class SweepSpec:
     axes: List[Any] = field(default_factory=list)  # {name, values: [{label, overrides} | {capability, among}]}
 
 
+# ----------------------------------------------------------------------------- diagnose
+@dataclass
+class DiagnoseConfig:
+    """``uwmbench diagnose key=value ...``."""
+    checkpoint: str = MISSING           # checkpoint or run folder
+    data: Optional[str] = None          # held-out LIBERO-layout HDF5 file(s), comma-separated (default: the run's val episodes)
+    windows: int = 64                   # train and held-out windows for the open-loop error
+    first_obs: int = 2                  # demos whose first training frame is compared with the evaluator's
+    out: Optional[str] = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.windows < 0 or self.first_obs < 0:
+            raise ConfigError(f"diagnose: windows={self.windows} and first_obs={self.first_obs} must be >= 0")
+
+
 # ----------------------------------------------------------------------------- launchers
 @dataclass
 class LocalLauncherConfig:
@@ -369,6 +386,6 @@ from uwmbench.methods.base import method_preset_values, method_schema  # noqa: E
 
 
 __all__ = ["SourceConfig", "DataConfig", "TrainerConfig", "TrainConfig", "EvalOptions", "EvaluateConfig",
-           "RunEvalConfig", "StageConfig", "RunConfig", "Resources", "SweepSpec", "TuneConfig", "LocalLauncherConfig",
+           "RunEvalConfig", "StageConfig", "RunConfig", "Resources", "SweepSpec", "TuneConfig", "DiagnoseConfig", "LocalLauncherConfig",
            "SlurmLauncherConfig", "LAUNCHER_SCHEMAS", "method_schema",
            "method_preset_values", "default_workers", "EVAL_MODES"]

@@ -95,14 +95,7 @@ def _check_config(cfg: DataConfig) -> None:
             raise ConfigError(f"data.sources[{i}].weight={s.weight} must be > 0")
         if s.max_episodes is not None and s.max_episodes < 1:
             raise ConfigError(f"data.sources[{i}].max_episodes={s.max_episodes} must be >= 1")
-    if not (0.0 <= cfg.val_fraction < 1.0):
-        raise ConfigError(f"data.val_fraction={cfg.val_fraction} must be in [0, 1)")
-    if cfg.latent_crops < 1:
-        raise ConfigError(f"data.latent_crops={cfg.latent_crops} must be >= 1 (1: centre crop only)")
-    if cfg.cache_batch_size < 1 or cfg.num_workers < 0 or cfg.episode_memory_mb < 0:
-        raise ConfigError("data.cache_batch_size must be >= 1, data.num_workers and data.episode_memory_mb >= 0")
-    if cfg.frame_size is not None and cfg.frame_size < 8:
-        raise ConfigError(f"data.frame_size={cfg.frame_size} must be >= 8")
+    # the scalar options are checked by DataConfig.__post_init__ (uwmbench/schemas.py) when it is built
 
 
 # ----------------------------------------------------------------------------- windows

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 TRAIN_SAMPLES_PER_S = {"uwm": 118.0, "dp": 425.0, "pad": 74.0, "gr1": 301.0}
 POLICY_LATENCY_S = {"uwm": 0.080, "dp": 0.094, "pad": 0.127, "gr1": 0.022}
 SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (measured here)
+# batch-1 policy latency (s per 16-action chunk, 10 DDIM steps where diffusion) of the paper-size
+# models on ONE CPU thread of this machine (`uwmbench perf train --size paper --device cpu`, fp32):
+# what a CPU-only rollout job pays per policy call
+POLICY_LATENCY_CPU_S: dict[str, float] = {}
 
 
 from uwmbench.schemas import Resources, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)

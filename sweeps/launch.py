@@ -255,10 +255,9 @@ def _record(store_root: Path, sweep: str, rows: list[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
-def submissions(store_root: str | os.PathLike, sweep: str) -> dict[str, dict[str, Any]]:
-    """cell -> its latest submission record."""
+def _submission_rows(store_root: str | os.PathLike, sweep: str) -> list[dict[str, Any]]:
+    """Every submission record of ``sweep``, oldest first (a torn last line is skipped)."""
     d = Path(store_root) / "submissions" / sweep
-    out: dict[str, dict[str, Any]] = {}
     rows = []
     for p in sorted(d.glob("*.jsonl")) if d.is_dir() else []:
         for line in p.read_text().splitlines():
@@ -266,9 +265,13 @@ def submissions(store_root: str | os.PathLike, sweep: str) -> dict[str, dict[str
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 pass
-    for r in sorted(rows, key=lambda r: r.get("time", 0)):
-        out[r["cell"]] = r
-    return out
+    return sorted(rows, key=lambda r: r.get("time", 0))
+
+
+def submissions(store_root: str | os.PathLike, sweep: str) -> dict[str, dict[str, Any]]:
+    """cell -> its latest submission record (one job per cell; stage jobs:
+    :func:`uwmbench.sweeps.stages.stage_submissions`)."""
+    return {r["cell"]: r for r in _submission_rows(store_root, sweep) if not r.get("stage_key")}
 
 
 def job_of(sub: dict[str, Any]):

@@ -14,6 +14,7 @@ API: ``run_protocol(cfg) -> dict`` (the run row); ``uwmbench run key=value ...``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import inspect
@@ -104,9 +105,27 @@ def _val_columns(val: dict[str, Any] | None) -> dict[str, float]:
 _Stages = Stages  # stages.json (uwmbench.run_dir)
 
 
+def in_multitask_job() -> bool:
+    """This process is one of N > 1 tasks of a submitit job (a data-parallel stage job)."""
+    if not (os.environ.get("SUBMITIT_EXECUTOR") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")):
+        return False
+    try:
+        import submitit
+        return submitit.JobEnvironment().num_tasks > 1
+    except Exception:  # noqa: BLE001 - not inside a submitit job
+        return False
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _train(train_cfg: dict[str, Any], run_dir: Path, stage: StageConfig | None = None,
            where: str = "stage") -> dict[str, Any]:
-    if stage is not None and stage.distributed:
+    if in_multitask_job():  # this job IS the stage's data-parallel job (a sweep's stage graph)
+        from uwmbench.benchmarks.train import train_in_job
+        summary = train_in_job(train_cfg, run_dir)
+    elif stage is not None and stage.distributed:
         summary = _train_distributed(train_cfg, run_dir, stage, where)
     else:
         if stage is not None and stage.gpus > 1:
@@ -162,9 +181,12 @@ def _hdf5_files(fin: StageConfig, pre: StageConfig, task: str) -> list[str]:
 
 
 def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, meta: dict, out_dir: Path,
-              reference: str | None = None, train_files: Sequence[str] = ()):
+              reference: str | None = None, train_files: Sequence[str] = (), conditions: Sequence[str] | None = None,
+              episodes: Sequence[int] | None = None):
     kwargs: dict[str, Any] = {}
-    conditions = list(ev.conditions)
+    if episodes is not None:
+        kwargs["episodes"] = list(episodes)
+    conditions = list(ev.conditions if conditions is None else conditions)
     if mode != "policy":
         if "mode" not in inspect.signature(evaluate).parameters:
             raise ConfigError(f"evaluate.modes contains {mode!r}, but uwmbench.benchmarks.evaluate.evaluate() has no "
@@ -183,7 +205,7 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
             log.info("task %s: inverse_dynamics evaluated in-distribution only (reference %s has no OOD demos)",
                      task, reference)
         kwargs["reference"] = reference
-    if mode == "policy" and "id" in conditions:
+    if mode == "policy" and "id" in conditions and not ev.runner:  # LIBERO's init states
         from uwmbench.benchmarks.evaluate import demo_init_overlap
 
         overlap = demo_init_overlap([p for p in train_files if os.path.isfile(p)], task, "id")
@@ -209,9 +231,10 @@ def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, Sta
     ev = typed(full.get("evaluate") or {}, RunEvalConfig, "evaluate")
     if ev.n_rollouts > 0:  # a misspelt task fails now, not after training
         from uwmbench.benchmarks.libero.tasks import resolve
+        runner = ev.make_runner()  # None: LIBERO
         for t in full["tasks"]:
             try:
-                resolve(str(t))
+                runner.check_task(str(t)) if runner is not None else resolve(str(t))
             except KeyError as e:
                 raise ConfigError(f"tasks: {error_message(e)} (evaluate.n_rollouts={ev.n_rollouts} rolls out "
                                   "every task)") from None
@@ -267,17 +290,205 @@ def check_inputs(full: dict[str, Any], pre: StageConfig, fin: StageConfig) -> No
                                       f"no file matches {p}{hint}")
 
 
+# ----------------------------------------------------------------------------- stages
+# A protocol run is a small graph of stages: pretrain (possibly shared by several runs) ->
+# finetune/<task> (+ its diagnostics) -> eval/<task>/<mode> (or its rollout chunks
+# eval/<task>/<mode>/<condition>/<first>-<last>) -> the run row. ``run_protocol`` runs them in
+# order in one process; a sweep with ``launcher.stage_jobs`` runs each as its own job through
+# ``run_stage`` (uwmbench.sweeps.stages). Both go through the functions below.
+
+class StageNotReady(RuntimeError):
+    """A stage job started before a stage it needs finished (its dependency failed or was cancelled)."""
+
+
+def pretrain_hash(full: dict[str, Any]) -> str:
+    """What makes two runs' pretraining the same: method section, seed, the pretrain stage (without
+    ``run_dir``), the shared data options and the video sets it trains on."""
+    import hashlib
+
+    pre = {k: v for k, v in (full.get("pretrain") or {}).items() if k != "run_dir"}
+    pre["trainer"] = {k: v for k, v in (pre.get("trainer") or {}).items() if k not in ("stop_after", "progress")}
+    vs = (full.get("video_sets") or {}).get(pre.get("cotrain_video", "none"))
+    blob = json.dumps({"method": full["method"], "seed": full["seed"], "pretrain": pre, "data": full.get("data"),
+                       "video_set": vs}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def shared_pretrain_dir(full: dict[str, Any]) -> Path | None:
+    """``<runs_root>/<sweep>/_pretrain/<method>-s<seed>-<hash>``: where the runs of a sweep with the
+    same pretraining train it once; None when the run does not pretrain."""
+    pre = full.get("pretrain") or {}
+    if not pre.get("enabled", True) or pre.get("checkpoint"):
+        return None
+    where = full.get("sweep_name") or "runs"
+    return (Path(full["runs_root"]) / where / "_pretrain" /
+            f"{full['method']['name']}-s{full['seed']}-{pretrain_hash(full)}").absolute()
+
+
+def pretrain_place(full: dict[str, Any], pre: StageConfig) -> tuple[RunDir, Stages]:
+    """(trainer folder, stages file) of the run's pretraining: ``pretrain.run_dir`` (shared) or
+    ``<run>/pretrain`` with the run's own stages.json."""
+    if pre.run_dir:
+        d = RunDir(pre.run_dir)
+        return d, Stages(d.path / RunDir.STAGES)
+    rd = RunDir(run_dir_of(full))
+    return rd.pretrain, rd.stages()
+
+
+def _stage_result(s: dict[str, Any], t0: float) -> dict[str, Any]:
+    return {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
+            "val": _val_columns(s.get("val")), "elapsed_s": time.time() - t0}
+
+
+def stage_pretrain(full: dict[str, Any], pre: StageConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """(checkpoint to finetune from, the pretrain result): trains when it has not been trained
+    (a shared ``pretrain.run_dir`` trained by one run at a time; the others wait and reuse it)."""
+    if not pre.enabled or pre.checkpoint:
+        return (str(pre.checkpoint) if pre.checkpoint else None), None
+    pdir, st = pretrain_place(full, pre)
+    res = st.get("pretrain")
+    if res is None:
+        data_common = {k: v for k, v in (full.get("data") or {}).items() if k != "sources"}
+        tcfg = {"method": full["method"], "seed": full["seed"], "trainer": dataclasses.asdict(pre.trainer),
+                "data": {**data_common, "sources": _sources(pre, None, full.get("video_sets"), "pretrain")}}
+        ctx = run_lease(pdir.path / "_stage", "pretrain (shared by the runs of a sweep)", wait_s=float("inf")) \
+            if pre.run_dir and not in_multitask_job() else contextlib.nullcontext()
+        with ctx:  # a shared pretrain: whoever holds it trains; the others wait, then reuse its result
+            res = st.reload().get("pretrain")
+            if res is None:
+                t0 = time.time()
+                res = _stage_result(_train(tcfg, pdir.path, pre, "pretrain"), t0)
+                if _is_rank0():  # a data-parallel job: rank 0 records
+                    st.put("pretrain", res)
+    return res["checkpoint"], res
+
+
+def stage_finetune(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev: RunEvalConfig, task: str,
+                   init_from: str | None) -> dict[str, Any]:
+    """Finetune on ``task`` (resumes; skipped when finished) and its diagnostics; the result."""
+    rd = RunDir(run_dir_of(full))
+    stages = rd.stages()
+    key = f"finetune/{task}"
+    res = stages.get(key) if fin.enabled else {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
+    if res is None:
+        trainer = dataclasses.asdict(fin.trainer)
+        if init_from:
+            trainer["init_from"] = str(init_from)
+        data_common = {k: v for k, v in (full.get("data") or {}).items() if k != "sources"}
+        tcfg = {"method": full["method"], "seed": full["seed"], "trainer": trainer,
+                "data": {**data_common, "sources": _sources(fin, task, full.get("video_sets"), "finetune")}}
+        t0 = time.time()
+        res = _stage_result(_train(tcfg, rd.finetune(task).path, fin, "finetune"), t0)
+        if not _is_rank0():
+            return res  # a data-parallel job: rank 0 records and diagnoses
+        stages.put(key, res)
+    if not res.get("checkpoint"):
+        raise ConfigError(f"run {full['run_id']}: no checkpoint to evaluate for task {task} "
+                          "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
+    dkey = f"diagnostics/{task}"
+    if ev.n_rollouts > 0 and ev.diagnose_windows > 0 and fin.enabled and not stages.reload().get(dkey):
+        from uwmbench.benchmarks.diagnose import diagnose
+        d = diagnose(res["checkpoint"], out=rd.diagnostics(task), windows=ev.diagnose_windows,
+                     first_obs=ev.diagnose_first_obs, seed=int(full["seed"]))
+        stages.put(dkey, {"open_loop": [{k: v for k, v in s.items() if not isinstance(v, list)}
+                                        for s in d["open_loop"]]})
+    return res
+
+
+def eval_conditions(ev: RunEvalConfig, mode: str) -> list[str]:
+    """The conditions a mode is evaluated on (inverse_dynamics tracks the ID finetune demos only)."""
+    return [c for c in ev.conditions if c == "id"] if mode == "inverse_dynamics" else list(ev.conditions)
+
+
+def eval_chunks(ev: RunEvalConfig, mode: str, per_job: int) -> list[tuple[str, int, int]]:
+    """[(condition, first, last)]: the rollouts of one (task, mode) cut into jobs of at most
+    ``per_job`` episodes (the episodes of a condition, in order)."""
+    if per_job < 1:
+        raise ConfigError(f"launcher.rollouts_per_job={per_job} must be >= 1")
+    return [(c, lo, min(lo + per_job, ev.n_rollouts) - 1) for c in eval_conditions(ev, mode)
+            for lo in range(0, ev.n_rollouts, per_job)]
+
+
+def stage_evaluate(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev: RunEvalConfig, store: ResultsStore,
+                   meta: dict[str, Any], task: str, mode: str, res: dict[str, Any],
+                   chunk: tuple[str, int, int] | None = None) -> dict[str, Any]:
+    """Roll out the task's checkpoint in ``mode`` (every condition, or one ``chunk``); rows go to
+    the store as they come; the result is recorded in stages.json."""
+    rd = RunDir(run_dir_of(full))
+    key = f"eval/{task}/{mode}" + (f"/{chunk[0]}/{chunk[1]}-{chunk[2]}" if chunk else "")
+    m = {**meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
+    out = rd.eval_chunk(task, mode, *chunk) if chunk else rd.eval(task, mode)
+    t0 = time.time()
+    df = _evaluate(str(res["checkpoint"]), task, ev, mode, int(full["seed"]), store.rollout_sink(m), m, out.path,
+                   reference=_reference_source(fin, task), train_files=_hdf5_files(fin, pre, task),
+                   conditions=[chunk[0]] if chunk else None,
+                   episodes=list(range(chunk[1], chunk[2] + 1)) if chunk else None)
+    r = {"rollouts": int(len(df)), "successes": int(df["success"].sum()) if len(df) else 0,
+         "success_rate": float(df["success"].mean()) if len(df) else None, "elapsed_s": time.time() - t0}
+    rd.stages().put(key, r)
+    return r
+
+
+def gather_chunks(full: dict[str, Any], ev: RunEvalConfig, task: str, mode: str, per_job: int) -> dict[str, Any]:
+    """``eval/<task>/<mode>`` from its finished rollout chunks (stage jobs); raises StageNotReady
+    naming the missing ones."""
+    stages = RunDir(run_dir_of(full)).stages()
+    keys = [f"eval/{task}/{mode}/{c}/{a}-{b}" for c, a, b in eval_chunks(ev, mode, per_job)]
+    missing = [k for k in keys if not stages.get(k)]
+    if missing:
+        raise StageNotReady(f"run {full['run_id']}: rollout chunk(s) not finished: {missing[:5]}"
+                            + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    parts = [stages.get(k) for k in keys]
+    n = sum(p["rollouts"] for p in parts)
+    succ = sum(p.get("successes", 0) for p in parts)
+    r = {"rollouts": n, "successes": succ, "success_rate": succ / n if n else None, "chunks": len(keys),
+         "elapsed_s": sum(p.get("elapsed_s", 0.0) for p in parts)}
+    stages.put(f"eval/{task}/{mode}", r)
+    return r
+
+
+def run_row(full: dict[str, Any], ev: RunEvalConfig, meta: dict[str, Any], per_task: dict[str, dict[str, Any]],
+            pre_res: dict[str, Any] | None, wall_time_s: float, job: dict[str, Any]) -> dict[str, Any]:
+    """The run's row in the store (status done)."""
+    vals: dict[str, list[float]] = {}
+    for r in per_task.values():
+        for k, v in (r.get("val") or {}).items():
+            vals.setdefault(k, []).append(v)
+    losses = [r["final_loss"] for r in per_task.values() if r.get("final_loss") is not None]
+    pre_res = pre_res or {}
+    row = {**meta, "task": ",".join(full["tasks"]), "status": "done",
+           "train_steps": int(sum(r.get("steps") or 0 for r in per_task.values()) + (pre_res.get("steps") or 0)),
+           "final_loss": float(sum(losses) / len(losses)) if losses else None,
+           **{k: sum(v) / len(v) for k, v in vals.items()},
+           "wall_time_s": wall_time_s, "error": "",
+           "evaluated": ev.n_rollouts > 0, "run_dir": str(run_dir_of(full)),
+           "checkpoints": json.dumps({t: str(r.get("checkpoint")) for t, r in per_task.items()}),
+           "host": job["host"], "job_id": job["job_id"]}
+    if ev.forward_dynamics_error:
+        row["val_forward_dynamics_error"] = row.get("val_next_obs_latent_mse")
+    return row
+
+
+def _meta(full: dict[str, Any]) -> dict[str, Any]:
+    return {"run_id": full["run_id"], "sweep": full.get("sweep_name"), "cell": full.get("cell"),
+            "method": full["method"]["name"], "variant": full.get("variant") or "default", "seed": int(full["seed"])}
+
+
+def _job_info(run_dir: Path) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID",
+                                                                          os.environ.get("SUBMITIT_LOCAL_JOB_ID"))),
+            "run_dir": str(run_dir)}
+
+
 def run_protocol(cfg: Any) -> dict[str, Any]:
     """Run (or resume, or skip if finished) one protocol run; returns its run row."""
 
     full = _resolve(cfg)
     pre, fin, ev = check_run(full, data=False)
-    method_name = full["method"]["name"]
-
     run_dir = run_dir_of(full)
     store = ResultsStore(full["store"])
-    meta = {"run_id": full["run_id"], "sweep": full.get("sweep_name"), "cell": full.get("cell"), "method": method_name,
-            "variant": full.get("variant") or "default", "seed": int(full["seed"])}
+    meta = _meta(full)
     done_file = RunDir(run_dir).done
     if done_file.is_file():
         row = json.loads(done_file.read_text())
@@ -293,16 +504,24 @@ def run_protocol(cfg: Any) -> dict[str, Any]:
     with run_lease(run_dir, "uwmbench run"):  # one process per run folder (LeaseHeld names the holder)
         if done_file.is_file():  # finished by the holder we waited for
             return json.loads(done_file.read_text())
-        return _run_leased(full, pre, fin, ev, run_dir, store, meta, done_file)
+        with _run_log(full, store, meta):
+            return _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file)
 
 
-def _run_leased(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str, Any]:
+def _config_yaml(full: dict[str, Any]) -> str:
     # the stored config leaves out trainer.stop_after (a testing aid that may differ between attempts)
-    config_yaml = dump_yaml({k: ({**v, "trainer": {tk: tv for tk, tv in (v.get("trainer") or {}).items()
-                                                   if tk != "stop_after"}}
-                                 if k in ("pretrain", "finetune") and isinstance(v, dict) else v)
-                             for k, v in full.items()})
-    rd = RunDir(run_dir)
+    return dump_yaml({k: ({**v, "trainer": {tk: tv for tk, tv in (v.get("trainer") or {}).items()
+                                            if tk != "stop_after"}}
+                          if k in ("pretrain", "finetune") and isinstance(v, dict) else v)
+                      for k, v in full.items()})
+
+
+@contextlib.contextmanager
+def _run_log(full: dict[str, Any], store: ResultsStore, meta: dict[str, Any]):
+    """Store the run's config (refusing a different one once the run has checkpoints) and append
+    this process's log to ``run.log`` while the body runs."""
+    config_yaml = _config_yaml(full)
+    rd = RunDir(run_dir_of(full))
     cfg_file = rd.config
     if cfg_file.is_file() and cfg_file.read_text() != config_yaml:
         # a changed config may only replace one that produced nothing yet (e.g. a run that failed at start)
@@ -311,18 +530,19 @@ def _run_leased(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
             import difflib
             diff = "".join(list(difflib.unified_diff(cfg_file.read_text().splitlines(True),
                                                      config_yaml.splitlines(True), "stored", "new"))[:40])
-            msg = (f"run folder {run_dir} holds a different config and has checkpoints; use another run_id, "
+            msg = (f"run folder {rd.path} holds a different config and has checkpoints; use another run_id, "
                    f"the same config, or delete the folder:\n{diff}")
             store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed", "error": msg})
             raise ConfigError(msg)
         log.warning("run %s: config changed since the last attempt (which left no checkpoints): replacing it",
                     full["run_id"])
-    _atomic_write(cfg_file, config_yaml)
-    handler = logging.FileHandler(rd.run_log)  # every attempt appends its log here
+    if not cfg_file.is_file() or cfg_file.read_text() != config_yaml:
+        _atomic_write(cfg_file, config_yaml)
+    handler = logging.FileHandler(rd.run_log)  # every attempt (and every stage job) appends its log here
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     try:
-        return _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file)
+        yield
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -333,83 +553,23 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
     stages = rd.stages()
     elapsed_before = float(stages.get("elapsed_s") or 0.0)
     t0 = time.time()
-    job = {"host": socket.gethostname(), "pid": os.getpid(),
-           "job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", os.environ.get("SUBMITIT_LOCAL_JOB_ID"))),
-           "run_dir": str(run_dir)}
+    job = _job_info(run_dir)
     _atomic_write(rd.worker, json.dumps(job))
     store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", **job})
-    data_common = dict(full.get("data") or {})
-    data_common.pop("sources", None)
     try:
-        # ---- pretrain
-        init_from = pre.checkpoint
-        if pre.enabled and not pre.checkpoint:
-            res = stages.get("pretrain")
-            if res is None:
-                tcfg = {"method": full["method"], "seed": full["seed"], "trainer": dataclasses.asdict(pre.trainer),
-                        "data": {**data_common, "sources": _sources(pre, None, full.get("video_sets"), "pretrain")}}
-                s = _train(tcfg, rd.pretrain.path, pre, "pretrain")
-                res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
-                       "val": _val_columns(s.get("val"))}
-                stages.put("pretrain", res)
-            init_from = res["checkpoint"]
-        # ---- finetune + evaluate, per task
+        init_from, pre_res = stage_pretrain(full, pre)
         per_task = {}
         for task in full["tasks"]:
-            key = f"finetune/{task}"
-            res = stages.get(key) if fin.enabled else {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
-            if res is None:
-                trainer = dataclasses.asdict(fin.trainer)
-                if init_from:
-                    trainer["init_from"] = str(init_from)
-                tcfg = {"method": full["method"], "seed": full["seed"], "trainer": trainer,
-                        "data": {**data_common, "sources": _sources(fin, task, full.get("video_sets"), "finetune")}}
-                s = _train(tcfg, rd.finetune(task).path, fin, "finetune")
-                res = {"checkpoint": s["checkpoint"], "steps": s["steps"], "final_loss": s["final_loss"],
-                       "val": _val_columns(s.get("val"))}
-                stages.put(key, res)
-            if not res.get("checkpoint"):
-                raise ConfigError(f"run {full['run_id']}: no checkpoint to evaluate for task {task} "
-                                  "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
-            dkey = f"diagnostics/{task}"
-            if ev.n_rollouts > 0 and ev.diagnose_windows > 0 and fin.enabled and not stages.get(dkey):
-                from uwmbench.benchmarks.diagnose import diagnose
-                d = diagnose(res["checkpoint"], out=rd.diagnostics(task), windows=ev.diagnose_windows,
-                             first_obs=ev.diagnose_first_obs, seed=int(full["seed"]))
-                stages.put(dkey, {"open_loop": [{k: v for k, v in s.items() if not isinstance(v, list)}
-                                                for s in d["open_loop"]]})
+            res = stage_finetune(full, pre, fin, ev, task, init_from)
             if ev.n_rollouts > 0:
                 for mode in ev.modes:
-                    ekey = f"eval/{task}/{mode}"
-                    if stages.get(ekey):
-                        continue
-                    m = {**meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
-                    df = _evaluate(str(res["checkpoint"]), task, ev, mode, int(full["seed"]), store.rollout_sink(m), m,
-                                   rd.eval(task, mode).path, reference=_reference_source(fin, task),
-                                   train_files=_hdf5_files(fin, pre, task))
-                    stages.put(ekey, {"rollouts": int(len(df)),
-                                      "success_rate": float(df["success"].mean()) if len(df) else None})
+                    if not rd.stages().get(f"eval/{task}/{mode}"):
+                        stage_evaluate(full, pre, fin, ev, store, meta, task, mode, res)
             else:
                 log.info("run %s task %s: evaluate.n_rollouts=0, no rollouts (offline validation metrics only)",
                          full["run_id"], task)
             per_task[task] = res
-        # ---- run row
-        vals: dict[str, list[float]] = {}
-        for r in per_task.values():
-            for k, v in (r.get("val") or {}).items():
-                vals.setdefault(k, []).append(v)
-        losses = [r["final_loss"] for r in per_task.values() if r.get("final_loss") is not None]
-        pre_res = stages.get("pretrain") or {}
-        row = {**meta, "task": ",".join(full["tasks"]), "status": "done",
-               "train_steps": int(sum(r.get("steps") or 0 for r in per_task.values()) + (pre_res.get("steps") or 0)),
-               "final_loss": float(sum(losses) / len(losses)) if losses else None,
-               **{k: sum(v) / len(v) for k, v in vals.items()},
-               "wall_time_s": elapsed_before + time.time() - t0, "error": "",
-               "evaluated": ev.n_rollouts > 0, "run_dir": str(run_dir),
-               "checkpoints": json.dumps({t: str(r.get("checkpoint")) for t, r in per_task.items()}),
-               "host": job["host"], "job_id": job["job_id"]}
-        if ev.forward_dynamics_error:
-            row["val_forward_dynamics_error"] = row.get("val_next_obs_latent_mse")
+        row = run_row(full, ev, meta, per_task, pre_res, elapsed_before + time.time() - t0, job)
         store.set_run(row)
         _atomic_write(done_file, json.dumps(row, default=str))
         return row
@@ -421,6 +581,89 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
                        "wall_time_s": elapsed_before + time.time() - t0,
                        "error": "".join(traceback.format_exception(e)), **job})
         raise
+
+
+def parse_stage(stage: str) -> dict[str, Any]:
+    """``pretrain`` | ``finetune/<task>`` | ``eval/<task>/<mode>/<condition>/<first>-<last>`` | ``row``."""
+    parts = stage.split("/")
+    if stage in ("pretrain", "row"):
+        return {"kind": stage}
+    if parts[0] == "finetune" and len(parts) == 2:
+        return {"kind": "finetune", "task": parts[1]}
+    if parts[0] == "eval" and len(parts) == 5 and "-" in parts[4]:
+        a, b = parts[4].split("-", 1)
+        return {"kind": "evaluate", "task": parts[1], "mode": parts[2], "chunk": (parts[3], int(a), int(b))}
+    raise ValueError(f"stage {stage!r} is not pretrain, finetune/<task>, eval/<task>/<mode>/<cond>/<a>-<b> or row")
+
+
+def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any]:
+    """Run ONE stage of a protocol run (a stage job of a sweep's stage graph): its inputs must be
+    finished (else :class:`StageNotReady`); it resumes like the whole run does (checkpoints, written
+    rollouts) and records its result in stages.json; ``row`` gathers the rollout chunks and writes
+    the run row and DONE. Returns the stage's result."""
+    full = _resolve(cfg)
+    pre, fin, ev = check_run(full, data=False)
+    spec = parse_stage(stage)
+    rd = RunDir(run_dir_of(full))
+    store = ResultsStore(full["store"])
+    meta = _meta(full)
+    if rd.done.is_file():
+        log.info("run %s is finished (%s): stage %s has nothing to do", full["run_id"], rd.done, stage)
+        return json.loads(rd.done.read_text())
+    if spec["kind"] == "pretrain":
+        check_inputs(full, pre, fin)
+        return stage_pretrain(full, pre)[1] or {}
+    with _run_log(full, store, meta):
+        job = _job_info(rd.path)
+        t0 = time.time()
+        try:
+            init_from = pre.checkpoint
+            if pre.enabled and not pre.checkpoint:
+                pre_res = pretrain_place(full, pre)[1].get("pretrain")
+                if pre_res is None:
+                    raise StageNotReady(f"run {full['run_id']}: stage {stage} needs the pretraining in "
+                                        f"{pretrain_place(full, pre)[0].path}, which has not finished")
+                init_from = pre_res["checkpoint"]
+            if spec["kind"] == "finetune":
+                check_inputs(full, pre, fin)
+                store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", "stage": stage, **job})
+                return stage_finetune(full, pre, fin, ev, spec["task"], init_from)
+            per_task = {}
+            for task in full["tasks"]:
+                res = rd.stages().get(f"finetune/{task}") if fin.enabled else \
+                    {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
+                if not res:
+                    raise StageNotReady(f"run {full['run_id']}: stage {stage} needs finetune/{task}, not finished")
+                per_task[task] = res
+            if spec["kind"] == "evaluate":
+                key = f"eval/{spec['task']}/{spec['mode']}/{spec['chunk'][0]}/{spec['chunk'][1]}-{spec['chunk'][2]}"
+                done = rd.stages().get(key)
+                if done:
+                    return done
+                with run_lease(rd.eval_chunk(spec["task"], spec["mode"], *spec["chunk"]).path, f"stage {stage}"):
+                    return stage_evaluate(full, pre, fin, ev, store, meta, spec["task"], spec["mode"],
+                                          per_task[spec["task"]], chunk=spec["chunk"])
+            # row: every chunk finished -> per-(task, mode) results, the run row, DONE
+            with run_lease(rd.path, "stage row"):
+                if ev.n_rollouts > 0:
+                    for task in full["tasks"]:
+                        for mode in ev.modes:
+                            gather_chunks(full, ev, task, mode, rollouts_per_job)
+                st = rd.stages()
+                pre_res = pretrain_place(full, pre)[1].get("pretrain") if pre.enabled and not pre.checkpoint else None
+                parts = [r.get("elapsed_s", 0.0) for k, r in st.data.items()
+                         if isinstance(r, dict) and (k.startswith("finetune/") or k.count("/") == 4)]
+                wall = sum(parts) + (pre_res or {}).get("elapsed_s", 0.0) + time.time() - t0
+                row = run_row(full, ev, meta, per_task, pre_res, wall, job)
+                row["stage_jobs"] = True  # wall_time_s: the stage jobs' times summed
+                store.set_run(row)
+                _atomic_write(rd.done, json.dumps(row, default=str))
+                return row
+        except BaseException as e:
+            if not isinstance(e, (RunInterrupted, KeyboardInterrupt, SystemExit)):
+                store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed", "stage": stage,
+                               "error": f"stage {stage}: " + "".join(traceback.format_exception(e)), **job})
+            raise
 
 
 def main(argv: list[str]) -> int:

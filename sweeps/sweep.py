@@ -6,6 +6,11 @@
   uwmbench sweep main --status                   per-cell state from the results store
   uwmbench sweep main --cancel [CELL[,CELL..]]   stop the cells' jobs (all unfinished ones by default)
 
+With ``launcher.stage_jobs`` (SLURM's default) a cell is not one job but its stages: a shared
+pretrain, finetune per task, rollout job arrays on CPUs, the run row, chained with afterok
+dependencies (uwmbench.sweeps.stages); ``--dry-run`` prints the jobs, GPU-hours and CPU-hours per
+stage, ``--status`` the state of every stage.
+
 Overrides: ``launcher.<key>=value`` set configs/launcher/<name>.yaml keys; ``seeds=[..]`` and
 ``tasks=[..]`` replace the sweep's lists, ``methods=[..]`` its method axis; anything else is a ``run`` config override applied to
 every cell. Launching returns at once; rerunning skips finished cells, leaves cells whose job
@@ -25,6 +30,7 @@ from omegaconf import OmegaConf
 from uwmbench.config import ConfigError
 from uwmbench.schemas import LAUNCHER_SCHEMAS
 from uwmbench.sweeps import grids  # grids.expand_sweep looked up at call time (tests spy on it)
+from uwmbench.sweeps import stages as stages_mod
 from .grids import compose_cell, format_job_table, sweep_names
 from .launch import ACTIVE_STATES, cancel, is_active, job_state, launch_cells, record_cancel, submissions
 from .protocol import _resolve, check_run
@@ -178,31 +184,70 @@ def main(argv: list[str]) -> int:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")
     cells = grids.expand_sweep(a.name, run_ov, estimate=a.dry_run)
+    launcher = load_launcher(a.launcher, launcher_ov)
+    stage_mode = bool(launcher.get("stage_jobs"))
+    if stage_mode and a.cell_fn and not (a.status or a.dry_run or a.cancel is not None):
+        raise ConfigError("--cell-fn runs one function per cell: use launcher.stage_jobs=false with it")
+    store = ResultsStore(a.store)
+    subs = submissions(a.store, a.name)
+    ssubs = stages_mod.stage_submissions(a.store, a.name)
+    if ssubs and (a.status or a.cancel is not None):  # the graph as it was submitted
+        last = max(ssubs.values(), key=lambda r: r.get("time", 0))
+        launcher["rollouts_per_job"] = last.get("rollouts_per_job", launcher.get("rollouts_per_job"))
+    fulls = None
+    if a.dry_run or not (a.status or a.cancel is not None) or ssubs:
+        # cells that pretrain the same share one pretrain folder (pretrain.run_dir), in both modes
+        fulls = stages_mod.share_pretraining(cells, a.store, a.runs)
     if a.dry_run or not (a.status or a.cancel is not None):
         check_cells(cells, a.store, a.runs, data=not a.skip_data_check)
-    store = ResultsStore(a.store)
     if a.dry_run:
         print(format_job_table(a.name, cells))
-        launcher = load_launcher(a.launcher, launcher_ov)
-        todo = plan(cells, store, submissions(a.store, a.name), check_jobs=False)
+        nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
+        print(stages_mod.format_stage_table(nodes, launcher))
+        todo = plan(cells, store, subs, check_jobs=False)
         n_done = sum(1 for _, act in todo if act == "done")
-        print(f"launcher: {a.launcher}; store {a.store}: {n_done} of {len(cells)} cells done; dry run, nothing launched")
+        how = (f"{len(nodes)} stage jobs chained with dependencies" if stage_mode else
+               f"{len(cells)} jobs, one per cell running its stages in order (launcher.stage_jobs=true: the stage jobs above)")
+        print(f"launcher: {a.launcher} ({how}); store {a.store}: {n_done} of {len(cells)} cells done; "
+              "dry run, nothing launched")
         if a.launcher == "slurm":
             print("slurm: " + ", ".join(f"{k}={v}" for k, v in launcher.items() if v not in (None, [], {})))
         return 0
-    subs = submissions(a.store, a.name)
     if a.cancel is not None:
+        if ssubs:
+            names = [w for w in a.cancel.split(",") if w]
+            nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
+            n = stages_mod.cancel_stages(nodes, ssubs, a.store, a.name, names or None)
+            print(f"sweep {a.name}: {n} stage job(s) cancelled")
         return cancel_cells(a.name, cells, store, subs, a.store, a.cancel)
     if a.status:
-        import pandas as pd
         df = status_table(a.name, cells, store, subs)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(df.to_string(index=False))
+            if ssubs:
+                nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
+                sdf = stages_mod.status_table(nodes, ssubs)
+                print(sdf.to_string(index=False))
+                by = sdf.groupby(["kind", "state"]).size()
+                print("stages: " + "; ".join(f"{k} {st}: {v}" for (k, st), v in by.items()))
         counts = df["status"].value_counts().to_dict()
         print(f"sweep {a.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
               f"; {len(store.rollout_records())} rollout rows in {a.store}")
         return 0
-    launcher = load_launcher(a.launcher, launcher_ov)
+    if stage_mode:
+        nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
+        sp = stages_mod.plan_stages(nodes, ssubs)
+        done = sum(1 for v in sp.values() if v == "done")
+        active = sum(1 for v in sp.values() if v == "active")
+        sub = stages_mod.submit_graph(nodes, launcher, a.store, a.runs, a.name, threads=a.threads, subs=ssubs)
+        if not sub:
+            print(f"sweep {a.name}: nothing to launch ({len(nodes)} stages done or in flight)")
+            return 0
+        kinds = pd.Series([n.kind for n, _ in sub]).value_counts().to_dict()
+        print(f"sweep {a.name}: submitted {len(sub)} stage job(s) on {a.launcher} ("
+              + ", ".join(f"{v} {k}" for k, v in kinds.items()) + f"; {done} stages done, {active} in flight)")
+        print(f"follow with: uwmbench sweep {a.name} --status --launcher {a.launcher} --store {a.store}")
+        return 0
     todo = plan(cells, store, subs)
     to_launch = [c for c, act in todo if act.startswith("launch")]
     for c, act in todo:

@@ -5,6 +5,9 @@ Episode i starts at x = START[i % len(START)]; each action moves x by ``0.1 * a[
 are filled with ``round(100 * x)``. Imported by spawned evaluation workers (plain data only)."""
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 
 from uwmbench.benchmarks.evaluation.runner import EpisodeStart, RolloutJob, Runner, RunnerSettings, TaskInfo
@@ -33,6 +36,8 @@ class ReachEnv:
         return self.observation()
 
     def execute_chunk(self, actions: np.ndarray) -> None:
+        if os.environ.get("TOY_REACH_CHUNK_S"):  # a slow benchmark (tests that stop a rollout job mid-way)
+            time.sleep(float(os.environ["TOY_REACH_CHUNK_S"]))
         for a in np.asarray(actions)[: self.s.replan_every]:
             self.x += 0.1 * float(a[0])
             self.t += 1
@@ -50,7 +55,7 @@ class ReachEnv:
         self.n_renders += v  # lazily: only the newest frame of each view is rendered per call
         out = np.empty((v, to, 3, size, size), np.uint8)
         for k, x in enumerate(frames):
-            out[:, k] = int(round(100 * x))
+            out[:, k] = min(255, max(0, int(round(100 * x))))  # a policy may push x below 0
         return out
 
     def close(self) -> None:

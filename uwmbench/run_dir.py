@@ -16,7 +16,7 @@ A protocol run's folder (``uwmbench run``, ``<runs_root>/<run_id>/``)::
     config.yaml  run.log  worker.json  stages.json  DONE
     pretrain/                 a trainer's folder
     finetune/<task>/          a trainer's folder per task
-    eval/<task>/<mode>/       evaluator output (:class:`EvalDir`)
+    eval/<task>/<mode>/       evaluator output (:class:`EvalDir`); stage jobs: chunks/<cond>-<a>-<b>/
     diagnostics/<task>/       ``uwmbench diagnose`` of the task's checkpoint (summary.json ...)
 
 Writers keep their atomicity (temporary file + rename); this module only names the files and
@@ -94,7 +94,8 @@ class EvalDir:
 class Stages:
     """``stages.json`` of a protocol run: results of finished stages (rewritten atomically on
     each change). Keys: ``pretrain``, ``finetune/<task>``, ``diagnostics/<task>``,
-    ``eval/<task>/<mode>``, ``elapsed_s``."""
+    ``eval/<task>/<mode>``, ``eval/<task>/<mode>/<condition>/<first>-<last>`` (a rollout chunk
+    of a stage job), ``elapsed_s``."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -103,9 +104,25 @@ class Stages:
     def get(self, key: str) -> Any:
         return self.data.get(key)
 
+    def reload(self) -> "Stages":
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        return self
+
     def put(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
+        """Set one key. Stage jobs of one run write this file at once (rollout chunks of a
+        sweep's stage graph): the file is re-read and rewritten under an exclusive lock
+        (``stages.json.lock``), so no job's key is lost."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.reload()
+                self.data[key] = value
+                atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def finished(self) -> set[str]:
         """Keys of finished stages (``elapsed_s`` is bookkeeping, not a stage)."""
@@ -217,6 +234,11 @@ class RunDir:
 
     def eval(self, task: str, mode: str = "policy") -> EvalDir:
         return EvalDir(self.path / self.EVAL / task / mode)
+
+    def eval_chunk(self, task: str, mode: str, condition: str, first: int, last: int) -> EvalDir:
+        """``eval/<task>/<mode>/chunks/<condition>-<first>-<last>/``: one rollout job's output
+        (episodes ``first..last`` of one condition) when a sweep runs stages as jobs."""
+        return EvalDir(self.path / self.EVAL / task / mode / "chunks" / f"{condition}-{first}-{last}")
 
     def diagnostics(self, task: str | None = None) -> Path:
         """``diagnostics/<task>/`` of a protocol run; ``diagnostics/`` of a trainer's folder."""

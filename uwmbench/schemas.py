@@ -160,6 +160,7 @@ class EvalOptions:
     device: str = "auto"
     weights: str = "auto"               # auto (EMA weights when trained with trainer.ema > 0) | ema | raw
     reference: Optional[str] = None     # inverse_dynamics: LIBERO-layout HDF5 of expert demos ({task}, {condition} replaced)
+    runner: Optional[str] = None        # the benchmark: null = LIBERO; "module:Class" = a Runner subclass built without arguments
 
     def __post_init__(self) -> None:
         for k in ("n_rollouts", "settle_steps"):
@@ -194,7 +195,21 @@ class EvalOptions:
                     obs_frames=self.obs_frames, camera_size=self.camera_size, resize_frames=self.resize_frames,
                     render=self.render, settle_steps=self.settle_steps, ood_margin=self.ood_margin,
                     ood_seed=self.ood_seed, flip_vertical=self.flip_vertical, device=self.device,
-                    weights=self.weights, video_episodes=None if self.videos < 0 else self.videos)
+                    weights=self.weights, video_episodes=None if self.videos < 0 else self.videos,
+                    runner=self.make_runner())
+
+    def make_runner(self) -> Any:
+        """The evaluator's runner: None (evaluate() builds LIBERO's) or an instance of ``runner``."""
+        if not self.runner:
+            return None
+        from importlib import import_module
+
+        mod, _, cls = self.runner.partition(":")
+        try:
+            return getattr(import_module(mod), cls)()
+        except (ImportError, AttributeError, ValueError, TypeError) as e:
+            raise ConfigError(f"evaluate.runner={self.runner!r}: cannot build it ({type(e).__name__}: {e}); "
+                              "give module:Class of a uwmbench.benchmarks.evaluation.runner.Runner") from None
 
 
 @dataclass
@@ -238,6 +253,10 @@ class StageConfig:
     cotrain: List[Any] = field(default_factory=list)  # extra action-free sources mixed in
     cotrain_video: str = "none"         # none | a key of video_sets
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # pretrain only: train in this folder instead of <run>/pretrain. A sweep points every cell whose
+    # pretrain config is the same (method, seed, pretrain and data sections) at one folder
+    # (<runs_root>/<sweep>/_pretrain/<method>-s<seed>-<hash>): trained once, reused by all of them
+    run_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
@@ -316,6 +335,9 @@ class LocalLauncherConfig:
     max_requeues: int = 3               # timeouts / preemptions a job may survive
     signal_delay_s: int = 30
     max_parallel: Optional[int] = None  # cells running at once; null: the usable cores; 0: no cap
+    stage_jobs: bool = False            # true: each stage its own job (a job waits for the stages it needs)
+    rollouts_per_job: int = 25          # stage jobs: rollouts of one evaluation job
+    rollout_cpus: Optional[int] = None  # stage jobs: CPUs of an evaluation job (null: evaluate.workers + 1)
 
 
 @dataclass
@@ -336,6 +358,16 @@ class SlurmLauncherConfig:
     signal_delay_s: int = 120
     setup: List[str] = field(default_factory=list)   # shell lines run before the job
     additional: Dict[str, Any] = field(default_factory=dict)  # extra sbatch parameters
+    # the protocol as a stage graph: pretrain (shared) -> finetune per task -> rollout job arrays ->
+    # the run row, chained with afterok dependencies (false: one job per cell runs every stage)
+    stage_jobs: bool = True
+    rollouts_per_job: int = 25          # rollouts of one evaluation job (array task)
+    rollout_partition: Optional[str] = None  # CPU partition of the evaluation jobs (null: `partition`)
+    rollout_account: Optional[str] = None    # (null: `account`)
+    rollout_gpus: int = 0               # GPUs of an evaluation job (0: CPU-only; the policy runs on CPU)
+    rollout_cpus: Optional[int] = None  # CPUs of an evaluation job (null: evaluate.workers + 1)
+    rollout_mem_gb: Optional[int] = None  # (null: 3 GB per env worker + 8)
+    rollout_time_h: Optional[float] = None  # (null: 1.5 x the estimate, at least 1 h)
 
 
 LAUNCHER_SCHEMAS = {"local": LocalLauncherConfig, "slurm": SlurmLauncherConfig}

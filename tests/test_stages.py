@@ -1,0 +1,161 @@
+"""The protocol as a stage graph (uwmbench.sweeps.stages): the graph of the paper's main table,
+shared pretraining, rollout chunks, the dry run's per-stage estimates, and the graph run as local
+jobs on a benchmark without a simulator (tests/toy_runner.py). The same graph on the local SLURM
+(dependencies, preemption, cancel): tests/test_slurm.py."""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from uwmbench.sweeps import grids, protocol, stages, sweep as sweep_cli
+from uwmbench.sweeps.store import ResultsStore
+
+from conftest_slurm import write_smoke_hdf5, wait_until
+
+TESTS = str(Path(__file__).resolve().parent)
+
+# one tiny BC run on the toy benchmark: finetune on data_root/libero_10/reach.hdf5, 4 rollouts
+TOY = ["method.size=tiny", "pretrain.enabled=false", "finetune.trainer.steps=4", "finetune.trainer.batch_size=4",
+       "finetune.trainer.warmup_steps=0", "finetune.trainer.ckpt_every=2", "finetune.trainer.val_every=0",
+       "finetune.trainer.progress=false", "finetune.trainer.device=cpu", "data.latent_cache=false",
+       "data.val_fraction=0.34", "evaluate.runner=toy_runner:ReachRunner", "evaluate.conditions=[id]",
+       "evaluate.n_rollouts=4", "evaluate.workers=0", "evaluate.max_steps=30", "evaluate.diagnose_windows=0",
+       "evaluate.device=cpu"]
+
+
+@pytest.fixture
+def reach_data(tmp_path):
+    write_smoke_hdf5(tmp_path / "data" / "libero_10" / "reach.hdf5")
+    return tmp_path / "data"
+
+
+def _main_nodes(tmp_path, launcher="slurm", extra=()):
+    cells = grids.expand_sweep("main", list(extra), estimate=False)
+    lcfg = sweep_cli.load_launcher(launcher)
+    return cells, stages.build_graph(cells, str(tmp_path / "store"), str(tmp_path / "runs"), lcfg), lcfg
+
+
+def test_main_table_graph(tmp_path):
+    """12 cells (4 methods x 3 seeds, 5 tasks each): one pretrain per cell (4-GPU DDP jobs), a
+    finetune per task, 50 ID + 50 OOD rollouts in chunks of 25 on CPUs, one row job per cell."""
+    cells, nodes, lcfg = _main_nodes(tmp_path)
+    kinds = {k: [n for n in nodes if n.kind == k] for k in stages.KINDS}
+    assert {k: len(v) for k, v in kinds.items()} == {"pretrain": 12, "finetune": 60, "evaluate": 240, "row": 12}
+    assert all(n.tasks == 4 and n.resources.gpus == 4 for n in kinds["pretrain"])  # paper: 4 x 36
+    assert all(n.resources.gpus == 0 and n.cpu_partition and n.rollouts == 25 for n in kinds["evaluate"])
+    assert sum(n.rollouts for n in nodes) == 6000
+    by = {n.key: n for n in nodes}
+    seen = set()
+    for n in nodes:  # dependencies come first, and each stage needs what the protocol says
+        assert all(d in seen for d in n.deps), n.key
+        seen.add(n.key)
+    ev = by["uwm-s0/eval/book_caddy/policy/ood/25-49"]
+    assert ev.deps == ["uwm-s0/finetune/book_caddy"]
+    assert by["uwm-s0/finetune/book_caddy"].deps == [kinds["pretrain"][0].key]
+    row = by["uwm-s0/row"]
+    assert len(row.deps) == 20 and all(by[d].kind == "evaluate" for d in row.deps)
+    # every cell's run config points at its (shared) pretrain folder
+    assert all(any(o.startswith("pretrain.run_dir=") for o in c.overrides) for c in cells)
+
+
+def test_cells_with_the_same_pretraining_share_one_pretrain_job(tmp_path):
+    """Two cells that differ only after pretraining (finetune steps) train one pretrain; a third
+    with other pretrain steps trains its own. The shared folder is named by method, seed and a
+    hash of what pretraining depends on."""
+    base = grids.expand_sweep("main", ["methods=[dp]", "seeds=[0]", "tasks=[book_caddy]"], estimate=False)[0]
+    import dataclasses
+    a = dataclasses.replace(base, cell="a", overrides=base.overrides + ["finetune.trainer.steps=10"])
+    b = dataclasses.replace(base, cell="b", overrides=base.overrides + ["finetune.trainer.steps=20"])
+    c = dataclasses.replace(base, cell="c", overrides=base.overrides + ["pretrain.trainer.steps=7"])
+    nodes = stages.build_graph([a, b, c], str(tmp_path / "store"), str(tmp_path / "runs"),
+                               sweep_cli.load_launcher("slurm"))
+    pre = [n for n in nodes if n.kind == "pretrain"]
+    assert len(pre) == 2 and sorted(len(n.cells) for n in pre) == [1, 2]
+    shared = next(n for n in pre if len(n.cells) == 2)
+    assert shared.cells == ["a", "b"] and Path(shared.marker[0]).parent.name.startswith("dp-s0-")
+    rd = [o for o in a.overrides if o.startswith("pretrain.run_dir=")]
+    assert rd and rd == [o for o in b.overrides if o.startswith("pretrain.run_dir=")]
+    assert rd != [o for o in c.overrides if o.startswith("pretrain.run_dir=")]
+    assert Path(rd[0].split("=", 1)[1]).parent == (tmp_path / "runs" / "main" / "_pretrain").absolute()
+
+
+def test_dry_run_prints_jobs_gpu_and_cpu_hours_per_stage(tmp_path, capsys):
+    assert sweep_cli.main(["main", "--dry-run", "--skip-data-check", "--launcher", "slurm"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("stage jobs"):]
+    lines = {l.split()[0]: l.split() for l in table.splitlines()[1:] if l.split() and l.split()[0] in
+             ("pretrain", "finetune", "evaluate", "row", "total")}
+    assert lines["pretrain"][1] == "12" and lines["finetune"][1] == "60" and lines["evaluate"][1] == "240"
+    assert "60 arrays" in table and lines["total"][1] == "324" and "GPU_h" in table and "CPU_h" in table
+    assert "324 stage jobs chained with dependencies" in out
+    _, nodes, lcfg = _main_nodes(tmp_path)
+    df = stages.stage_table(nodes, 25).set_index("stage")
+    # pretraining: 100k steps x 4 x 36 samples at 118 samples/s per H100 (UWM) ...; rollouts on CPU cores
+    assert df.loc["pretrain", "GPU_h"] > 300 and df.loc["evaluate", "GPU_h"] == 0
+    assert df.loc["evaluate", "CPU_h"] > 250  # at least the 250 CPU-hours of simulation
+    assert df.loc["total", "jobs"] == 324 and df.loc["evaluate", "rollouts"] == 6000
+    # the local launcher runs a cell per job unless asked, and says so
+    assert sweep_cli.main(["main", "--dry-run", "--skip-data-check"]) == 0
+    assert "one per cell" in capsys.readouterr().out
+
+
+def test_chunks_cover_every_rollout_once():
+    from uwmbench.schemas import RunEvalConfig
+    ev = RunEvalConfig(n_rollouts=50, conditions=["id", "ood"], modes=["policy", "inverse_dynamics"])
+    ch = protocol.eval_chunks(ev, "policy", 20)
+    assert ch == [("id", 0, 19), ("id", 20, 39), ("id", 40, 49), ("ood", 0, 19), ("ood", 20, 39), ("ood", 40, 49)]
+    assert protocol.eval_chunks(ev, "inverse_dynamics", 50) == [("id", 0, 49)]  # tracks the ID demos only
+    assert protocol.parse_stage("eval/book_caddy/policy/ood/20-39") == {
+        "kind": "evaluate", "task": "book_caddy", "mode": "policy", "chunk": ("ood", 20, 39)}
+    with pytest.raises(ValueError, match="stage"):
+        protocol.parse_stage("eval/book_caddy")
+
+
+def test_protocol_on_another_benchmark_in_process(reach_data, tmp_path, monkeypatch):
+    """evaluate.runner plugs a benchmark into the protocol: the toy runner, no simulator."""
+    monkeypatch.syspath_prepend(TESTS)
+    from uwmbench.config import load_config
+    cfg = load_config("run", TOY + ["method=bc", f"data_root={reach_data}", "tasks=[reach]",
+                                    f"runs_root={tmp_path / 'runs'}", f"store={tmp_path / 'store'}", "run_id=toy"])
+    row = protocol.run_protocol(cfg)
+    assert row["status"] == "done" and row["evaluated"]
+    df = ResultsStore(tmp_path / "store").rollouts()
+    assert sorted(df["episode"]) == [0, 1, 2, 3] and set(df["task"]) == {"reach"}
+    st = json.loads((tmp_path / "runs" / "toy" / "stages.json").read_text())
+    assert st["eval/reach/policy"]["rollouts"] == 4
+    with pytest.raises(Exception, match="reach"):  # an unknown task of that benchmark fails the check
+        protocol.check_run(protocol._resolve(load_config("run", TOY + ["method=bc", "tasks=[nope]"])), data=False)
+
+
+def test_stage_jobs_run_the_graph_locally(reach_data, tmp_path, monkeypatch, capsys):
+    """launcher.stage_jobs=true on the local launcher: finetune -> 2 rollout chunks -> row as 4
+    jobs started at once; each waits for the stages it needs. Every rollout lands once in the
+    store, --status lists each stage done, and a rerun launches nothing."""
+    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.syspath_prepend(TESTS)
+    store_dir, runs = tmp_path / "store", tmp_path / "runs"
+    args = ["smoke", "--store", str(store_dir), "--runs", str(runs), "--threads", "1", "launcher.stage_jobs=true",
+            "launcher.rollouts_per_job=2", "launcher.max_parallel=2", "methods=[bc]", "seeds=[0]", "tasks=[reach]",
+            f"data_root={reach_data}"] + TOY
+    t0 = time.time()
+    assert sweep_cli.main(args) == 0
+    assert time.time() - t0 < 60, "launch must return at once"
+    out = capsys.readouterr().out
+    assert "submitted 4 stage job(s)" in out and "1 finetune" in out and "2 evaluate" in out and "1 row" in out
+    store = ResultsStore(store_dir)
+    row = wait_until(lambda: (store.run("smoke/bc-s0") or {}).get("status") in ("done", "failed")
+                     and store.run("smoke/bc-s0"), 300, "the row stage", poll=1)
+    assert row["status"] == "done", row.get("error")
+    df = store.rollouts()
+    assert sorted(df["episode"]) == [0, 1, 2, 3]
+    st = json.loads((runs / "smoke" / "bc-s0" / "stages.json").read_text())
+    assert st["eval/reach/policy"] == {**st["eval/reach/policy"], "rollouts": 4, "chunks": 2}
+    assert {"eval/reach/policy/id/0-1", "eval/reach/policy/id/2-3", "finetune/reach"} <= set(st)
+    assert sweep_cli.main(["smoke", "--status", "--store", str(store_dir), "--runs", str(runs), "methods=[bc]",
+                           "seeds=[0]", "tasks=[reach]", f"data_root={reach_data}", "launcher.stage_jobs=true"] + TOY) == 0
+    assert "row done: 1" in capsys.readouterr().out.replace("  ", " ")
+    assert sweep_cli.main(args) == 0
+    assert "nothing to launch" in capsys.readouterr().out

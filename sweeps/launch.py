@@ -420,6 +420,14 @@ def preempt(sub_or_job: Any, run_dir: str | os.PathLike | None = None) -> None:
     if isinstance(job, submitit.SlurmJob):
         job._interrupt()  # scancel --signal SIGTERM, then USR2
         return
+    if isinstance(sub_or_job, dict) and run_dir is None:  # a local job's worker processes, by its record
+        workers = local_processes(sub_or_job)[1]
+        if not workers:
+            raise RuntimeError(f"local job {sub_or_job['job_id']}: no worker process to preempt")
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR2)
+        return
     # local: the job's Python process (recorded by the protocol in worker.json) handles USR2
     if run_dir is None:
         raise ValueError("local preemption needs the run folder (its worker.json holds the pid)")

@@ -320,3 +320,145 @@ def test_protocol_pretrain_as_distributed_job(launcher_name, smoke_data, tmp_pat
     logs = "".join(open(p).read() for p in glob.glob(str(pre / "submitit" / "*" / "*_log.err")))
     assert "rank 0/2: trained 3 steps" in logs and "rank 1/2: trained 3 steps" in logs, logs[-3000:]
     print(f"[{launcher_name}] protocol with a 2-task pretrain job: done in {time.time() - t0:.0f} s")
+
+
+# ----------------------------------------------------------------------------- stage jobs
+STAGE_TOY = ["methods=[bc]", "seeds=[0]", "tasks=[reach]", "launcher.stage_jobs=true", "method.size=tiny",
+             "finetune.trainer.batch_size=4", "finetune.trainer.warmup_steps=0", "finetune.trainer.val_every=0",
+             "finetune.trainer.progress=false", "finetune.trainer.device=cpu", "data.latent_cache=false",
+             "data.val_fraction=0.34", "evaluate.runner=toy_runner:ReachRunner", "evaluate.conditions=[id]",
+             "evaluate.workers=0", "evaluate.max_steps=30", "evaluate.diagnose_windows=0", "evaluate.device=cpu"]
+SLURM_SMALL = ["launcher.cpus_per_task=1", "launcher.mem_gb=2", "launcher.rollout_cpus=1", "launcher.rollout_mem_gb=2",
+               "launcher.rollout_time_h=0.25"]
+
+
+def _stage_env(monkeypatch, tmp_path):
+    """Stage jobs import the toy benchmark (tests/toy_runner.py) and read its data."""
+    tests = str(__import__("pathlib").Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", tests + ":" + __import__("os").environ.get("PYTHONPATH", ""))
+    from conftest_slurm import write_smoke_hdf5
+    write_smoke_hdf5(tmp_path / "data" / "libero_10" / "reach.hdf5")
+    return tmp_path / "data"
+
+
+def _raw_rollout_keys(store_dir):
+    """Every rollout row written to the store (before the last-written-wins read): key -> count."""
+    from uwmbench.rows import read_jsonl, rollout_key
+    counts = {}
+    for p in glob.glob(str(store_dir / "rollouts" / "*.jsonl")):
+        for r in read_jsonl(p):
+            counts[rollout_key(r)] = counts.get(rollout_key(r), 0) + 1
+    return counts
+
+
+def test_stage_graph_with_dependencies_and_a_preempted_training_stage(launcher_name, tmp_path, monkeypatch,
+                                                                      capsys, wait_for):
+    """`uwmbench sweep ... launcher.stage_jobs=true`: pretrain -> finetune -> 2 rollout chunks (one
+    array) -> row go out at once, each after the jobs it needs (SLURM: --dependency=afterok,
+    --kill-on-invalid-dep=yes); the finetune job is preempted (USR2) mid-way, requeued and resumes
+    from its checkpoint, and its dependents still run after it: every step trained once, every
+    rollout written once."""
+    from uwmbench.sweeps import stages as stages_mod
+    data = _stage_env(monkeypatch, tmp_path)
+    store_dir, runs = tmp_path / "store", tmp_path / "runs"
+    src = data / "libero_10" / "reach.hdf5"
+    steps = 30
+    args = ["smoke", "--launcher", launcher_name, "--store", str(store_dir), "--runs", str(runs), "--threads", "1",
+            f"data_root={data}", *STAGE_TOY, "launcher.rollouts_per_job=2", "evaluate.n_rollouts=4",
+            "pretrain.enabled=true", f"pretrain.sources=[{{path:'{src}'}}]", "pretrain.trainer.steps=3",
+            "pretrain.trainer.batch_size=4", "pretrain.trainer.device=cpu", "pretrain.trainer.progress=false",
+            "pretrain.trainer.warmup_steps=0", "pretrain.trainer.val_every=0", f"finetune.trainer.steps={steps}",
+            "finetune.trainer.ckpt_every=3"] + (SLURM_SMALL if launcher_name == "slurm" else [])
+    t0 = time.time()
+    assert sweep_cli.main(args) == 0
+    assert time.time() - t0 < 60, "submitting the graph must return at once"
+    out = capsys.readouterr().out
+    assert "submitted 5 stage job(s)" in out, out
+    subs = stages_mod.stage_submissions(store_dir, "smoke")
+    by_kind = {}
+    for k, r in subs.items():
+        by_kind.setdefault(r["kind"], []).append(r)
+    pre_id = by_kind["pretrain"][0]["job_id"]
+    fin = by_kind["finetune"][0]
+    if launcher_name == "slurm":  # the dependencies are the scheduler's
+        assert fin["depends_on"] == [pre_id]
+        assert sorted({tuple(r["depends_on"]) for r in by_kind["evaluate"]}) == [(fin["job_id"],)]
+        assert sorted(by_kind["row"][0]["depends_on"]) == sorted(r["job_id"] for r in by_kind["evaluate"])
+        sh = "".join(open(p).read() for p in glob.glob(str(store_dir / "submitit" / "smoke" / "stages-*" / "*"
+                                                            / "*submission*.sh")))
+        assert f"--dependency=afterok:{pre_id}" in sh and "--kill-on-invalid-dep=yes" in sh, sh[-2000:]
+        assert len({r["job_id"].split("_")[0] for r in by_kind["evaluate"]}) == 1  # one array
+    ft = runs / "smoke" / "bc-s0" / "finetune" / "reach"
+    wait_for(lambda: len(glob.glob(str(ft / "checkpoints" / "step_*"))) >= 2, 600, "two finetune checkpoints", poll=0.5)
+    launch.preempt(fin)
+    t_pre = time.time()
+    if launcher_name == "slurm":
+        release_requeued(fin["job_id"])
+    store = ResultsStore(store_dir)
+    row = wait_for(lambda: (store.run("smoke/bc-s0") or {}).get("status") == "done" and store.run("smoke/bc-s0"),
+                   600, "the row stage after the preempted finetune", poll=1)
+    assert row["train_steps"] == steps + 3 and row["stage_jobs"]
+    rows = [l.split(",") for l in (ft / "metrics.csv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows if r[1]] == list(range(1, steps + 1))  # every step once
+    counts = _raw_rollout_keys(store_dir)
+    assert len(counts) == 4 and set(counts.values()) == {1}
+    logs = "".join(open(p).read() for p in glob.glob(str(store_dir / "submitit" / "smoke" / "stages-*" / "*" / "*.err")))
+    assert "preempted or timed out, requeueing" in logs and "attempt 2" in logs, logs[-3000:]
+    assert sweep_cli.main(args) == 0 and "nothing to launch" in capsys.readouterr().out
+    print(f"[{launcher_name}] stage graph (pretrain -> finetune -> 2 rollout chunks -> row) done; the preempted "
+          f"finetune resumed, {time.time() - t_pre:.0f} s from preemption to the run row")
+
+
+def test_cancelled_and_preempted_rollout_jobs_resume(launcher_name, tmp_path, monkeypatch, capsys, wait_for):
+    """Two rollout jobs (3 rollouts each, ~3 s per rollout): one is cancelled (scancel) after its
+    first rollout, the other preempted (USR2) after its first rollout. The preempted one is
+    requeued and finishes; the cancelled one's dependent row job ends (SLURM cancels it: invalid
+    dependency); the next `uwmbench sweep` re-queues the cancelled chunk and the row, the chunk
+    skips the rollouts it wrote. The store then holds each of the 6 rollouts once."""
+    from uwmbench.sweeps import stages as stages_mod
+    data = _stage_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("TOY_REACH_CHUNK_S", "1.5")
+    store_dir, runs = tmp_path / "store", tmp_path / "runs"
+    args = ["smoke", "--launcher", launcher_name, "--store", str(store_dir), "--runs", str(runs), "--threads", "1",
+            f"data_root={data}", *STAGE_TOY, "launcher.rollouts_per_job=3", "evaluate.n_rollouts=6",
+            "finetune.trainer.steps=2", "finetune.trainer.ckpt_every=2", "launcher.max_parallel=4"] + \
+        (SLURM_SMALL if launcher_name == "slurm" else [])
+    if launcher_name == "slurm":
+        args.remove("launcher.max_parallel=4")
+    assert sweep_cli.main(args) == 0
+    subs = stages_mod.stage_submissions(store_dir, "smoke")
+    chunks = sorted((r for r in subs.values() if r["kind"] == "evaluate"), key=lambda r: r["stage"])
+    assert [r["stage"] for r in chunks] == ["eval/reach/policy/id/0-2", "eval/reach/policy/id/3-5"]
+    ev = runs / "smoke" / "bc-s0" / "eval" / "reach" / "policy" / "chunks"
+
+    def written(name):
+        p = ev / name / "rollouts.jsonl"
+        return len(p.read_text().splitlines()) if p.is_file() else 0
+    wait_for(lambda: written("id-0-2") >= 1 and written("id-3-5") >= 1, 600, "a rollout of each chunk", poll=0.3)
+    launch.cancel(chunks[0])
+    launch.record_cancel(store_dir, chunks[0], "smoke")
+    launch.preempt(chunks[1])
+    if launcher_name == "slurm":
+        release_requeued(chunks[1]["job_id"])
+    n_cancelled = written("id-0-2")
+    assert n_cancelled < 3
+    row_sub = next(r for r in subs.values() if r["kind"] == "row")
+    wait_for(lambda: written("id-3-5") == 3 and launch.job_state(row_sub).split()[0] not in launch.ACTIVE_STATES,
+             600, "the preempted chunk to finish and the row job to end", poll=1)
+    store = ResultsStore(store_dir)
+    assert (store.run("smoke/bc-s0") or {}).get("status") != "done"
+    assert sweep_cli.main(["smoke", "--status", "--launcher", launcher_name, "--store", str(store_dir), "--runs",
+                           str(runs), f"data_root={data}", *STAGE_TOY, "evaluate.n_rollouts=6"]) == 0
+    status = capsys.readouterr().out
+    assert "evaluate cancelled: 1" in status and "evaluate done: 1" in status, status
+    assert sweep_cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "submitted 2 stage job(s)" in out and "1 evaluate" in out and "1 row" in out, out
+    wait_for(lambda: (store.run("smoke/bc-s0") or {}).get("status") == "done", 600, "the re-queued chunk and row", poll=1)
+    counts = _raw_rollout_keys(store_dir)
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts  # nothing lost, nothing written twice
+    assert sorted(store.rollouts()["episode"]) == list(range(6))
+    logs = "".join(open(p).read() for p in glob.glob(str(store_dir / "submitit" / "smoke" / "stages-*" / "*" / "*.err")))
+    assert "preempted or timed out, requeueing" in logs, logs[-3000:]
+    print(f"[{launcher_name}] rollout jobs: cancelled after {n_cancelled} rollout(s) and re-queued, preempted and "
+          "requeued; 6 rollouts, each written once")

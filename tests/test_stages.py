@@ -159,3 +159,26 @@ def test_stage_jobs_run_the_graph_locally(reach_data, tmp_path, monkeypatch, cap
     assert "row done: 1" in capsys.readouterr().out.replace("  ", " ")
     assert sweep_cli.main(args) == 0
     assert "nothing to launch" in capsys.readouterr().out
+
+
+def test_a_shared_pretrain_is_trained_once_and_reused(reach_data, tmp_path):
+    """Two runs pointed at one pretrain.run_dir (what a sweep does for cells that pretrain the
+    same): the first trains it, the second finetunes from its checkpoint without training it."""
+    from uwmbench.config import load_config
+    from uwmbench.run_dir import RunDir
+    src = reach_data / "libero_10" / "reach.hdf5"
+    shared = tmp_path / "runs" / "_pretrain" / "bc-s0-x"
+    common = ["method=bc", "method.size=tiny", "tasks=[reach]", f"data_root={reach_data}", "evaluate.n_rollouts=0",
+              f"runs_root={tmp_path / 'runs'}", f"store={tmp_path / 'store'}", "data.latent_cache=false",
+              "data.val_fraction=0.34", f"pretrain.sources=[{{path:'{src}'}}]", f"pretrain.run_dir={shared}",
+              "pretrain.trainer.steps=3", "pretrain.trainer.batch_size=4", "pretrain.trainer.device=cpu",
+              "pretrain.trainer.progress=false", "pretrain.trainer.warmup_steps=0", "finetune.trainer.batch_size=4",
+              "finetune.trainer.device=cpu", "finetune.trainer.progress=false", "finetune.trainer.warmup_steps=0"]
+    a = protocol.run_protocol(load_config("run", common + ["run_id=a", "finetune.trainer.steps=2"]))
+    mtime = (shared / "stages.json").stat().st_mtime_ns
+    b = protocol.run_protocol(load_config("run", common + ["run_id=b", "finetune.trainer.steps=4"]))
+    assert a["train_steps"] == 5 and b["train_steps"] == 7  # 3 pretrain steps counted in both, trained once
+    assert (shared / "stages.json").stat().st_mtime_ns == mtime
+    assert [r["step"] for r in RunDir(shared).read_metrics() if r["loss"]] == ["3"] and not (tmp_path / "runs" / "b" / "pretrain").exists()
+    # the finetune starts from the shared checkpoint (trainer.init_from in its config.yaml)
+    assert str(shared) in (tmp_path / "runs" / "b" / "finetune" / "reach" / "config.yaml").read_text()

@@ -43,9 +43,9 @@ TRAIN_SAMPLES_PER_S = {"uwm": 118.0, "dp": 425.0, "pad": 74.0, "gr1": 301.0}
 POLICY_LATENCY_S = {"uwm": 0.080, "dp": 0.094, "pad": 0.127, "gr1": 0.022}
 SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (measured here)
 # batch-1 policy latency (s per 16-action chunk, 10 DDIM steps where diffusion) of the paper-size
-# models on ONE CPU thread of this machine (`uwmbench perf train --size paper --device cpu`, fp32):
-# what a CPU-only rollout job pays per policy call
-POLICY_LATENCY_CPU_S: dict[str, float] = {}
+# models on ONE CPU thread of this 2-core VM (`uwmbench perf train --size paper --device cpu`, fp32,
+# docs/results/perf_cpu_policy): what a CPU-only rollout job pays per policy call
+POLICY_LATENCY_CPU_S: dict[str, float] = {"uwm": 9.3, "dp": 3.3, "pad": 27.5, "gr1": 1.8}
 
 
 from uwmbench.schemas import Resources, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)

@@ -36,7 +36,7 @@ import pandas as pd
 from uwmbench.config import ConfigError
 from uwmbench.run_dir import RunDir, Stages
 from uwmbench.schemas import Resources, RunEvalConfig, StageConfig
-from .grids import POLICY_LATENCY_CPU_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell
+from .grids import POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell
 from .launch import (ACTIVE_STATES, _Checkpointable, _record, cancel, hold_slot, job_state, make_executor,
                      max_parallel_of, record_cancel)
 from .protocol import _resolve, check_run, eval_chunks, parse_stage, run_dir_of, shared_pretrain_dir
@@ -159,7 +159,8 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
         if ev.n_rollouts > 0:
             workers = ev.workers if ev.workers is not None else 8
             cpus = int(launcher.get("rollout_cpus") or (max(1, workers) + 1))
-            lat = POLICY_LATENCY_CPU_S.get(method) if paper else None
+            rg = int(launcher.get("rollout_gpus") or 0)
+            lat = (POLICY_LATENCY_S if rg else POLICY_LATENCY_CPU_S).get(method) if paper else None
             for task in full["tasks"]:
                 tdeps = [k for t, k in fin_keys if t == task] or list(deps)
                 for mode in ev.modes:
@@ -170,7 +171,6 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
                         pol_h = calls * lat / 3600 if lat else (0.0 if not paper else float("nan"))
                         wall = sim_h + pol_h  # policy calls and env steps alternate
                         time_h = launcher.get("rollout_time_h") or max(1.0, 1.5 * wall if wall == wall else 4.0)
-                        rg = int(launcher.get("rollout_gpus") or 0)
                         res = Resources(gpus=rg, cpus=cpus,
                                         mem_gb=int(launcher.get("rollout_mem_gb") or (3 * max(1, workers) + 8)),
                                         time_h=float(time_h))
@@ -227,9 +227,11 @@ def format_stage_table(nodes: list[StageNode], launcher: dict[str, Any]) -> str:
         lines.append(f"pretraining: {len(shared)} job(s) shared by "
                      f"{sum(len(n.cells) for n in shared)} cell(s) (one per method, seed and pretrain config)")
     lines.append("GPU_h: GPUs x estimated hours (H100 bf16 anchors; '-' = no anchor for that method/size); CPU_h: "
-                 "requested cores x estimated hours; rollout jobs: 0.15 s/env step/core and the policy on CPU "
-                 "(paper sizes, measured here: " + ", ".join(f"{k} {v:.1f} s" for k, v in POLICY_LATENCY_CPU_S.items())
-                 + " per 16-action chunk, 1 thread)")
+                 "requested cores x estimated hours; rollout jobs: 0.15 s/env step/core plus the policy "
+                 + ("on a GPU (H100 anchors)" if launcher.get("rollout_gpus") else
+                    "on CPU (paper sizes, measured here, batch 1, 1 thread: "
+                    + ", ".join(f"{k} {v:.1f} s" for k, v in POLICY_LATENCY_CPU_S.items())
+                    + " per 16-action chunk; launcher.rollout_gpus=1 puts rollouts on GPUs)"))
     return "\n".join(lines)
 
 

@@ -218,7 +218,9 @@ def main(argv: list[str]) -> int:
             names = [w for w in a.cancel.split(",") if w]
             nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
             n = stages_mod.cancel_stages(nodes, ssubs, a.store, a.name, names or None)
-            print(f"sweep {a.name}: {n} stage job(s) cancelled")
+            print(f"sweep {a.name}: {n} stage job(s) cancelled; a later `uwmbench sweep {a.name}` re-queues them")
+            if not subs:
+                return 0
         return cancel_cells(a.name, cells, store, subs, a.store, a.cancel)
     if a.status:
         df = status_table(a.name, cells, store, subs)

@@ -9,7 +9,8 @@ one per run) go to the results store ``<store>``.
 Rerunning a finished run does nothing; an interrupted one resumes: finished stages are skipped,
 the trainer resumes from its latest checkpoint, the evaluator skips rollouts it has written.
 
-API: ``run_protocol(cfg) -> dict`` (the run row); ``uwmbench run key=value ...``.
+API: ``run_protocol(cfg) -> dict`` (the run row); ``uwmbench run key=value ...``;
+``run_stage(cfg, stage)`` runs ONE stage (a job of a sweep's stage graph, uwmbench.sweeps.stages).
 """
 from __future__ import annotations
 

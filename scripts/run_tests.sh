@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 export MUJOCO_GL=${MUJOCO_GL:-egl} PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
 start=$(date +%s)
-"$VENV/bin/python" -m pytest -m "not slow" -q --timeout=900 "$@"
+"$VENV/bin/python" -m pytest -m "not slow" -q --timeout=900 --durations=20 "$@"
 rc=$?
 echo "[tests] wall time $(( $(date +%s) - start )) s"
 [ $rc -eq 5 ] && { echo "[tests] no tests collected"; exit 1; }

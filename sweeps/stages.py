@@ -304,12 +304,19 @@ def stage_submissions(store_root: str | os.PathLike, sweep: str) -> dict[str, di
     return out
 
 
-def plan_stages(nodes: list[StageNode], subs: dict[str, dict[str, Any]], check_jobs: bool = True) -> dict[str, str]:
+def _finished(n: StageNode, done_cells: set[str]) -> bool:
+    """Its marker says so, or every cell that needs it is done in the results store (a cell
+    finished by a one-job-per-cell launch, or a store restored elsewhere)."""
+    return n.done() or bool(n.cells) and set(n.cells) <= done_cells
+
+
+def plan_stages(nodes: list[StageNode], subs: dict[str, dict[str, Any]], check_jobs: bool = True,
+                done_cells: set[str] = frozenset()) -> dict[str, str]:
     """node key -> done | active | launch:new | launch:failed | launch:cancelled."""
     out = {}
     for n in nodes:
         sub = subs.get(n.key)
-        if n.done():
+        if _finished(n, set(done_cells)):
             out[n.key] = "done"
         elif check_jobs and sub and job_state(sub).split()[0] in ACTIVE_STATES:
             out[n.key] = "active"
@@ -324,13 +331,14 @@ def plan_stages(nodes: list[StageNode], subs: dict[str, dict[str, Any]], check_j
 
 def submit_graph(nodes: list[StageNode], launcher: dict[str, Any], store_root: str | os.PathLike,
                  runs_root: str | os.PathLike, sweep: str, threads: int | None = None,
-                 subs: dict[str, dict[str, Any]] | None = None) -> list[tuple[StageNode, str]]:
+                 subs: dict[str, dict[str, Any]] | None = None,
+                 done_cells: set[str] = frozenset()) -> list[tuple[StageNode, str]]:
     """Submit the nodes that are not done and not in flight, dependencies first; returns
     [(node, job id)] at once. SLURM: each (cell, task)'s rollout chunks are one job array, every
     job depends (afterok) on the jobs of the stages it needs that are not done."""
     store_root, runs_root = Path(store_root).absolute(), Path(runs_root).absolute()
     subs = stage_submissions(store_root, sweep) if subs is None else subs
-    plan = plan_stages(nodes, subs)
+    plan = plan_stages(nodes, subs, done_cells=done_cells)
     by_key = {n.key: n for n in nodes}
     job_ids: dict[str, str] = {k: str(subs[k]["job_id"]) for k, a in plan.items() if a == "active"}
     slurm = launcher["name"] == "slurm"
@@ -391,11 +399,12 @@ def submit_graph(nodes: list[StageNode], launcher: dict[str, Any], store_root: s
     return submitted
 
 
-def status_table(nodes: list[StageNode], subs: dict[str, dict[str, Any]]) -> pd.DataFrame:
+def status_table(nodes: list[StageNode], subs: dict[str, dict[str, Any]],
+                 done_cells: set[str] = frozenset()) -> pd.DataFrame:
     rows = []
     for n in nodes:
         sub = subs.get(n.key)
-        if n.done():
+        if _finished(n, set(done_cells)):
             st = "done"
         elif not sub:
             st = "not submitted"

@@ -228,7 +228,8 @@ def main(argv: list[str]) -> int:
             print(df.to_string(index=False))
             if ssubs:
                 nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
-                sdf = stages_mod.status_table(nodes, ssubs)
+                sdf = stages_mod.status_table(nodes, ssubs, done_cells={
+                    c for c, r in store.cell_states(a.name).items() if r.get("status") == "done"})
                 print(sdf.to_string(index=False))
                 by = sdf.groupby(["kind", "state"]).size()
                 print("stages: " + "; ".join(f"{k} {st}: {v}" for (k, st), v in by.items()))
@@ -238,10 +239,12 @@ def main(argv: list[str]) -> int:
         return 0
     if stage_mode:
         nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
-        sp = stages_mod.plan_stages(nodes, ssubs)
+        done_cells = {c for c, r in store.cell_states(a.name).items() if r.get("status") == "done"}
+        sp = stages_mod.plan_stages(nodes, ssubs, done_cells=done_cells)
         done = sum(1 for v in sp.values() if v == "done")
         active = sum(1 for v in sp.values() if v == "active")
-        sub = stages_mod.submit_graph(nodes, launcher, a.store, a.runs, a.name, threads=a.threads, subs=ssubs)
+        sub = stages_mod.submit_graph(nodes, launcher, a.store, a.runs, a.name, threads=a.threads, subs=ssubs,
+                                      done_cells=done_cells)
         if not sub:
             print(f"sweep {a.name}: nothing to launch ({len(nodes)} stages done or in flight)")
             return 0

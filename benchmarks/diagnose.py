@@ -190,6 +190,9 @@ def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
     tcfg = yaml.safe_load(cfg_file.read_text()) or {}
     dcfg = dict(tcfg.get("data") or {})
     dcfg["num_workers"] = 0
+    # a few windows are diagnosed: their latents are encoded on the fly (building the whole training
+    # set's latent cache here would cost as much as training's did)
+    dcfg["latent_cache"] = False
     method = load_method(ckpt, device=device)
     bundle = build_datasets(data_config_from(dcfg), method)
     held_name = "val"

@@ -138,18 +138,13 @@ class LatentEncoder(nn.Module):
         return x.reshape(*lead, *x.shape[1:])
 
     def fingerprint(self) -> str:
-        """Identifies encoder weights + preprocessing; part of every latent-cache key."""
+        """Identifies encoder weights + preprocessing; part of every latent-cache key. It hashes
+        the weights themselves, not where they were loaded from: the VAE a checkpoint carries (a
+        copy in its folder) keys the same caches as the folder it was trained with."""
         h = hashlib.sha256()
-        h.update(json.dumps(dict(source=self.source, resize=self.pre.resize, size=self.pre.image_size,
+        h.update(json.dumps(dict(resize=self.pre.resize, size=self.pre.image_size,
                                  sf=self.scaling_factor, extra=self.extra_scale), sort_keys=True).encode())
-        p = Path(self.source).expanduser()
-        if p.is_dir():
-            for f in sorted(p.glob("*")):
-                if f.is_file():
-                    st = f.stat()
-                    h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        elif self.source.startswith("random:"):
-            # random weights differ per seed: hash the weights themselves
-            for t in self.vae.state_dict().values():
-                h.update(t.detach().cpu().numpy().tobytes()[:4096])
+        for k, t in sorted(self.vae.state_dict().items()):
+            h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]

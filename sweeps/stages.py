@@ -35,11 +35,11 @@ import pandas as pd
 
 from uwmbench.config import ConfigError
 from uwmbench.run_dir import RunDir, Stages
-from uwmbench.schemas import Resources, RunEvalConfig, StageConfig
+from uwmbench.schemas import Resources, StageConfig
 from .grids import POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell
 from .launch import (ACTIVE_STATES, _Checkpointable, _record, cancel, hold_slot, job_state, make_executor,
                      max_parallel_of, record_cancel)
-from .protocol import _resolve, check_run, eval_chunks, parse_stage, run_dir_of, shared_pretrain_dir
+from .protocol import _resolve, check_run, eval_chunks, run_dir_of, shared_pretrain_dir
 
 log = logging.getLogger(__name__)
 

@@ -259,6 +259,11 @@ def test_fit_vae_command(tmp_path, capsys):
     fp = enc.fingerprint()
     assert cli(args[:-1] + ["steps=2"]) == 0
     assert LatentEncoder(str(out), resize=32, image_size=32).fingerprint() != fp
+    # the same weights elsewhere (a checkpoint's copy of its VAE) key the same caches
+    import shutil
+    shutil.copytree(out, tmp_path / "copy")
+    assert LatentEncoder(str(tmp_path / "copy"), resize=32, image_size=32).fingerprint() == \
+        LatentEncoder(str(out), resize=32, image_size=32).fingerprint()
     assert json.loads((out / "fit_vae.json").read_text())["steps"] == 2
 
 

@@ -82,10 +82,19 @@ def share_pretraining(cells: list[Cell], store: str, runs_root: str) -> dict[str
     """Point every cell that pretrains at its shared pretrain folder (``pretrain.run_dir``, the
     same for cells with the same method, seed and pretrain config) by adding the override to the
     cell; returns cell -> its resolved run config."""
+    import copy
+
     out: dict[str, dict[str, Any]] = {}
+    composed: dict[tuple, dict[str, Any]] = {}  # cells that differ only by seed and name compose alike
     for c in cells:
         c.overrides = [o for o in c.overrides if not o.startswith("pretrain.run_dir=")]
-        full = _resolve(compose_cell(c, store, runs_root))
+        key = (tuple(c.overrides), tuple(c.tasks))
+        if key in composed and not any("${" in o for o in c.overrides):
+            full = copy.deepcopy(composed[key])
+            full.update(sweep_name=c.sweep, cell=c.cell, run_id=c.run_id, variant=c.variant, seed=int(c.seed))
+        else:
+            full = _resolve(compose_cell(c, store, runs_root))
+            composed[key] = copy.deepcopy(full)
         pdir = shared_pretrain_dir(full) if not (full.get("pretrain") or {}).get("run_dir") else None
         if pdir is not None:
             c.overrides.append(f"pretrain.run_dir={pdir}")

@@ -32,16 +32,19 @@ def reach_data(tmp_path):
     return tmp_path / "data"
 
 
-def _main_nodes(tmp_path, launcher="slurm", extra=()):
-    cells = grids.expand_sweep("main", list(extra), estimate=False)
-    lcfg = sweep_cli.load_launcher(launcher)
-    return cells, stages.build_graph(cells, str(tmp_path / "store"), str(tmp_path / "runs"), lcfg), lcfg
+@pytest.fixture(scope="module")
+def main_graph(tmp_path_factory):
+    """The main table's stage graph on the SLURM launcher's defaults (composed once: 12 cells)."""
+    tmp = tmp_path_factory.mktemp("main")
+    cells = grids.expand_sweep("main", [], estimate=False)
+    lcfg = sweep_cli.load_launcher("slurm")
+    return tmp, cells, stages.build_graph(cells, str(tmp / "store"), str(tmp / "runs"), lcfg), lcfg
 
 
-def test_main_table_graph(tmp_path):
+def test_main_table_graph(main_graph):
     """12 cells (4 methods x 3 seeds, 5 tasks each): one pretrain per cell (4-GPU DDP jobs), a
     finetune per task, 50 ID + 50 OOD rollouts in chunks of 25 on CPUs, one row job per cell."""
-    cells, nodes, lcfg = _main_nodes(tmp_path)
+    tmp_path, cells, nodes, lcfg = main_graph
     kinds = {k: [n for n in nodes if n.kind == k] for k in stages.KINDS}
     assert {k: len(v) for k, v in kinds.items()} == {"pretrain": 12, "finetune": 60, "evaluate": 240, "row": 12}
     assert all(n.tasks == 4 and n.resources.gpus == 4 for n in kinds["pretrain"])  # paper: 4 x 36
@@ -82,7 +85,7 @@ def test_cells_with_the_same_pretraining_share_one_pretrain_job(tmp_path):
     assert Path(rd[0].split("=", 1)[1]).parent == (tmp_path / "runs" / "main" / "_pretrain").absolute()
 
 
-def test_dry_run_prints_jobs_gpu_and_cpu_hours_per_stage(tmp_path, capsys):
+def test_dry_run_prints_jobs_gpu_and_cpu_hours_per_stage(main_graph, capsys):
     assert sweep_cli.main(["main", "--dry-run", "--skip-data-check", "--launcher", "slurm"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("stage jobs"):]
@@ -91,15 +94,15 @@ def test_dry_run_prints_jobs_gpu_and_cpu_hours_per_stage(tmp_path, capsys):
     assert lines["pretrain"][1] == "12" and lines["finetune"][1] == "60" and lines["evaluate"][1] == "240"
     assert "60 arrays" in table and lines["total"][1] == "324" and "GPU_h" in table and "CPU_h" in table
     assert "324 stage jobs chained with dependencies" in out
-    _, nodes, lcfg = _main_nodes(tmp_path)
+    _, _, nodes, lcfg = main_graph
     df = stages.stage_table(nodes, 25).set_index("stage")
     # pretraining: 100k steps x 4 x 36 samples at 118 samples/s per H100 (UWM) ...; rollouts on CPU cores
     assert df.loc["pretrain", "GPU_h"] > 300 and df.loc["evaluate", "GPU_h"] == 0
     assert df.loc["evaluate", "CPU_h"] > 250  # at least the 250 CPU-hours of simulation
     assert df.loc["total", "jobs"] == 324 and df.loc["evaluate", "rollouts"] == 6000
     # the local launcher runs a cell per job unless asked, and says so
-    assert sweep_cli.main(["main", "--dry-run", "--skip-data-check"]) == 0
-    assert "one per cell" in capsys.readouterr().out
+    assert sweep_cli.main(["main", "--dry-run", "--skip-data-check", "methods=[dp]", "seeds=[0]"]) == 0
+    assert "1 jobs, one per cell" in capsys.readouterr().out
 
 
 def test_chunks_cover_every_rollout_once():

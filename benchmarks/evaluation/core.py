@@ -228,10 +228,12 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                     task_key=job.info.key, reference=job.reference,
                     reference_demo=job.reference_demo if job.reference is not None else None, written_at=time.time())
         row = RolloutRow.from_dict(cols).to_dict()
-        if jsonl is not None:
-            append_jsonl(jsonl, row)
+        # the sink (the results store) first: a job killed between the two writes reruns this
+        # rollout on resume, and the store keeps the row written last, instead of losing it
         if row_sink is not None:
             row_sink(row)
+        if jsonl is not None:
+            append_jsonl(jsonl, row)
         new_rows.append(row)
         return row
 

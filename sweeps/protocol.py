@@ -517,6 +517,33 @@ def _config_yaml(full: dict[str, Any]) -> str:
                       for k, v in full.items()})
 
 
+def _only_added_nulls(stored: str, new: str) -> list[str] | None:
+    """The keys ``new`` adds to ``stored`` when that is its only difference and each added value is
+    null (keys a newer uwmbench added, at their do-nothing default); else None."""
+    import yaml
+    try:
+        a, b = yaml.safe_load(stored), yaml.safe_load(new)
+    except yaml.YAMLError:
+        return None
+    added: list[str] = []
+
+    def walk(x: Any, y: Any, path: str) -> bool:
+        if isinstance(x, dict) and isinstance(y, dict):
+            if set(x) - set(y):
+                return False
+            for k in y:
+                if k not in x:
+                    if y[k] is not None:
+                        return False
+                    added.append(f"{path}{k}")
+                elif not walk(x[k], y[k], f"{path}{k}."):
+                    return False
+            return True
+        return x == y
+
+    return added if walk(a, b, "") and added else None
+
+
 @contextlib.contextmanager
 def _run_log(full: dict[str, Any], store: ResultsStore, meta: dict[str, Any]):
     """Store the run's config (refusing a different one once the run has checkpoints) and append
@@ -527,7 +554,11 @@ def _run_log(full: dict[str, Any], store: ResultsStore, meta: dict[str, Any]):
     if cfg_file.is_file() and cfg_file.read_text() != config_yaml:
         # a changed config may only replace one that produced nothing yet (e.g. a run that failed at start)
         progress = bool(rd.stages().finished()) or rd.has_checkpoints()
-        if progress:
+        added = _only_added_nulls(cfg_file.read_text(), config_yaml)
+        if added is not None:  # written by an older uwmbench: keys added since, at null; the run is the same
+            log.info("run %s: config.yaml predates keys %s (null here): the same run, rewritten with them",
+                     full["run_id"], added)
+        elif progress:
             import difflib
             diff = "".join(list(difflib.unified_diff(cfg_file.read_text().splitlines(True),
                                                      config_yaml.splitlines(True), "stored", "new"))[:40])

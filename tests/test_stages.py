@@ -185,3 +185,24 @@ def test_a_shared_pretrain_is_trained_once_and_reused(reach_data, tmp_path):
     assert [r["step"] for r in RunDir(shared).read_metrics() if r["loss"]] == ["3"] and not (tmp_path / "runs" / "b" / "pretrain").exists()
     # the finetune starts from the shared checkpoint (trainer.init_from in its config.yaml)
     assert str(shared) in (tmp_path / "runs" / "b" / "finetune" / "reach" / "config.yaml").read_text()
+
+
+def test_a_run_written_by_an_older_version_resumes(reach_data, tmp_path, monkeypatch):
+    """A run folder whose config.yaml lacks keys added since (evaluate.runner, pretrain.run_dir: null
+    by default) is the same run: it resumes; a real change is still refused."""
+    monkeypatch.syspath_prepend(TESTS)
+    from uwmbench.config import ConfigError, load_config
+    ov = TOY + ["method=bc", f"data_root={reach_data}", "tasks=[reach]", f"runs_root={tmp_path / 'runs'}",
+                f"store={tmp_path / 'store'}", "run_id=old", "evaluate.runner=null", "evaluate.n_rollouts=0"]
+    protocol.run_protocol(load_config("run", ov))
+    run = tmp_path / "runs" / "old"
+    cfg = run / "config.yaml"
+    old = "".join(l for l in cfg.read_text().splitlines(True) if l.strip() not in ("runner: null", "run_dir: null"))
+    assert old != cfg.read_text()
+    cfg.write_text(old)
+    (run / "DONE").unlink()
+    assert protocol.run_protocol(load_config("run", ov))["status"] == "done"
+    assert "runner: null" in cfg.read_text()
+    (run / "DONE").unlink()
+    with pytest.raises(ConfigError, match="different config"):
+        protocol.run_protocol(load_config("run", ov + ["finetune.trainer.lr=0.5"]))

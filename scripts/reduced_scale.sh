@@ -8,7 +8,7 @@
 #   bash scripts/reduced_scale.sh                       # everything (hours on 2 cores)
 #   METHODS="bc" TASKS="book_caddy" bash scripts/reduced_scale.sh
 #
-# Knobs (environment): OUT, TASKS, METHODS, EPISODES, ROLLOUTS, MAX_STEPS, REPORT, and per method
+# Knobs (environment): OUT, TASKS, METHODS, EPISODES, ROLLOUTS, MAX_STEPS, REPLAN, REPORT, and per method
 # STEPS_<method> / LR_<method> (train steps and learning rate; defaults below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,8 @@ METHODS=${METHODS:-"bc dp uwm"}
 EPISODES=${EPISODES:-50}
 ROLLOUTS=${ROLLOUTS:-20}
 MAX_STEPS=${MAX_STEPS:-400}         # ~1.6x the scripted demos' length (book_caddy ~250 steps)
+REPLAN=${REPLAN:-4}                 # actions executed per policy call: 16 open loop fails at this scale
+                                    # (BC bowl_drawer 1/20 ID at 16, 9/20 at 8, 15/20 at 4; README)
 REPORT=${REPORT:-docs/results/reduced}
 declare -A STEPS=([bc]=${STEPS_bc:-4000} [dp]=${STEPS_dp:-3000} [uwm]=${STEPS_uwm:-3000} [pad]=${STEPS_pad:-3000} [gr1]=${STEPS_gr1:-1500})
 declare -A LR=([bc]=${LR_bc:-1e-3} [dp]=${LR_dp:-3e-4} [uwm]=${LR_uwm:-3e-4} [pad]=${LR_pad:-3e-4} [gr1]=${LR_gr1:-3e-4})
@@ -39,16 +41,20 @@ fi
 
 # 3. one protocol run per method: finetune on each task's demos, evaluate ID and OOD
 tasks_list=$(echo $TASKS | tr ' ' ',')
+# REPLAN=16 is how the first reduced runs were made (run ids reduced/<method>); any other value is
+# its own run (reduced/<method>-replan<R>, variant replan<R>), like scripts/reduced_reeval.sh's rows
+suffix=""; vopt=()
+[ "$REPLAN" = 16 ] || { suffix="-replan$REPLAN"; vopt=("variant=replan$REPLAN"); }
 for m in $METHODS; do
   extra=()
   case $m in uwm|pad) extra+=("method.vae=$OUT/vae") ;; esac
-  $UWM run method="$m" method.size=small run_id="reduced/$m" sweep_name=reduced seed=0 "tasks=[$tasks_list]" \
+  $UWM run method="$m" method.size=small run_id="reduced/$m$suffix" "${vopt[@]}" sweep_name=reduced seed=0 "tasks=[$tasks_list]" \
       runs_root="$OUT/runs" store="$OUT/results" pretrain.enabled=false \
       "finetune.sources=[{path:'$OUT/data/{task}.hdf5',kind:hdf5,weight:1.0}]" \
       finetune.trainer.steps="${STEPS[$m]}" finetune.trainer.batch_size=32 finetune.trainer.lr="${LR[$m]}" \
       finetune.trainer.warmup_steps=200 finetune.trainer.ckpt_every=500 finetune.trainer.val_every=1000 \
       finetune.trainer.device=cpu evaluate.n_rollouts="$ROLLOUTS" evaluate.workers=2 \
-      evaluate.max_steps="$MAX_STEPS" evaluate.videos=2 "${extra[@]}"
+      evaluate.max_steps="$MAX_STEPS" evaluate.replan_every="$REPLAN" evaluate.videos=2 "${extra[@]}"
 done
 
 # 4. tables with CIs, figures, diagnostics and videos

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +306,78 @@ def _check_tracking(method, ref, frames, T, out):
         assert np.array_equal(obs0[vi], frames[v][0][::-1].transpose(2, 0, 1)), v
     rows = read_jsonl(out / ROLLOUTS_FILE)
     assert len(rows) == 1 and rows[0]["mode"] == "inverse_dynamics"
+
+
+_ORPHAN_SCRIPT = """
+import sys
+import numpy as np
+from toy_runner import ReachRunner
+from uwmbench.benchmarks.evaluation.pool import run_pool
+from uwmbench.benchmarks.evaluation.runner import RolloutJob, RunnerSettings
+
+class Bar:
+    def update(self, n):
+        pass
+
+r = ReachRunner()
+info = r.task("reach", "id")
+starts = r.starts(info, "id", range(4))
+jobs = [RolloutJob(e, info, "reach", "id", e, e, starts[e], 30) for e in range(4)]
+settings = RunnerSettings(views=("agentview",), obs_frames=1, replan_every=2, camera_size=4)
+run_pool(r, jobs, settings, lambda obs, goal: np.zeros((len(obs), 16, 7), np.float32),
+         lambda job, result: 1, Bar(), n_workers=2)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` and that are multiprocessing workers (Linux /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmd:
+            out.append(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes through /proc")
+def test_pool_workers_exit_when_the_evaluating_process_is_killed():
+    """A killed evaluation (SIGKILL: no cleanup runs) leaves no worker behind: each one notices its
+    parent is gone while waiting for a job or an action chunk and exits, closing its environment."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+           "TOY_REACH_CHUNK_S": "0.3", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT], env=env)
+    try:
+        deadline = time.time() + 60
+        while len(workers := _children(p.pid)) < 2:
+            assert p.poll() is None, f"the evaluating process exited early ({p.returncode})"
+            assert time.time() < deadline, "the pool's two workers did not start within 60 s"
+            time.sleep(0.2)
+        time.sleep(2.0)                      # both mid-episode: stepping or waiting for a chunk
+        assert p.poll() is None
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = time.time() + 15
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        left = [w for w in workers if _alive(w)]
+        for w in left:
+            os.kill(w, signal.SIGKILL)
+        assert not left, f"evaluation workers {left} outlived their killed parent by 15 s"
+    finally:
+        if p.poll() is None:
+            p.kill()

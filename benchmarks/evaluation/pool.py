@@ -70,22 +70,39 @@ class _Envs:
             self.env = None
 
 
+class _Orphaned(Exception):
+    """The evaluating process is gone (killed without cleaning up): the worker stops."""
+
+
+def _get(q, parent: int, poll_s: float = 1.0):
+    """``q.get()``, but raise :class:`_Orphaned` once the parent process has died (the worker is
+    re-parented, so ``os.getppid()`` changes). A parent killed by SIGTERM or SIGKILL runs no cleanup;
+    without this its workers would wait on their queues for ever, holding an environment each."""
+    while True:
+        try:
+            return q.get(timeout=poll_s)
+        except queue.Empty:
+            if os.getppid() != parent:
+                raise _Orphaned from None
+
+
 def worker_main(wid: int, runner: Runner, settings: RunnerSettings, job_q, req_q, act_q) -> None:
     """Worker process: one env, rollouts pulled from ``job_q``, observations to ``req_q``,
-    action chunks from ``act_q``."""
+    action chunks from ``act_q``. Exits on its own when the main process dies."""
     os.environ.setdefault("MUJOCO_GL", "egl")
+    parent = os.getppid()
     envs = _Envs(runner, settings)
 
     def act(obs: np.ndarray, t: int) -> np.ndarray:
         req_q.put(("obs", wid, job.id, (obs, t)))
-        msg = act_q.get()
+        msg = _get(act_q, parent)
         if msg[0] != "act":
             raise RuntimeError(f"worker {wid}: unexpected message {msg[0]!r}")
         return msg[1]
 
     try:
         while True:
-            job: RolloutJob | None = job_q.get()
+            job: RolloutJob | None = _get(job_q, parent)
             if job is None:
                 break
             try:
@@ -95,9 +112,14 @@ def worker_main(wid: int, runner: Runner, settings: RunnerSettings, job_q, req_q
                 env_create_s = time.time() - t_create
                 result = run_episode(runner, env, job, settings, act, write_video)
                 req_q.put(("done", wid, job.id, {**result, "env_create_s": env_create_s, "worker": wid}))
+            except _Orphaned:
+                raise
             except Exception:
                 req_q.put(("error", wid, job.id, traceback.format_exc()))
                 return
+    except _Orphaned:
+        # nobody reads req_q any more: do not wait at exit for its feeder thread to flush
+        req_q.cancel_join_thread()
     finally:
         envs.close()
 

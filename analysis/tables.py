@@ -395,11 +395,33 @@ def paper_comparison(summary: pd.DataFrame, table: str, sweep: str | None = None
                  display=disp, data=data, notes=notes)
 
 
+def paired_by_variant(rows: pd.DataFrame, n_boot: int, n_perm: int, seed: int,
+                      reference: str = "uwm") -> pd.DataFrame | None:
+    """:func:`stats.paired_comparisons` within each variant that ``reference`` has (the default
+    arm first): arms are compared only with arms evaluated the same way (a variant such as
+    ``replan4`` changes the evaluation, so comparing across variants would mix protocols).
+    A ``variant`` column ('' for the default) leads; Holm runs per (variant, condition)."""
+    if not len(rows):
+        return None
+    variants = sorted(set(rows.loc[rows["method"] == reference, "variant"]), key=lambda v: (v != "", v))
+    parts = []
+    for v in variants:
+        c = stats.paired_comparisons(rows[rows["variant"] == v], reference=reference,
+                                     n_boot=n_boot, n_perm=n_perm, seed=seed)
+        if len(c):
+            parts.append(c.assign(variant=v)[["variant", *c.columns]])
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def paired_table(comparisons: pd.DataFrame, reference: str = "uwm") -> Table | None:
     if comparisons is None or len(comparisons) == 0:
         return None
     c = comparisons
+    variant_col = {}
+    if "variant" in c.columns and (c["variant"] != "").any():
+        variant_col = {"variant": [v or "default" for v in c["variant"]]}
     disp = pd.DataFrame({
+        **variant_col,
         "condition": [display_condition(x) for x in c["condition"]],
         "task": [display_task(t) for t in c["task"]],
         f"Δ ({display_method(reference)} − baseline)": [f"{d:+.3f}" for d in c["diff"]],
@@ -410,7 +432,8 @@ def paired_table(comparisons: pd.DataFrame, reference: str = "uwm") -> Table | N
               zip(c["n_pairs"], c["n_rollouts_a"], c["n_rollouts_b"])],
     }, index=[display_method(b) for b in c["baseline"]])
     return Table(name="paired_comparison", title=f"Paired comparison: {display_method(reference)} vs baselines",
-                 caption=(f"{display_method(reference)} minus each baseline, paired by (task, training seed); "
+                 caption=(f"{display_method(reference)} minus each baseline, paired by (task, training seed) "
+                          "within one variant (arms evaluated the same way); "
                           "CI: hierarchical bootstrap; p: two-sided stratified permutation test "
                           "(labels shuffled within each task and seed); Holm-adjusted per condition. "
                           "n: paired (task, seed) pairs and rollouts of each side."),
@@ -448,10 +471,6 @@ def build_tables(rollouts: pd.DataFrame, n_boot: int = stats.DEFAULT_N_BOOT,
         add(f"paper comparison '{pt}'", paper_comparison(summary, pt),
             "none of our rows matches the published rows (method, variant, task, condition)")
         tables[f"paper_{pt}"] = published_table(pt)
-    main_rows = df[df["sweep"] == "main"]
-    if (main_rows["variant"] == "").any():
-        main_rows = main_rows[main_rows["variant"] == ""]
-    comps = stats.paired_comparisons(main_rows, n_boot=n_boot, n_perm=n_perm, seed=seed) if len(main_rows) else None
-    add("paired comparison", paired_table(comps),
-        "needs rollouts of 'uwm' and at least one other method sharing task and seed in the main sweep")
+    add("paired comparison", paired_table(paired_by_variant(df[df["sweep"] == "main"], n_boot, n_perm, seed)),
+        "needs rollouts of 'uwm' and at least one other method sharing variant, task and seed in the main sweep")
     return tables, skipped

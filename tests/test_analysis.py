@@ -148,6 +148,26 @@ def test_paired_comparison():
     assert list(stats.holm([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
 
 
+def test_paired_comparison_within_each_variant():
+    """Arms evaluated another way (a variant) are compared with each other, never across variants:
+    UWM default vs DP default, UWM [replan4] vs DP [replan4]; a baseline without UWM's variant is
+    left out of that variant's rows."""
+    spec_default = {("uwm", "book_caddy"): (1, 1), ("dp", "book_caddy"): (1, 1)}
+    spec_replan = {("uwm", "book_caddy"): (5, 5), ("dp", "book_caddy"): (0, 0)}
+    df = pd.DataFrame(_rows(spec_default) + _rows(spec_replan, variant="replan4")
+                      + _rows({("bc", "book_caddy"): (5, 5)}, variant="16k"))
+    comps = tables.paired_by_variant(df, n_boot=200, n_perm=200, seed=0)
+    assert comps["variant"].tolist() == ["", "replan4"] and set(comps["baseline"]) == {"dp"}
+    assert comps.set_index("variant")["diff"].to_dict() == pytest.approx({"": 0.0, "replan4": 1.0})
+    t = tables.paired_table(comps)
+    assert t.display["variant"].tolist() == ["default", "replan4"]
+    built, _ = tables.build_tables(df, n_boot=100, n_perm=100)
+    assert built["paired_comparison"].data["variant"].tolist() == ["", "replan4"]
+    # only the default variant: no variant column in the display (the table looks as before)
+    only = tables.paired_by_variant(pd.DataFrame(_rows()), n_boot=100, n_perm=100, seed=0)
+    assert "variant" not in tables.paired_table(only).display.columns
+
+
 def _assert_labelled(fig):
     assert fig._suptitle is not None and fig._suptitle.get_text()
     for ax in fig.axes:

@@ -223,6 +223,24 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
                     out_dir=str(out_dir), **kwargs)
 
 
+_WARNED_OPEN_LOOP: set[tuple[str, int]] = set()
+
+
+def _warn_open_loop_small(full: dict[str, Any], ev: RunEvalConfig) -> None:
+    """A ``small`` preset rolled out with whole 16-action chunks open loop: say once per process
+    what that did in our reduced-scale runs (the default stays the public code's 16)."""
+    method = full.get("method") or {}
+    key = (str(method.get("name")), int(ev.replan_every))
+    if (method.get("size") != "small" or ev.n_rollouts <= 0 or "policy" not in ev.modes or ev.replan_every < 16
+            or key in _WARNED_OPEN_LOOP):
+        return
+    _WARNED_OPEN_LOOP.add(key)
+    log.warning("evaluate.replan_every=%d with method.size=small: each action chunk runs open loop for %d steps. "
+                "In docs/results/reduced (50 demos, small presets) this gave 0-3/20 successes where "
+                "evaluate.replan_every=4 gave 10-14/20 for the same BC checkpoints; consider evaluate.replan_every=4 "
+                "(the paper's text says 8, its public code 16).", ev.replan_every, ev.replan_every)
+
+
 def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, StageConfig, RunEvalConfig]:
     """What can be checked before a run starts (``uwmbench run``, ``sweep --dry-run`` and the
     launch of every cell): the stages, the task names, the method's capabilities for the
@@ -240,6 +258,7 @@ def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, Sta
                 raise ConfigError(f"tasks: {error_message(e)} (evaluate.n_rollouts={ev.n_rollouts} rolls out "
                                   "every task)") from None
     method_name = full["method"]["name"]
+    _warn_open_loop_small(full, ev)
     if ev.forward_dynamics_error or "inverse_dynamics" in ev.modes:
         m = dict(full["method"])
         try:  # what an instance of this config can do (UWM without the future objective has no dynamics)

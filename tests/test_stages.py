@@ -206,3 +206,24 @@ def test_a_run_written_by_an_older_version_resumes(reach_data, tmp_path, monkeyp
     (run / "DONE").unlink()
     with pytest.raises(ConfigError, match="different config"):
         protocol.run_protocol(load_config("run", ov + ["finetune.trainer.lr=0.5"]))
+
+
+def test_small_preset_open_loop_chunks_warn_once(monkeypatch, caplog):
+    """method.size=small with evaluate.replan_every=16 (whole chunks open loop) says, once, what it
+    did at reduced scale; replan_every=4 or another size says nothing."""
+    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.setattr(protocol, "_WARNED_OPEN_LOOP", set())
+    from uwmbench.config import load_config
+
+    def warnings(over):
+        caplog.clear()
+        protocol.check_run(protocol._resolve(load_config("run", TOY + ["method=bc", "tasks=[reach]", *over])),
+                           data=False)
+        return [r.getMessage() for r in caplog.records if "open loop" in r.getMessage()]
+
+    with caplog.at_level("WARNING", logger=protocol.log.name):
+        assert warnings(["method.size=small", "evaluate.replan_every=4"]) == []
+        assert warnings(["evaluate.replan_every=16"]) == []                   # tiny
+        first = warnings(["method.size=small", "evaluate.replan_every=16"])
+        assert len(first) == 1 and "evaluate.replan_every=4" in first[0]
+        assert warnings(["method.size=small", "evaluate.replan_every=16"]) == []  # once per process

@@ -383,13 +383,18 @@ def stage_pretrain(full: dict[str, Any], pre: StageConfig) -> tuple[str | None, 
     return res["checkpoint"], res
 
 
+def _no_finetune(init_from: str | None) -> dict[str, Any]:
+    """The finetune result of a run with ``finetune.enabled=false``: it evaluates ``init_from``."""
+    return {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
+
+
 def stage_finetune(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev: RunEvalConfig, task: str,
                    init_from: str | None) -> dict[str, Any]:
     """Finetune on ``task`` (resumes; skipped when finished) and its diagnostics; the result."""
     rd = RunDir(run_dir_of(full))
     stages = rd.stages()
     key = f"finetune/{task}"
-    res = stages.get(key) if fin.enabled else {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
+    res = stages.get(key) if fin.enabled else _no_finetune(init_from)
     if res is None:
         trainer = dataclasses.asdict(fin.trainer)
         if init_from:
@@ -668,21 +673,21 @@ def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any
         job = _job_info(rd.path)
         t0 = time.time()
         try:
-            init_from = pre.checkpoint
-            if pre.enabled and not pre.checkpoint:
-                pre_res = pretrain_place(full, pre)[1].get("pretrain")
+            pre_res = None
+            if pre.enabled and not pre.checkpoint:  # this run pretrains: that stage must have finished
+                pre_dir, pre_stages = pretrain_place(full, pre)
+                pre_res = pre_stages.get("pretrain")
                 if pre_res is None:
                     raise StageNotReady(f"run {full['run_id']}: stage {stage} needs the pretraining in "
-                                        f"{pretrain_place(full, pre)[0].path}, which has not finished")
-                init_from = pre_res["checkpoint"]
+                                        f"{pre_dir.path}, which has not finished")
+            init_from = pre_res["checkpoint"] if pre_res else pre.checkpoint
             if spec["kind"] == "finetune":
                 check_inputs(full, pre, fin)
                 store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", "stage": stage, **job})
                 return stage_finetune(full, pre, fin, ev, spec["task"], init_from)
             per_task = {}
             for task in full["tasks"]:
-                res = rd.stages().get(f"finetune/{task}") if fin.enabled else \
-                    {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
+                res = rd.stages().get(f"finetune/{task}") if fin.enabled else _no_finetune(init_from)
                 if not res:
                     raise StageNotReady(f"run {full['run_id']}: stage {stage} needs finetune/{task}, not finished")
                 per_task[task] = res
@@ -701,7 +706,6 @@ def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any
                         for mode in ev.modes:
                             gather_chunks(full, ev, task, mode, rollouts_per_job)
                 st = rd.stages()
-                pre_res = pretrain_place(full, pre)[1].get("pretrain") if pre.enabled and not pre.checkpoint else None
                 parts = [r.get("elapsed_s", 0.0) for k, r in st.data.items()
                          if isinstance(r, dict) and (k.startswith("finetune/") or k.count("/") == 4)]
                 wall = sum(parts) + (pre_res or {}).get("elapsed_s", 0.0) + time.time() - t0

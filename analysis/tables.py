@@ -27,8 +27,8 @@ TASK_ORDER = ["book_caddy", "soup_cheese", "bowl_drawer", "moka_moka", "mug_mug"
 TASK_DISPLAY = {"book_caddy": "Book-Caddy", "soup_cheese": "Soup-Cheese", "bowl_drawer": "Bowl-Drawer",
                 "moka_moka": "Moka-Moka", "mug_mug": "Mug-Mug", "stack_bowls": "Stack-Bowls",
                 "block_cabinet": "Block-Cabinet", "average": "Average", "all": "All tasks"}
-METHOD_ORDER = ["uwm", "dp", "pad", "gr1"]
-METHOD_DISPLAY = {"uwm": "UWM", "dp": "DP", "pad": "PAD", "gr1": "GR1"}
+METHOD_ORDER = ["uwm", "dp", "pad", "gr1", "bc"]
+METHOD_DISPLAY = {"uwm": "UWM", "dp": "DP", "pad": "PAD", "gr1": "GR1", "bc": "BC"}
 CONDITION_DISPLAY = {"id": "ID", "ood": "OOD", "real": "real robot", "all": "all"}
 _EMPTY_VARIANTS = {"", "default", "nan", "none_", "None"}
 

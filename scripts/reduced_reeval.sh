@@ -14,6 +14,7 @@
 # MAX_STEPS, CONDITIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/reduced_common.sh
 UWM=${UWM:-.venv/bin/uwmbench}
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/reduced}
@@ -43,14 +44,7 @@ EOF
   for line in "${info[@]:3}"; do
     task=${line%% *}; ckpt=${line#* }
     if [ -n "${TASKS:-}" ] && [[ " $TASKS " != *" $task "* ]]; then continue; fi
-    extra=()
-    case $method in uwm|pad) extra+=("method.vae=$OUT/vae") ;; esac
-    $UWM run method="$method" method.size="$size" run_id="reduced/$r-replan$REPLAN-$task" \
-        variant="$variant" sweep_name=reduced seed=0 "tasks=[$task]" \
-        runs_root="$OUT/runs" store="$OUT/results" pretrain.enabled=false pretrain.checkpoint="$ckpt" \
-        finetune.enabled=false "finetune.sources=[{path:'$OUT/data/{task}.hdf5',kind:hdf5,weight:1.0}]" \
-        finetune.trainer.device=cpu evaluate.n_rollouts="$ROLLOUTS" evaluate.workers=2 \
-        "evaluate.conditions=[$CONDITIONS]" evaluate.max_steps="$MAX_STEPS" evaluate.replan_every="$REPLAN" \
-        evaluate.videos=2 "${extra[@]}"
+    reduced_run "$method" "$size" "reduced/$r-replan$REPLAN-$task" "$variant" "$task" \
+        pretrain.checkpoint="$ckpt" finetune.enabled=false "evaluate.conditions=[$CONDITIONS]"
   done
 done

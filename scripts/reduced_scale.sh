@@ -8,10 +8,11 @@
 #   bash scripts/reduced_scale.sh                       # everything (hours on 2 cores)
 #   METHODS="bc" TASKS="book_caddy" bash scripts/reduced_scale.sh
 #
-# Knobs (environment): OUT, TASKS, METHODS, EPISODES, ROLLOUTS, MAX_STEPS, REPLAN, REPORT, and per method
+# Knobs (environment): OUT, TASKS, METHODS, EPISODES, ROLLOUTS, MAX_STEPS, REPLAN, VARIANT, REPORT, and per method
 # STEPS_<method> / LR_<method> (train steps and learning rate; defaults below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/reduced_common.sh
 UWM=${UWM:-.venv/bin/uwmbench}
 OUT=${OUT:-runs/reduced}
 TASKS=${TASKS:-"book_caddy bowl_drawer"}
@@ -22,6 +23,7 @@ MAX_STEPS=${MAX_STEPS:-400}         # ~1.6x the scripted demos' length (book_cad
 REPLAN=${REPLAN:-4}                 # actions executed per policy call: 16 open loop fails at this scale
                                     # (BC bowl_drawer 1/20 ID at 16, 9/20 at 8, 15/20 at 4; README)
 REPORT=${REPORT:-docs/results/reduced}
+VARIANT=${VARIANT:-}                # names a run that differs from the defaults (e.g. steps8k with STEPS_dp=8000)
 declare -A STEPS=([bc]=${STEPS_bc:-4000} [dp]=${STEPS_dp:-3000} [uwm]=${STEPS_uwm:-3000} [pad]=${STEPS_pad:-3000} [gr1]=${STEPS_gr1:-1500})
 declare -A LR=([bc]=${LR_bc:-1e-3} [dp]=${LR_dp:-3e-4} [uwm]=${LR_uwm:-3e-4} [pad]=${LR_pad:-3e-4} [gr1]=${LR_gr1:-3e-4})
 
@@ -41,20 +43,16 @@ fi
 
 # 3. one protocol run per method: finetune on each task's demos, evaluate ID and OOD
 tasks_list=$(echo $TASKS | tr ' ' ',')
-# REPLAN=16 is how the first reduced runs were made (run ids reduced/<method>); any other value is
-# its own run (reduced/<method>-replan<R>, variant replan<R>), like scripts/reduced_reeval.sh's rows
-suffix=""; vopt=()
-[ "$REPLAN" = 16 ] || { suffix="-replan$REPLAN"; vopt=("variant=replan$REPLAN"); }
+# REPLAN=16 without VARIANT is how the first reduced runs were made (run ids reduced/<method>);
+# otherwise the run is reduced/<method>-<tag>, its rows tagged with variant <tag>, where tag is
+# VARIANT and/or replan<R> (e.g. VARIANT=steps8k REPLAN=4: steps8k-replan4, as the re-evaluations'
+# rows of scripts/reduced_reeval.sh are named)
+tag=$VARIANT
+[ "$REPLAN" = 16 ] || tag="${tag:+$tag-}replan$REPLAN"
 for m in $METHODS; do
-  extra=()
-  case $m in uwm|pad) extra+=("method.vae=$OUT/vae") ;; esac
-  $UWM run method="$m" method.size=small run_id="reduced/$m$suffix" "${vopt[@]}" sweep_name=reduced seed=0 "tasks=[$tasks_list]" \
-      runs_root="$OUT/runs" store="$OUT/results" pretrain.enabled=false \
-      "finetune.sources=[{path:'$OUT/data/{task}.hdf5',kind:hdf5,weight:1.0}]" \
+  reduced_run "$m" small "reduced/$m${tag:+-$tag}" "$tag" "$tasks_list" \
       finetune.trainer.steps="${STEPS[$m]}" finetune.trainer.batch_size=32 finetune.trainer.lr="${LR[$m]}" \
-      finetune.trainer.warmup_steps=200 finetune.trainer.ckpt_every=500 finetune.trainer.val_every=1000 \
-      finetune.trainer.device=cpu evaluate.n_rollouts="$ROLLOUTS" evaluate.workers=2 \
-      evaluate.max_steps="$MAX_STEPS" evaluate.replan_every="$REPLAN" evaluate.videos=2 "${extra[@]}"
+      finetune.trainer.warmup_steps=200 finetune.trainer.ckpt_every=500 finetune.trainer.val_every=1000
 done
 
 # 4. tables with CIs, figures, diagnostics and videos

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from uwmbench.rows import ROLLOUT_IDENTITY, ROLLOUT_KEY, latest_frame, read_jsonl
 from uwmbench.run_dir import RunDir
 from . import figures as F, stats
-from .tables import (REQUIRED_ROLLOUT_COLUMNS, Table, atomic_write_text, build_tables, display_condition,
+from .tables import (REQUIRED_ROLLOUT_COLUMNS, Table, arm_label, atomic_write_text, build_tables, display_condition,
                      normalize_rollouts, order_methods, summarize_arms)
 
 log = logging.getLogger("uwmbench.analysis.report")
@@ -293,27 +293,42 @@ def diagnostics_section(res: Results, results: Path, out: Path) -> tuple[str, st
 
 def videos_section(rollouts: pd.DataFrame | None, out: Path, per_outcome: int = 2) -> tuple[str, str, str] | None:
     """A sample of recorded rollouts (up to ``per_outcome`` successes and failures per method,
-    task and condition), copied into ``<out>/videos/``."""
+    variant, task and condition), copied into ``<out>/videos/``. Runs write videos under the same
+    file names (``<task>_<cond>_ep000_fail.mp4``), so each copy is named after its run as well:
+    two variants of one method never share a link or overwrite each other's file."""
 
     if rollouts is None or "video" not in rollouts.columns:
         return None
     vids = rollouts[rollouts["video"].fillna("").astype(str).str.len() > 0]
-    vids = vids[[Path(v).is_file() for v in vids["video"]]]
+    vids = vids[[Path(v).is_file() for v in vids["video"]]].copy()
     if not len(vids):
         return None
+    if "variant" not in vids.columns:
+        vids["variant"] = ""
+    vids["variant"] = vids["variant"].fillna("").astype(str)
     md, h = [], []
-    keys = [k for k in ("method", "task", "condition") if k in vids.columns]
+    keys = [k for k in ("method", "variant", "task", "condition") if k in vids.columns]
     for key, g in vids.groupby(keys, sort=True):
-        label = " / ".join(display_condition(str(v)) if k == "condition" else str(v) for k, v in zip(keys, key))
-        links = []
+        kv = dict(zip(keys, key))
+        label = " / ".join([arm_label(str(kv["method"]), kv["variant"])]
+                           + [display_condition(str(kv[k])) if k == "condition" else str(kv[k])
+                              for k in ("task", "condition") if k in kv])
+        links, seen = [], set()
         for ok in (True, False):
-            for _, r in g[g["success"].astype(bool) == ok].sort_values("episode").head(per_outcome).iterrows():
+            sub = g[g["success"].astype(bool) == ok].drop_duplicates("video")
+            sort_by = [c for c in ("episode", "run_id", "seed") if c in sub.columns]
+            for _, r in sub.sort_values(sort_by).head(per_outcome).iterrows():
                 src = Path(r["video"])
-                dst = out / "videos" / _slug(label) / src.name
+                run = _slug(str(r["run_id"])) if "run_id" in r and pd.notna(r["run_id"]) else ""
+                dst = out / "videos" / _slug(label) / (f"{run}__{src.name}" if run else src.name)
+                if dst in seen:
+                    continue
+                seen.add(dst)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
                     shutil.copyfile(src, dst)
-                links.append((f"episode {int(r['episode'])} ({'success' if ok else 'failure'})", _rel(dst, out)))
+                who = f"{r['run_id']}, " if run and g["run_id"].nunique() > 1 else ""
+                links.append((f"{who}episode {int(r['episode'])} ({'success' if ok else 'failure'})", _rel(dst, out)))
         md.append(f"- {label}: " + " · ".join(f"[{t}]({p})" for t, p in links))
         h.append(f"<h3>{html.escape(label)}</h3>" + "".join(
             f"<figure style='display:inline-block;margin:4px'><video src='{html.escape(p)}' controls muted loop "

@@ -3,6 +3,7 @@ No simulator: the first-observation check runs in tests/test_scenes.py (it needs
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -108,3 +109,30 @@ def test_report_shows_diagnostics_and_copies_videos(tmp_path):
     assert "## Rollout videos" in md and "episode 0 (success)" in md
     copied = list((tmp_path / "report" / "videos").rglob("*.mp4"))
     assert len(copied) == 1 and copied[0].read_bytes() == vid.read_bytes()
+
+
+def test_report_videos_of_two_variants_keep_their_own_files(tmp_path):
+    """Two runs of one method (variants) write videos under the same file name: the report keeps
+    one copy per run, links each under its own variant, and never lists a file twice."""
+    from uwmbench.analysis.report import make_report
+
+    rows = []
+    for run, variant, payload in (("dp", "", b"open loop"), ("dp-replan4", "replan4", b"replan every 4")):
+        vid = tmp_path / run / "videos" / "book_caddy_id_ep000_fail.mp4"
+        vid.parent.mkdir(parents=True)
+        vid.write_bytes(payload)
+        rows += [dict(run_id=run, method="dp", variant=variant, task="book_caddy", condition="id", seed=0,
+                      episode=e, rollout_seed=e, success=False, sweep="main", video=str(vid) if e == 0 else "")
+                 for e in range(2)]
+    (tmp_path / "store").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "store" / "rollouts.csv", index=False)
+    index = make_report(tmp_path / "store", tmp_path / "report", n_boot=50, n_perm=50)
+    md = index.with_name("index.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("- DP")]
+    assert len(lines) == 2, md
+    plain, replan = sorted(lines, key=len)
+    assert plain.startswith("- DP / book_caddy / ID:") and replan.startswith("- DP [replan4] / book_caddy / ID:")
+    for line, payload in ((plain, b"open loop"), (replan, b"replan every 4")):
+        links = re.findall(r"\]\(([^)]+)\)", line)
+        assert len(links) == 1, line
+        assert (tmp_path / "report" / links[0]).read_bytes() == payload

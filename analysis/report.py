@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from uwmbench.fileio import markdown_table
 from uwmbench.rows import ROLLOUT_IDENTITY, ROLLOUT_KEY, latest_frame, read_jsonl
 from uwmbench.run_dir import RunDir
 from . import figures as F, stats
@@ -240,14 +241,6 @@ th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-widt
 .cap{color:#555;font-size:0.9em}.skip{color:#8a5a00}code{background:#f4f4f4;padding:0 3px}"""
 
 
-def _md_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r) + " |")
-    return "\n".join(lines)
-
-
 def diagnostics_section(res: Results, results: Path, out: Path) -> tuple[str, str, str] | None:
     """Open-loop action error and first-observation check of every run (``uwmbench diagnose``,
     written by ``uwmbench run`` to ``<run>/diagnostics/<task>/summary.json``)."""
@@ -281,12 +274,12 @@ def diagnostics_section(res: Results, results: Path, out: Path) -> tuple[str, st
     h = [f"<p class='cap'>{html.escape(intro)}</p>"]
     if rows:
         df = pd.DataFrame(rows)
-        md += [_md_table(df), ""]
+        md += [markdown_table(df), ""]
         h.append(df.to_html(index=False, border=0, float_format=lambda v: f"{v:.3g}"))
     if first:
         df = pd.DataFrame(first)
         cap = "Evaluator's observation vs the training window of the same state (frame 0 of a demo, from its stored scene)."
-        md += [cap, "", _md_table(df), ""]
+        md += [cap, "", markdown_table(df), ""]
         h.append(f"<p class='cap'>{html.escape(cap)}</p>" + df.to_html(index=False, border=0))
     return "Diagnostics", "\n".join(md), "\n".join(h)
 

@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from uwmbench.config import ConfigError, typed
-from uwmbench.fileio import atomic_write_text
+from uwmbench.fileio import atomic_write_text, markdown_table
 from uwmbench.run_dir import CheckpointDir, RunDir
 from uwmbench.schemas import DiagnoseConfig
 from .checkpoint import load_method, resolve_checkpoint
@@ -165,17 +165,6 @@ def first_obs_rows(bundle, demos: int = 2, flip_vertical: bool = True) -> list[d
     return rows
 
 
-def _md(rows: list[dict]) -> str:
-    if not rows:
-        return "(no rows)"
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(f"{r.get(c):.3g}" if isinstance(r.get(c), float) else str(r.get(c, ""))
-                                     for c in cols) + " |")
-    return "\n".join(out)
-
-
 def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None, data: Sequence[str] = (),
              windows: int = 64, first_obs: int = 2, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Write ``open_loop.{csv,md}``, ``first_obs.{csv,md}`` and ``summary.json`` to ``out``;
@@ -215,11 +204,11 @@ def diagnose(checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
     atomic_write_text(out / "open_loop.csv", pd.DataFrame(rows).to_csv(index=False))
     flat = [{k: v for k, v in s.items() if not isinstance(v, list)} for s in summaries]
     atomic_write_text(out / "open_loop.md",
-                      f"# Open-loop action error: {ckpt}\n\nPer split (all chunk steps):\n\n{_md(flat)}\n\n"
-                      f"Per chunk step:\n\n{_md(rows)}\n")
+                      f"# Open-loop action error: {ckpt}\n\nPer split (all chunk steps):\n\n{markdown_table(flat)}\n\n"
+                      f"Per chunk step:\n\n{markdown_table(rows)}\n")
     if first:
         atomic_write_text(out / "first_obs.csv", pd.DataFrame(first).to_csv(index=False))
-        atomic_write_text(out / "first_obs.md", f"# Evaluator observation vs training window (frame 0)\n\n{_md(first)}\n")
+        atomic_write_text(out / "first_obs.md", f"# Evaluator observation vs training window (frame 0)\n\n{markdown_table(first)}\n")
     summary = {"checkpoint": str(ckpt), "method": method.name, "open_loop": summaries, "first_obs": first}
     atomic_write_text(out / RunDir.DIAGNOSTICS_SUMMARY, json.dumps(summary, indent=1, default=str))
     return summary

@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from uwmbench.config import ConfigError, typed
-from uwmbench.fileio import atomic_write_text as _atomic_write
+from uwmbench.fileio import atomic_write_text as _atomic_write, markdown_table
 from uwmbench.methods.base import build_method, registered_methods
 from .evaluate import evaluate
 
@@ -105,17 +105,9 @@ def run_eval_perf(cfg: PerfEvalConfig):
     return table
 
 
-def _markdown(df) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(str(v) for v in r) + " |")
-    return "\n".join(lines)
-
-
 def _write(out: Path, name: str, table, header: str) -> None:
     _atomic_write(out / f"{name}.csv", table.to_csv(index=False))
-    _atomic_write(out / f"{name}.md", header + "\n\n" + _markdown(table) + "\n")
+    _atomic_write(out / f"{name}.md", header + "\n\n" + markdown_table(table, None) + "\n")
 
 
 def _host() -> str:
@@ -148,7 +140,7 @@ def main(argv: list[str]) -> int:
               f"{cfg.camera_size}px, host: {_host()}")
     _write(out, "perf_eval", table, header)
     print(header)
-    print(_markdown(table))
+    print(markdown_table(table, None))
     print(f"\nwritten: {out / 'perf_eval.csv'}, {out / 'perf_eval.md'}", file=sys.stderr)
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from uwmbench.fileio import atomic_write_text, markdown_table
 from uwmbench.methods.base import build_method, human_count, registered_methods
 
 
@@ -113,16 +114,10 @@ def main(argv: list[str]) -> int:
     df = pd.DataFrame(rows)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "perf_train.csv", index=False)
-    md = df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False)
-    (out / "perf_train.md").write_text(md + "\n")
+    atomic_write_text(out / "perf_train.csv", df.to_csv(index=False))
+    md = markdown_table(df, None)
+    atomic_write_text(out / "perf_train.md", md + "\n")
     print(md)
     return 0
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False

@@ -136,3 +136,16 @@ def test_report_videos_of_two_variants_keep_their_own_files(tmp_path):
         links = re.findall(r"\]\(([^)]+)\)", line)
         assert len(links) == 1, line
         assert (tmp_path / "report" / links[0]).read_bytes() == payload
+
+
+def test_markdown_table_of_records_and_frames():
+    from uwmbench.fileio import markdown_table
+
+    rows = [dict(run="a", err=0.123456, n=3), dict(run="b", err=np.float64(2.0), missing=None)]
+    assert markdown_table(rows).splitlines() == [
+        "| run | err | n | missing |", "|---|---|---|---|", "| a | 0.123 | 3 |  |", "| b | 2 |  |  |"]
+    df = pd.DataFrame({"b": [1.5, 1254.9], "a": ["x", "y"]})          # column order kept, not sorted
+    assert markdown_table(df, None).splitlines()[2:] == ["| 1.5 | x |", "| 1254.9 | y |"]
+    assert markdown_table(df, "{:.3f}").splitlines()[0] == "| b | a |"
+    assert markdown_table(df, "{:.3f}").splitlines()[3] == "| 1254.900 | y |"
+    assert markdown_table([]) == "(no rows)"

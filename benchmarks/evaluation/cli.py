@@ -9,20 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from uwmbench.fileio import atomic_write_text
+from uwmbench.fileio import atomic_write_text, markdown_table
 from uwmbench.run_dir import EvalDir
 from uwmbench.schemas import EvaluateConfig
 
 from .core import evaluate, summarize
 from .libero_runner import LiberoRunner
-
-
-def _markdown(df: "pd.DataFrame") -> str:  # noqa: F821
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
@@ -66,7 +58,7 @@ def main(argv: list[str]) -> int:
     import pandas as pd
     df = pd.concat(dfs, ignore_index=True) if len(dfs) > 1 else dfs[0]
     summary = summarize(df)
-    md = _markdown(summary)
+    md = markdown_table(summary, "{:.3f}")
     atomic_write_text(out.summary_csv, summary.to_csv(index=False))
     atomic_write_text(out.summary_md, md + "\n")
     print(md)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from uwmbench.fileio import atomic_write_text, markdown_table
+
 
 def _task_of(f) -> tuple[str, str]:
     """(task name for get_task, condition) from a file's attributes."""
@@ -93,14 +95,6 @@ def first_obs_check(task: str, condition: str = "id", episodes: int = 3, seed: i
             "max_mean_abs_diff": max(diffs)}
 
 
-def _markdown(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    return "\n".join(out)
-
-
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -124,12 +118,11 @@ def main(argv: list[str]) -> int:
         if k:
             first.append(first_obs_check(rows[-1]["task"], rows[-1]["condition"], k))
             print(f"replay-check: {first[-1]}", file=sys.stderr, flush=True)
-    text = _markdown(rows) + ("\n\n" + _markdown(first) if first else "")
+    text = markdown_table(rows) + ("\n\n" + markdown_table(first) if first else "")
     print(text)
     if "out" in kv:
         import pandas as pd
 
-        from uwmbench.fileio import atomic_write_text
         out = Path(kv["out"])
         atomic_write_text(out / "replay_check.md", text + "\n")
         atomic_write_text(out / "replay_check.csv", pd.DataFrame(rows).to_csv(index=False))

@@ -136,8 +136,14 @@ class Method(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def predict_action(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, action_horizon, action_dim) actions in env units."""
+    def predict_action(self, obs: dict[str, torch.Tensor], generator: Generators = None) -> torch.Tensor:
+        """(B, action_horizon, action_dim) actions in env units.
+
+        ``generator`` (optional in a subclass's signature): where a sampling method draws its
+        noise, through :func:`sample_noise`: a ``torch.Generator``, or a list of them, one per batch
+        element. The evaluator passes one per rollout, seeded from the rollout's seed and env step,
+        so a rollout's actions do not depend on which other rollouts share its batch, nor on the
+        number of workers. A deterministic method ignores it."""
         raise NotImplementedError
 
     def batch_keys(self, cached_latents: bool = True) -> set[str] | tuple[str, ...]:
@@ -251,6 +257,25 @@ class Method(nn.Module):
 
 # ----------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[Method]] = {}
+
+
+Generators = Optional["torch.Generator | list[torch.Generator] | tuple[torch.Generator, ...]"]
+
+
+def sample_noise(shape: tuple[int, ...], generator: Generators = None,
+                 device: "torch.device | str | None" = None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on ``device``. ``generator``: None (torch's global RNG,
+    drawn on ``device``), one ``torch.Generator`` (drawn on its device), or a sequence of
+    ``shape[0]`` generators: element i is drawn from generator i alone, so it is the same
+    whatever else is in the batch (a list of CPU generators gives the same numbers on every device)."""
+    if generator is None:
+        return torch.randn(shape, device=device)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=generator.device).to(device)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise ValueError(f"sample_noise: {len(gens)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device) for g in gens]).to(device)
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -398,5 +423,5 @@ __all__ = [
     "Method", "MethodConfig", "ActionNormalizer", "register_method", "registered_methods",
     "get_method_class", "make_config", "build_method", "method_from_config", "config_to_dict",
     "CapabilityError", "POLICY", "FORWARD_DYNAMICS", "VIDEO_PREDICTION", "INVERSE_DYNAMICS",
-    "ACTION_FREE", "ALL_CAPABILITIES", "human_count", "OFFLINE_VAE_ARCH", "method_schema", "method_preset_values",
+    "ACTION_FREE", "ALL_CAPABILITIES", "human_count", "sample_noise", "Generators", "OFFLINE_VAE_ARCH", "method_schema", "method_preset_values",
 ]

@@ -63,6 +63,6 @@ class BehaviourCloning(Method):
         return loss, {"loss": loss.item(), "action_loss": loss.item()}
 
     @torch.no_grad()
-    def predict_action(self, obs):
+    def predict_action(self, obs, generator=None):  # deterministic: no noise to draw
         actions = self(obs["obs"].to(self.device), train=False)   # center crop, no jitter
         return self.action_normalizer.unnormalize(actions.float())

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import POLICY, Method, register_method
+from .base import POLICY, Method, register_method, sample_noise
 from .diffusion import DiffusionConfig, make_ddim
 from .nets import (ActionMLP, DiTBlock, FinalLayer, ImagePreprocessor, MultiViewEncoder, TimestepEmbedder,
                    init_transformer_weights)
@@ -99,10 +99,10 @@ class DiffusionPolicy(Method):
         return loss, {"loss": loss.item(), "action_loss": loss.item()}
 
     @torch.no_grad()
-    def predict_action(self, obs):
+    def predict_action(self, obs, generator=None):
         images = obs["obs"]
         features = self.encode_obs(images.to(self.device), train=False)
-        a = torch.randn(images.shape[0], self.cfg.action_horizon, self.cfg.action_dim, device=self.device)
+        a = sample_noise((images.shape[0], self.cfg.action_horizon, self.cfg.action_dim), generator, self.device)
         self.noise_scheduler.set_timesteps(self.cfg.num_inference_steps)
         for t in self.noise_scheduler.timesteps:
             eps = self.denoise(a, t.expand(a.shape[0]).to(self.device), features)

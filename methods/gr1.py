@@ -242,7 +242,7 @@ class GR1(Method):
                       "action_fraction": m.mean().item()}
 
     @torch.no_grad()
-    def predict_action(self, obs):
+    def predict_action(self, obs, generator=None):  # deterministic: no noise to draw
         action, _ = self(self.preprocess(obs["obs"].to(self.device), train=False))
         return self.action_normalizer.unnormalize(action.float())
 

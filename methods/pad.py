@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .base import ACTION_FREE, POLICY, VIDEO_PREDICTION, CapabilityError, Method, register_method
+from .base import (ACTION_FREE, POLICY, VIDEO_PREDICTION, CapabilityError, Generators, Method, register_method,
+                   sample_noise)
 from .diffusion import DiffusionConfig, make_ddim
 from .dp import zero_adaln
 from .latent_encoder import LatentEncoder
@@ -181,7 +182,7 @@ class PAD(Method):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def sample_joint(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_joint(self, obs: dict[str, torch.Tensor], generator: Generators = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint DDIM denoising from noise with one shared timestep.
         Returns (actions in env units (B, Ha, A), next latents (B, V, Tn, C, h, w))."""
         obs_lat = obs.get("obs_latent")
@@ -189,8 +190,8 @@ class PAD(Method):
             obs_lat = self.latent_encoder.encode(obs["obs"].to(self.device))
         obs_lat = obs_lat.to(self.device).float()
         b = obs_lat.shape[0]
-        a = torch.randn(b, self.cfg.action_horizon, self.cfg.action_dim, device=self.device)
-        z = torch.randn(b, *self.net.latent_shape, device=self.device)
+        a = sample_noise((b, self.cfg.action_horizon, self.cfg.action_dim), generator, self.device)
+        z = sample_noise((b, *self.net.latent_shape), generator, self.device)
         self.noise_scheduler.set_timesteps(self.cfg.num_inference_steps)
         for t in self.noise_scheduler.timesteps:
             eps_a, eps_o = self.net(obs_lat, a, z, t.expand(b).to(self.device))
@@ -199,8 +200,8 @@ class PAD(Method):
         return self.action_normalizer.unnormalize(a), z
 
     @torch.no_grad()
-    def predict_action(self, obs):
-        return self.sample_joint(obs)[0]
+    def predict_action(self, obs, generator=None):
+        return self.sample_joint(obs, generator)[0]
 
     @torch.no_grad()
     def predict_next_obs(self, obs, action=None):

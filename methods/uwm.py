@@ -68,8 +68,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import (
-    ACTION_FREE, FORWARD_DYNAMICS, INVERSE_DYNAMICS, POLICY, VIDEO_PREDICTION, CapabilityError, Method,
-    register_method,
+    ACTION_FREE, FORWARD_DYNAMICS, INVERSE_DYNAMICS, POLICY, VIDEO_PREDICTION, CapabilityError, Generators, Method,
+    register_method, sample_noise,
 )
 from .diffusion import DiffusionConfig, make_ddim
 from .latent_encoder import LatentEncoder
@@ -379,9 +379,8 @@ class UWM(Method):
         self.scheduler.set_timesteps(self.cfg.num_inference_steps)
         return int(self.scheduler.timesteps[0])
 
-    def _randn(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
-        dev = generator.device if generator is not None else self.device
-        return torch.randn(shape, generator=generator, device=dev).to(self.device)
+    def _randn(self, shape: tuple[int, ...], generator: Generators) -> torch.Tensor:
+        return sample_noise(shape, generator, self.device)
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -421,7 +420,7 @@ class UWM(Method):
     @torch.no_grad()
     def sample(self, obs: dict[str, torch.Tensor] | torch.Tensor, mode: str = "policy",
                action: torch.Tensor | None = None, next_obs_latent: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor | None]:
+               generator: Generators = None) -> dict[str, torch.Tensor | None]:
         """Sample with one of the five modes (see the module docstring).
 
         ``obs``: dict with ``obs`` uint8 (B, V, To, 3, H, W) (or that tensor). ``action``: env-unit
@@ -484,7 +483,7 @@ class UWM(Method):
 
     # ------------------------------------------------------------------ contract
     @torch.no_grad()
-    def predict_action(self, obs: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+    def predict_action(self, obs: dict[str, torch.Tensor], generator: Generators = None) -> torch.Tensor:
         return self.sample(obs, "policy", generator=generator)["action"]
 
     def _require_dynamics(self, what: str) -> None:
@@ -494,7 +493,7 @@ class UWM(Method):
 
     @torch.no_grad()
     def predict_next_obs(self, obs: dict[str, torch.Tensor], action: torch.Tensor | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+                         generator: Generators = None) -> torch.Tensor:
         """Forward dynamics (``action`` given) or video prediction; next-obs latents."""
         self._require_dynamics("predict_next_obs")
         mode = "video" if action is None else "forward"
@@ -502,7 +501,7 @@ class UWM(Method):
 
     @torch.no_grad()
     def infer_action(self, obs: dict[str, torch.Tensor], next_obs: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: Generators = None) -> torch.Tensor:
         """Inverse dynamics; ``next_obs`` uint8 frames (B, V, Tn, 3, H, W) or latents."""
         self._require_dynamics("infer_action")
         if next_obs.dtype == torch.uint8:

@@ -16,7 +16,10 @@ import torch
 from uwmbench.benchmarks.evaluate import (
     ROLLOUTS_FILE, append_jsonl, evaluate, read_jsonl, rollout_seed, summarize,
 )
-from uwmbench.methods.base import Method, MethodConfig, build_method, register_method, registered_methods
+from uwmbench.benchmarks.evaluation.policy import policy_seed
+from uwmbench.methods.base import (
+    Method, MethodConfig, build_method, register_method, registered_methods, sample_noise,
+)
 
 
 @register_method
@@ -324,7 +327,7 @@ info = r.task("reach", "id")
 starts = r.starts(info, "id", range(4))
 jobs = [RolloutJob(e, info, "reach", "id", e, e, starts[e], 30) for e in range(4)]
 settings = RunnerSettings(views=("agentview",), obs_frames=1, replan_every=2, camera_size=4)
-run_pool(r, jobs, settings, lambda obs, goal: np.zeros((len(obs), 16, 7), np.float32),
+run_pool(r, jobs, settings, lambda obs, goal, seeds: np.zeros((len(obs), 16, 7), np.float32),
          lambda job, result: 1, Bar(), n_workers=2)
 """
 
@@ -381,3 +384,71 @@ def test_pool_workers_exit_when_the_evaluating_process_is_killed():
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@register_method
+class _NoisyPolicy(Method):
+    """A sampling policy with no network: x moves by 0.1 * (0.1 + noise), the noise drawn through
+    ``sample_noise`` from the generators the evaluator passes (one per rollout)."""
+
+    name = "test_noisy_policy"
+    config_class = MethodConfig
+
+    def compute_loss(self, batch):
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_action(self, obs, generator=None):
+        b = obs["obs"].shape[0]
+        a = torch.zeros(b, self.cfg.action_horizon, self.cfg.action_dim)
+        a[..., 0] = 0.1 + sample_noise((b, self.cfg.action_horizon), generator)
+        a[..., -1] = -1
+        return a
+
+
+def test_sampled_rollouts_do_not_depend_on_batching_or_workers(tmp_path):
+    """A stochastic policy's rollouts are the same run serially (batch 1) and in a pool of two
+    workers whose calls are batched together: each element's noise comes from its own rollout seed
+    and env step (policy_seed), not from the order of calls on torch's global RNG."""
+    from toy_runner import ReachRunner
+
+    m = build_method("test_noisy_policy")
+    kw = dict(conditions=["id"], n_rollouts=8, camera_size=4, runner=ReachRunner(), progress=False, replan_every=4)
+    serial = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "serial", **kw)
+    torch.manual_seed(123)                                   # the global RNG is not what the rollouts use
+    pooled = evaluate(m, ["reach"], num_workers=2, out_dir=tmp_path / "pool", **kw)
+    cols = ["episode", "rollout_seed", "success", "steps", "n_policy_calls"]
+    assert pooled[cols].equals(serial[cols])
+    assert serial["steps"].nunique() > 1                     # the noise does change the rollouts
+    assert max(pooled.attrs["policy_batch_sizes"]) == 2      # ... and the pool did batch calls
+    assert policy_seed(5, 0) == policy_seed(5, 0) and len({policy_seed(5, 0), policy_seed(5, 4),
+                                                            policy_seed(6, 0)}) == 3
+
+
+def test_sample_noise_per_element_generators():
+    gens = lambda *s: [torch.Generator().manual_seed(x) for x in s]  # noqa: E731
+    both = sample_noise((2, 3, 4), gens(1, 2))
+    assert torch.equal(both[1], sample_noise((1, 3, 4), gens(2))[0])
+    assert torch.equal(both[0], torch.randn((3, 4), generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(both[0], both[1])
+    with pytest.raises(ValueError, match="2 generators for a batch of 3"):
+        sample_noise((3, 4), gens(1, 2))
+
+
+@pytest.mark.parametrize("name", ["uwm", "dp", "pad", "gr1", "bc"])
+def test_every_method_samples_each_batch_element_from_its_own_seed(name):
+    """What a rollout's policy call returns does not depend on the other rollouts in its batch."""
+    from uwmbench.benchmarks.evaluation.policy import BatchedPolicy
+
+    torch.manual_seed(0)
+    m = build_method(name, size="tiny")
+    pol = BatchedPolicy(m, flip_vertical=False, device="cpu")
+    assert pol.seeded["predict_action"]
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 256, (3, len(pol.views), pol.obs_frames, 3, m.cfg.resize, m.cfg.resize), dtype=np.uint8)
+    batch = pol(obs, None, [11, 22, 33])
+    alone = pol(obs[1:2], None, [22])
+    np.testing.assert_allclose(batch[1], alone[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(pol(obs[1:2], None, [22]), alone)      # same seed, same chunk
+    if name in ("uwm", "dp", "pad"):                                     # sampling methods
+        assert np.abs(pol(obs[1:2], None, [23]) - alone).max() > 1e-3

@@ -3,6 +3,7 @@ and :class:`BatchedPolicy`, one call per batch of waiting environments. Runs in 
 process only (torch)."""
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
@@ -44,10 +45,16 @@ class BatchedPolicy:
         self.calls = 0
         self.batch_sizes: list[int] = []
         self.time_s = 0.0
+        # methods whose sampling takes per-element generators (every built-in one; a user's method
+        # without the parameter still works, drawing from torch's global RNG)
+        self.seeded = {fn: _takes_generator(getattr(method, fn, None)) for fn in ("predict_action", "infer_action")}
 
-    def __call__(self, obs: np.ndarray, next_obs: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, obs: np.ndarray, next_obs: np.ndarray | None = None,
+                 seeds: "list[int] | None" = None) -> np.ndarray:
         """Action chunks (B, H, 7): ``predict_action`` on ``obs``, or, with ``next_obs`` (uint8
-        (B, V, Tn, 3, H, W), same orientation as ``obs``), ``infer_action(obs, next_obs)``."""
+        (B, V, Tn, 3, H, W), same orientation as ``obs``), ``infer_action(obs, next_obs)``.
+        ``seeds`` (one per batch element, see :func:`policy_seed`): element i's sampling noise comes
+        from a generator seeded with ``seeds[i]``, so its chunk does not depend on the rest of the batch."""
         import torch
 
         t0 = time.time()
@@ -57,14 +64,19 @@ class BatchedPolicy:
                 next_obs = next_obs[..., ::-1, :]
         x = self._resize(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
         fn = "predict_action" if next_obs is None else "infer_action"
+        kw = {}
+        if seeds is not None and self.seeded[fn]:
+            if len(seeds) != obs.shape[0]:
+                raise RuntimeError(f"{len(seeds)} seeds for a batch of {obs.shape[0]}")
+            kw["generator"] = [torch.Generator().manual_seed(int(s)) for s in seeds]
         with torch.no_grad():
             if next_obs is None:
-                a = self.method.predict_action({"obs": x})
+                a = self.method.predict_action({"obs": x}, **kw)
             else:
                 if next_obs.shape[0] != obs.shape[0]:
                     raise RuntimeError(f"next_obs batch {next_obs.shape[0]} != obs batch {obs.shape[0]}")
                 nx = self._resize(torch.from_numpy(np.ascontiguousarray(next_obs)).to(self.device))
-                a = self.method.infer_action({"obs": x}, nx)
+                a = self.method.infer_action({"obs": x}, nx, **kw)
         a = a.detach().float().cpu().numpy().astype(np.float64)
         if a.ndim != 3 or a.shape[0] != obs.shape[0] or a.shape[2] != 7:
             raise RuntimeError(f"{self.name}.{fn} returned shape {a.shape}; expected ({obs.shape[0]}, H, 7)")
@@ -85,6 +97,23 @@ class BatchedPolicy:
         y = F.interpolate(x.reshape(-1, *x.shape[-3:]).float(), size=self.frame_size, mode="bilinear",
                           align_corners=False, antialias=True)
         return y.round().clamp(0, 255).to(torch.uint8).reshape(*lead, x.shape[-3], *self.frame_size)
+
+
+def policy_seed(rollout_seed: int, t: int) -> int:
+    """The seed of the policy's sampling noise for the call at env step ``t`` of the rollout with
+    ``rollout_seed``: a function of these two only (not of batching, workers or call order)."""
+    return int(np.random.SeedSequence([int(rollout_seed) & 0xFFFFFFFFFFFFFFFF, int(t)]).generate_state(1, np.uint64)[0]
+               & 0x7FFFFFFFFFFFFFFF)
+
+
+def _takes_generator(fn: Any) -> bool:
+    if fn is None:
+        return False
+    try:
+        ps = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "generator" or p.kind is inspect.Parameter.VAR_KEYWORD for p in ps)
 
 
 def resolve_policy(policy: Any, device: str | None, weights: str = "auto") -> tuple[Any, str, bool | None, str]:

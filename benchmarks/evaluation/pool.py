@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .policy import policy_seed
 from .runner import RolloutJob, Runner, RunnerSettings, run_episode
 
 # (job, env step) -> the inverse-dynamics goal frames of that step, or None (policy mode)
@@ -126,7 +127,9 @@ def worker_main(wid: int, runner: Runner, settings: RunnerSettings, job_q, req_q
 
 def run_serial(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, policy: Callable, finish: Callable,
                bar: Any, goal: GoalFn | None = None) -> None:
-    """One env in this process, batch-1 policy calls (the public code's way, and the fallback)."""
+    """One env in this process, batch-1 policy calls (the public code's way, and the fallback).
+    ``policy(obs, goals, seeds)`` -> action chunks, as :class:`~.policy.BatchedPolicy`; ``seeds``:
+    :func:`~.policy.policy_seed` of each element's rollout and env step."""
     envs = _Envs(runner, settings)
     try:
         for job in jobs:
@@ -136,7 +139,7 @@ def run_serial(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings,
 
             def act(obs: np.ndarray, t: int, job: RolloutJob = job) -> np.ndarray:
                 nxt = goal(job, t) if goal is not None else None
-                return policy(obs[None], None if nxt is None else nxt[None])[0]
+                return policy(obs[None], None if nxt is None else nxt[None], [policy_seed(job.rollout_seed, t)])[0]
 
             result = run_episode(runner, env, job, settings, act, write_video)
             bar.update(finish(job, {**result, "env_create_s": env_create_s}))
@@ -146,7 +149,9 @@ def run_serial(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings,
 
 def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, policy: Callable, finish: Callable,
              bar: Any, n_workers: int, poll_s: float = 1.0, goal: GoalFn | None = None) -> None:
-    """``n_workers`` spawned processes, one env each; policy calls batched over waiting workers."""
+    """``n_workers`` spawned processes, one env each; policy calls batched over waiting workers
+    (``policy`` as in :func:`run_serial`: each element keeps its own seed, so batching does not
+    change what a rollout samples)."""
 
     ctx = mp.get_context("spawn")
     job_q, req_q = ctx.Queue(), ctx.Queue()
@@ -192,8 +197,8 @@ def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, p
             if pending and "stepping" not in state:
                 wids = sorted(pending)
                 nxt = [goal(by_id[pending[w][0]], pending[w][2]) if goal is not None else None for w in wids]
-                chunks = policy(np.stack([pending[w][1] for w in wids]),
-                                None if nxt[0] is None else np.stack(nxt))
+                chunks = policy(np.stack([pending[w][1] for w in wids]), None if nxt[0] is None else np.stack(nxt),
+                                [policy_seed(by_id[pending[w][0]].rollout_seed, pending[w][2]) for w in wids])
                 for w, c in zip(wids, chunks):
                     act_qs[w].put(("act", c))
                     state[w] = "stepping"

@@ -15,5 +15,5 @@ reduced_run() {
       runs_root="$OUT/runs" store="$OUT/results" pretrain.enabled=false \
       "finetune.sources=[{path:'$OUT/data/{task}.hdf5',kind:hdf5,weight:1.0}]" finetune.trainer.device=cpu \
       evaluate.n_rollouts="$ROLLOUTS" evaluate.workers=2 evaluate.max_steps="$MAX_STEPS" \
-      evaluate.replan_every="$REPLAN" evaluate.videos=2 "${extra[@]}" "$@"
+      evaluate.replan_every="$REPLAN" evaluate.videos=2 evaluate.video_select=outcome "${extra[@]}" "$@"
 }

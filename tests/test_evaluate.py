@@ -452,3 +452,39 @@ def test_every_method_samples_each_batch_element_from_its_own_seed(name):
     np.testing.assert_array_equal(pol(obs[1:2], None, [22]), alone)      # same seed, same chunk
     if name in ("uwm", "dp", "pad"):                                     # sampling methods
         assert np.abs(pol(obs[1:2], None, [23]) - alone).max() > 1e-3
+
+
+def test_videos_selected_by_outcome_are_rerun_and_linked(tmp_path):
+    """video_select="outcome": no video while the rollouts run; afterwards the first successes and
+    failures of each (task, condition) are re-run with recording (the same rollouts: per-rollout
+    seeds), and their rows, in the result and in rollouts.jsonl, link the video."""
+    from toy_runner import ReachRunner
+
+    m = build_method("test_noisy_policy")
+    kw = dict(conditions=["id"], n_rollouts=8, camera_size=4, runner=ReachRunner(), progress=False, replan_every=4)
+    plain = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "plain", **kw)
+    ok = plain.loc[plain["success"], "episode"].tolist()
+    fail = plain.loc[~plain["success"], "episode"].tolist()
+    assert len(ok) >= 2 and len(fail) >= 2, plain                     # both outcomes to choose from
+    sunk = []
+    out = tmp_path / "outcome"
+    df = evaluate(m, ["reach"], num_workers=2, out_dir=out, video_dir=out / "videos", video_episodes=1,
+                  video_select="outcome", row_sink=sunk.append, **kw)
+    cols = ["episode", "success", "steps"]
+    assert df[cols].equals(plain[cols]) and df.attrs["video_mismatches"] == []
+    linked = df[df["video"].astype(str).str.len() > 0]
+    assert linked["episode"].tolist() == sorted([ok[0], fail[0]])      # the first of each outcome
+    for _, r in linked.iterrows():
+        assert Path(r["video"]).is_file() and Path(r["video"]).stem.endswith("_success" if r["success"] else "_fail")
+    assert sorted(p.name for p in (out / "videos").iterdir()) == sorted(Path(v).name for v in linked["video"])
+    # the jsonl's latest rows carry the videos (a resumed evaluate reads them back) and the sink got them
+    again = evaluate(m, ["reach"], num_workers=0, out_dir=out, video_dir=out / "videos", video_episodes=1,
+                     video_select="outcome", **kw)
+    assert again[cols + ["video"]].equals(df[cols + ["video"]])
+    assert len(sunk) == 8 + 2 and sorted(r["episode"] for r in sunk[8:]) == linked["episode"].tolist()
+    # first (the default) records episodes 0..K-1 live
+    first = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "first", video_dir=tmp_path / "fv",
+                     video_episodes=2, **kw)
+    assert (first["video"].astype(str).str.len() > 0).tolist() == [True, True] + [False] * 6
+    with pytest.raises(ValueError, match="video_select"):
+        evaluate(m, ["reach"], video_select="best", **kw)

@@ -156,6 +156,7 @@ class EvalOptions:
     ood_margin: float = 0.03            # OOD: placement ranges widened by this much per side
     ood_seed: int = 0
     videos: int = 0                     # rollouts per (task, condition) saved as MP4 (episodes 0..videos-1); -1: all
+    video_select: str = "first"         # first: episodes 0..videos-1 | outcome: re-run up to `videos` successes and failures
     flip_vertical: Optional[bool] = None  # default: the checkpoint's data.flip_vertical, else true
     device: str = "auto"
     weights: str = "auto"               # auto (EMA weights when trained with trainer.ema > 0) | ema | raw
@@ -182,6 +183,8 @@ class EvalOptions:
             raise ConfigError(f"evaluate.weights={self.weights!r} must be auto, ema or raw")
         if self.videos < -1:
             raise ConfigError(f"evaluate.videos={self.videos} must be >= 0, or -1 for every rollout")
+        if self.video_select not in ("first", "outcome"):
+            raise ConfigError(f"evaluate.video_select={self.video_select!r} must be first or outcome")
 
     @property
     def n_workers(self) -> int:
@@ -196,6 +199,7 @@ class EvalOptions:
                     render=self.render, settle_steps=self.settle_steps, ood_margin=self.ood_margin,
                     ood_seed=self.ood_seed, flip_vertical=self.flip_vertical, device=self.device,
                     weights=self.weights, video_episodes=None if self.videos < 0 else self.videos,
+                    video_select=self.video_select,
                     runner=self.make_runner())
 
     def make_runner(self) -> Any:

@@ -31,7 +31,7 @@ MODES = ("policy", "inverse_dynamics")
 def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id", "ood"), n_rollouts: int = 50,
              seed: int = 0, num_workers: int = 2, max_steps: int | None = None, replan_every: int = 16,
              obs_frames: int | None = None, video_dir: str | os.PathLike | None = None,
-             video_episodes: int | None = None,
+             video_episodes: int | None = None, video_select: str = "first",
              row_sink: Callable[[dict[str, Any]], None] | None = None, run_meta: dict[str, Any] | None = None,
              out_dir: str | os.PathLike | None = None, camera_size: int | None = None, render: str = "lazy",
              settle_steps: int = 5, ood_margin: float = 0.03, ood_seed: int = 0, flip_vertical: bool | None = None,
@@ -55,6 +55,14 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                   cameras side by side, every step rendered for those rollouts only); rows carry
                   the path in ``video``.
     video_episodes record only episodes ``< video_episodes`` (default: every episode).
+    video_select  "first": record episodes ``0..video_episodes-1`` while they run. "outcome": run
+                  every rollout without a camera recording, then re-run up to ``video_episodes``
+                  successes and as many failures per (task, condition) with recording (the first
+                  ones by episode; rollouts are a function of scene, rollout seed and per-rollout
+                  policy noise, so the re-run repeats the rollout) and add the video to their rows. A
+                  re-run whose outcome or length differs from its row (float differences between
+                  batched and single policy calls can do that) is not linked; its file is removed
+                  and it is counted in ``df.attrs["video_mismatches"]``.
     out_dir       where ``rollouts.jsonl`` is appended (and read back to skip done rollouts).
     episodes      explicit episode indices instead of ``range(n_rollouts)``.
     mode          "policy": ``predict_action(obs)``; "inverse_dynamics": track expert demos with
@@ -139,6 +147,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                              f"capability (it declares {sorted(caps)}); only such methods implement infer_action")
     flip = flip_vertical if flip_vertical is not None else (ckpt_flip if ckpt_flip is not None else True)
     pol = BatchedPolicy(method, flip, device, frame_size=policy_size)
+    if video_select not in ("first", "outcome"):
+        raise ValueError(f"video_select={video_select!r} must be 'first' or 'outcome'")
     if replan_every < 1 or replan_every > pol.horizon:
         raise ValueError(f"replan_every={replan_every} must be in 1..{pol.horizon} (the method's action_horizon)")
     to = int(obs_frames) if obs_frames is not None else pol.obs_frames
@@ -171,15 +181,40 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     ref = (DemoReference(pol.views, pol.horizon, pol.next_frames, camera_size)
            if mode == "inverse_dynamics" or init_from is not None else None)
     demo_src = reference if mode == "inverse_dynamics" else init_from
+    track = ref is not None and mode == "inverse_dynamics"
+    groups: list[tuple[Any, str, int, str | None]] = []   # (task info, condition, steps, demo file)
+
+    def video_stem(info, cond: str, ep: int) -> str:
+        return str(Path(video_dir) / f"{info.name.replace('/', '__')}_{cond}{'_invdyn' if ref else ''}_ep{ep:03d}.mp4")
+
+    def make_jobs(info, cond: str, steps: int, rpath: str | None, eps: list[tuple[int, int]],
+                  into: list[RolloutJob], record: Callable[[int], bool]) -> None:
+        """A RolloutJob per (episode, rollout seed) of ``eps``, appended to ``into`` (id = index)."""
+        if ref is not None:  # every demo is checked before any env exists
+            for ep, _ in eps:
+                ref.check_demo(rpath, f"demo_{ep}", frames=mode == "inverse_dynamics")
+            starts = {ep: runner.demo_start(ref, rpath, f"demo_{ep}") for ep, _ in eps}
+        else:
+            starts = runner.starts(info, cond, [ep for ep, _ in eps])
+        for ep, rs in eps:
+            into.append(RolloutJob(id=len(into), info=info, task=info.name, condition=cond, episode=ep,
+                                   rollout_seed=rs, start=starts[ep], max_steps=steps,
+                                   video_path=video_stem(info, cond, ep) if record(ep) else None,
+                                   reference=rpath if track else None,
+                                   reference_demo=f"demo_{ep}" if ref is not None else None))
+
+    def record_live(ep: int) -> bool:
+        return (video_dir is not None and video_select == "first"
+                and (video_episodes is None or ep < video_episodes))
+
     for task in tasks:
         for cond in conditions:
             info = runner.task(task, cond)
             steps = int(max_steps) if max_steps is not None else int(info.max_steps)
             name = info.name
+            rpath = reference_path(demo_src, name, cond, len(tasks), len(conditions)) if ref is not None else None
+            groups.append((info, cond, steps, rpath))
             pending = []
-            rpath = None
-            if ref is not None:
-                rpath = reference_path(demo_src, name, cond, len(tasks), len(conditions))
             for ep in episodes:
                 rs = rollout_seed(seed, info.key, cond, ep)
                 key = rollout_key({**base, "task": name, "condition": cond, "rollout_seed": rs, "episode": ep,
@@ -189,24 +224,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                     rows_prev.append(done_rows[key])
                 else:
                     pending.append((ep, rs))
-            if not pending:
-                continue
-            if ref is not None:  # every demo is checked before any env exists
-                for ep, _ in pending:
-                    ref.check_demo(rpath, f"demo_{ep}", frames=mode == "inverse_dynamics")
-                starts = {ep: runner.demo_start(ref, rpath, f"demo_{ep}") for ep, _ in pending}
-            else:
-                starts = runner.starts(info, cond, [ep for ep, _ in pending])
-            for ep, rs in pending:
-                vp = None
-                if video_dir is not None and (video_episodes is None or ep < video_episodes):
-                    vp = str(Path(video_dir) / f"{name.replace('/', '__')}_{cond}{'_invdyn' if ref else ''}"
-                                               f"_ep{ep:03d}.mp4")
-                track = ref is not None and mode == "inverse_dynamics"
-                jobs.append(RolloutJob(id=len(jobs), info=info, task=name, condition=cond, episode=ep,
-                                       rollout_seed=rs, start=starts[ep], max_steps=steps, video_path=vp,
-                                       reference=rpath if track else None,
-                                       reference_demo=f"demo_{ep}" if ref is not None else None))
+            if pending:
+                make_jobs(info, cond, steps, rpath, pending, jobs, record_live)
     if rows_prev:
         log.info("evaluate: %d rollouts already in %s, skipping them", len(rows_prev), jsonl)
 
@@ -237,23 +256,80 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         new_rows.append(row)
         return row
 
+    def record_by_outcome(prev: list[dict], new: list[dict], mismatches: list[dict],
+                          run: Callable) -> tuple[list[dict], list[dict]]:
+        """video_select="outcome": re-run the first ``video_episodes`` successes and failures of each
+        (task, condition) that have no video yet, recording them; their rows get the video."""
+        rows = {(r["task"], r["condition"], int(r["episode"])): r for r in prev + new}
+        rejobs: list[RolloutJob] = []
+        target: dict[int, dict] = {}
+        for info, cond, steps, rpath in groups:
+            mine = sorted((r for r in rows.values() if r["task"] == info.name and r["condition"] == cond),
+                          key=lambda r: int(r["episode"]))
+            chosen = []
+            for ok in (True, False):
+                same = [r for r in mine if bool(r["success"]) == ok]
+                has = [r for r in same if r.get("video") and Path(str(r["video"])).is_file()]
+                need = len(same) if video_episodes is None else max(0, int(video_episodes) - len(has))
+                chosen += [r for r in same if r not in has][:need]
+            if chosen:
+                first = len(rejobs)
+                make_jobs(info, cond, steps, rpath, [(int(r["episode"]), int(r["rollout_seed"])) for r in chosen],
+                          rejobs, lambda ep: True)
+                target.update({j.id: r for j, r in zip(rejobs[first:], chosen)})
+        if not rejobs:
+            return prev, new
+        log.info("evaluate: re-running %d rollouts with video recording (video_select=outcome)", len(rejobs))
+
+        def finish_video(job: RolloutJob, result: dict) -> dict:
+            row = target[job.id]
+            video = result.get("video") or ""
+            if bool(result["success"]) != bool(row["success"]) or int(result["steps"]) != int(row["steps"]):
+                mismatches.append({"task": job.task, "condition": job.condition, "episode": job.episode,
+                                   "row": (bool(row["success"]), int(row["steps"])),
+                                   "rerun": (bool(result["success"]), int(result["steps"]))})
+                log.warning("evaluate: %s/%s episode %d re-run for its video gave success=%s in %d steps, its row "
+                            "says success=%s in %d steps: video not linked", job.task, job.condition, job.episode,
+                            result["success"], result["steps"], row["success"], row["steps"])
+                if video and os.path.isfile(video):
+                    os.unlink(video)
+                return row
+            upd = RolloutRow.from_dict({**row, "video": video, "written_at": time.time()}).to_dict()
+            if row_sink is not None:
+                row_sink(upd)
+            if jsonl is not None:
+                append_jsonl(jsonl, upd)
+            rows[(job.task, job.condition, job.episode)] = upd
+            return upd
+
+        run(rejobs, finish_video, "videos")
+        keys_new = {(r["task"], r["condition"], int(r["episode"])) for r in new}
+        return ([r for k, r in rows.items() if k not in keys_new], [r for k, r in rows.items() if k in keys_new])
+
     def demo_goal(job: RolloutJob, t: int) -> np.ndarray | None:  # inverse dynamics: the demo's future frames
         return None if job.reference is None else ref.next_obs(job.reference, job.reference_demo, t)
 
     goal = demo_goal if ref is not None else None
-    if jobs:
-        bar = _progress(len(jobs), progress)
+
+    def run(js: list[RolloutJob], fin: Callable[[RolloutJob, dict], dict], desc: str) -> None:
+        bar = _progress(len(js), progress, desc)
         try:
             if num_workers == 0:
-                run_serial(runner, jobs, settings, pol, finish, bar, goal=goal)
+                run_serial(runner, js, settings, pol, fin, bar, goal=goal)
             else:
-                run_pool(runner, jobs, settings, pol, finish, bar, min(num_workers, len(jobs)), goal=goal)
+                run_pool(runner, js, settings, pol, fin, bar, min(num_workers, len(js)), goal=goal)
         finally:
             bar.close()
-            if ref is not None:
-                ref.close()
-    elif ref is not None:
-        ref.close()
+
+    mismatches: list[dict] = []
+    try:
+        if jobs:
+            run(jobs, finish, "rollouts")
+        if video_dir is not None and video_select == "outcome":
+            rows_prev, new_rows = record_by_outcome(rows_prev, new_rows, mismatches, run)
+    finally:
+        if ref is not None:
+            ref.close()
     cols = list(ROLLOUT_COLUMNS)
     df = pd.DataFrame(rows_prev + new_rows)
     if df.empty:
@@ -263,14 +339,15 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     df.attrs["policy_calls"] = pol.calls
     df.attrs["policy_batch_sizes"] = list(pol.batch_sizes)
     df.attrs["policy_time_s"] = pol.time_s
+    df.attrs["video_mismatches"] = mismatches
     return df
 
 
 class _Bar:
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, desc: str = "rollouts"):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc="rollouts", unit="ep", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit="ep", disable=not enabled, dynamic_ncols=True)
         self.n = 0
         self.ok = 0
 
@@ -284,8 +361,8 @@ class _Bar:
         self.bar.close()
 
 
-def _progress(total: int, enabled: bool) -> _Bar:
-    return _Bar(total, enabled)
+def _progress(total: int, enabled: bool, desc: str = "rollouts") -> _Bar:
+    return _Bar(total, enabled, desc)
 
 
 # ----------------------------------------------------------------------------- summary

@@ -486,5 +486,9 @@ def test_videos_selected_by_outcome_are_rerun_and_linked(tmp_path):
     first = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "first", video_dir=tmp_path / "fv",
                      video_episodes=2, **kw)
     assert (first["video"].astype(str).str.len() > 0).tolist() == [True, True] + [False] * 6
+    every = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "every", video_dir=tmp_path / "ev",
+                     video_episodes=None, video_select="outcome", **kw)   # all: recorded live, not twice
+    assert (every["video"].astype(str).str.len() > 0).all()
+    assert every.attrs["policy_calls"] == every["n_policy_calls"].sum()      # no second pass
     with pytest.raises(ValueError, match="video_select"):
         evaluate(m, ["reach"], video_select="best", **kw)

@@ -55,7 +55,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                   cameras side by side, every step rendered for those rollouts only); rows carry
                   the path in ``video``.
     video_episodes record only episodes ``< video_episodes`` (default: every episode).
-    video_select  "first": record episodes ``0..video_episodes-1`` while they run. "outcome": run
+    video_select  "first": record episodes ``0..video_episodes-1`` while they run (all of them when
+                  ``video_episodes`` is None, whatever ``video_select`` says). "outcome": run
                   every rollout without a camera recording, then re-run up to ``video_episodes``
                   successes and as many failures per (task, condition) with recording (the first
                   ones by episode; rollouts are a function of scene, rollout seed and per-rollout
@@ -149,6 +150,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
     pol = BatchedPolicy(method, flip, device, frame_size=policy_size)
     if video_select not in ("first", "outcome"):
         raise ValueError(f"video_select={video_select!r} must be 'first' or 'outcome'")
+    if video_episodes is None:   # every rollout recorded: choosing by outcome would only run them twice
+        video_select = "first"
     if replan_every < 1 or replan_every > pol.horizon:
         raise ValueError(f"replan_every={replan_every} must be in 1..{pol.horizon} (the method's action_horizon)")
     to = int(obs_frames) if obs_frames is not None else pol.obs_frames
@@ -270,7 +273,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
             for ok in (True, False):
                 same = [r for r in mine if bool(r["success"]) == ok]
                 has = [r for r in same if r.get("video") and Path(str(r["video"])).is_file()]
-                need = len(same) if video_episodes is None else max(0, int(video_episodes) - len(has))
+                need = max(0, int(video_episodes) - len(has))
                 chosen += [r for r in same if r not in has][:need]
             if chosen:
                 first = len(rejobs)

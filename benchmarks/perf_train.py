@@ -113,7 +113,6 @@ def main(argv: list[str]) -> int:
                 print(r, flush=True)
     df = pd.DataFrame(rows)
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "perf_train.csv", df.to_csv(index=False))
     md = markdown_table(df, None)
     atomic_write_text(out / "perf_train.md", md + "\n")

@@ -259,11 +259,27 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         new_rows.append(row)
         return row
 
-    def record_by_outcome(prev: list[dict], new: list[dict], mismatches: list[dict],
-                          run: Callable) -> tuple[list[dict], list[dict]]:
+    def demo_goal(job: RolloutJob, t: int) -> np.ndarray | None:  # inverse dynamics: the demo's future frames
+        return None if job.reference is None else ref.next_obs(job.reference, job.reference_demo, t)
+
+    goal = demo_goal if ref is not None else None
+
+    def run(js: list[RolloutJob], fin: Callable[[RolloutJob, dict], dict], desc: str) -> None:
+        bar = _progress(len(js), progress, desc)
+        try:
+            if num_workers == 0:
+                run_serial(runner, js, settings, pol, fin, bar, goal=goal)
+            else:
+                run_pool(runner, js, settings, pol, fin, bar, min(num_workers, len(js)), goal=goal)
+        finally:
+            bar.close()
+
+    mismatches: list[dict] = []   # video_select="outcome": re-runs that did not repeat their row
+
+    def record_by_outcome(all_rows: list[dict]) -> list[dict]:
         """video_select="outcome": re-run the first ``video_episodes`` successes and failures of each
-        (task, condition) that have no video yet, recording them; their rows get the video."""
-        rows = {(r["task"], r["condition"], int(r["episode"])): r for r in prev + new}
+        (task, condition) that have no video yet, recording them; returns the rows, theirs with the video."""
+        rows = {(r["task"], r["condition"], int(r["episode"])): r for r in all_rows}
         rejobs: list[RolloutJob] = []
         target: dict[int, dict] = {}
         for info, cond, steps, rpath in groups:
@@ -272,16 +288,15 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
             chosen = []
             for ok in (True, False):
                 same = [r for r in mine if bool(r["success"]) == ok]
-                has = [r for r in same if r.get("video") and Path(str(r["video"])).is_file()]
-                need = max(0, int(video_episodes) - len(has))
-                chosen += [r for r in same if r not in has][:need]
+                has = [bool(r.get("video")) and Path(str(r["video"])).is_file() for r in same]
+                chosen += [r for r, h in zip(same, has) if not h][:max(0, int(video_episodes) - sum(has))]
             if chosen:
                 first = len(rejobs)
                 make_jobs(info, cond, steps, rpath, [(int(r["episode"]), int(r["rollout_seed"])) for r in chosen],
                           rejobs, lambda ep: True)
                 target.update({j.id: r for j, r in zip(rejobs[first:], chosen)})
         if not rejobs:
-            return prev, new
+            return all_rows
         log.info("evaluate: re-running %d rollouts with video recording (video_select=outcome)", len(rejobs))
 
         def finish_video(job: RolloutJob, result: dict) -> dict:
@@ -306,35 +321,19 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
             return upd
 
         run(rejobs, finish_video, "videos")
-        keys_new = {(r["task"], r["condition"], int(r["episode"])) for r in new}
-        return ([r for k, r in rows.items() if k not in keys_new], [r for k, r in rows.items() if k in keys_new])
+        return list(rows.values())
 
-    def demo_goal(job: RolloutJob, t: int) -> np.ndarray | None:  # inverse dynamics: the demo's future frames
-        return None if job.reference is None else ref.next_obs(job.reference, job.reference_demo, t)
-
-    goal = demo_goal if ref is not None else None
-
-    def run(js: list[RolloutJob], fin: Callable[[RolloutJob, dict], dict], desc: str) -> None:
-        bar = _progress(len(js), progress, desc)
-        try:
-            if num_workers == 0:
-                run_serial(runner, js, settings, pol, fin, bar, goal=goal)
-            else:
-                run_pool(runner, js, settings, pol, fin, bar, min(num_workers, len(js)), goal=goal)
-        finally:
-            bar.close()
-
-    mismatches: list[dict] = []
     try:
         if jobs:
             run(jobs, finish, "rollouts")
+        all_rows = rows_prev + new_rows
         if video_dir is not None and video_select == "outcome":
-            rows_prev, new_rows = record_by_outcome(rows_prev, new_rows, mismatches, run)
+            all_rows = record_by_outcome(all_rows)
     finally:
         if ref is not None:
             ref.close()
     cols = list(ROLLOUT_COLUMNS)
-    df = pd.DataFrame(rows_prev + new_rows)
+    df = pd.DataFrame(all_rows)
     if df.empty:
         df = pd.DataFrame(columns=cols)
     rest = [c for c in df.columns if c not in cols]

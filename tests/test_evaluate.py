@@ -408,19 +408,21 @@ class _NoisyPolicy(Method):
 
 def test_sampled_rollouts_do_not_depend_on_batching_or_workers(tmp_path):
     """A stochastic policy's rollouts are the same run serially (batch 1) and in a pool of two
-    workers whose calls are batched together: each element's noise comes from its own rollout seed
-    and env step (policy_seed), not from the order of calls on torch's global RNG."""
+    workers (whose calls may be batched) with the episodes in another order: each element's noise
+    comes from its own rollout seed and env step (policy_seed), not from torch's global RNG."""
     from toy_runner import ReachRunner
 
     m = build_method("test_noisy_policy")
     kw = dict(conditions=["id"], n_rollouts=8, camera_size=4, runner=ReachRunner(), progress=False, replan_every=4)
     serial = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "serial", **kw)
-    torch.manual_seed(123)                                   # the global RNG is not what the rollouts use
-    pooled = evaluate(m, ["reach"], num_workers=2, out_dir=tmp_path / "pool", **kw)
+    # the same episodes queued in reverse order: drawn from one global RNG in call order, each
+    # episode would get other noise (whether or not the pool batches two workers' calls)
+    pooled = evaluate(m, ["reach"], num_workers=2, out_dir=tmp_path / "pool", episodes=list(range(8))[::-1], **kw)
     cols = ["episode", "rollout_seed", "success", "steps", "n_policy_calls"]
     assert pooled[cols].equals(serial[cols])
     assert serial["steps"].nunique() > 1                     # the noise does change the rollouts
-    assert max(pooled.attrs["policy_batch_sizes"]) == 2      # ... and the pool did batch calls
+    # whether the pool batches two workers' calls depends on scheduling, so it is not asserted here;
+    # test_every_method_samples_each_batch_element_from_its_own_seed checks batches deterministically
     assert policy_seed(5, 0) == policy_seed(5, 0) and len({policy_seed(5, 0), policy_seed(5, 4),
                                                             policy_seed(6, 0)}) == 3
 

@@ -5,10 +5,11 @@
     runs to ``steps``) policy under:
 
     - ``serial_full``:  one env in this process, every step rendered, the simulator rebuilt at every
-      reset (robosuite's hard reset, LIBERO's default), policy batch 1 (how the public UWM code
-      evaluates);
+      reset (robosuite's hard reset, LIBERO's default), robosuite's own physics step and render
+      (engine "robosuite"), policy batch 1 (how the public UWM code evaluates);
     - ``serial_lazy``:  one env, only the frames the policy reads rendered, scenes restored without
-      rebuilding the simulator;
+      rebuilding the simulator, ``engine`` (default "fast": robosuite's simulation and frames bit for
+      bit, one forward pass per physics sub-step and cameras given only the geoms in their view);
     - ``pool_lazy``:    our evaluator: ``workers`` env processes, lazy rendering, policy calls
       batched across workers.
 
@@ -54,6 +55,7 @@ class PerfEvalConfig:
     replan_every: int = 16
     camera_size: int = 128
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    engine: str = "fast"       # of the lazy variants; serial_full is always robosuite's own code
     out: str | None = None
     seed: int = 0
 
@@ -80,10 +82,12 @@ def run_eval_perf(cfg: PerfEvalConfig):
         workers = cfg.workers if variant == "pool_lazy" else 0
         render = "every_step" if variant == "serial_full" else "lazy"
         reset_mode = "rebuild" if variant == "serial_full" else "scene"
+        engine = "robosuite" if variant == "serial_full" else cfg.engine
         t0 = time.time()
         df = evaluate(method, [cfg.task], conditions=[cfg.condition], n_rollouts=cfg.rollouts, seed=cfg.seed,
                       num_workers=workers, max_steps=cfg.steps, replan_every=cfg.replan_every,
-                      camera_size=cfg.camera_size, render=render, out_dir=None, progress=True, reset_mode=reset_mode)
+                      camera_size=cfg.camera_size, render=render, out_dir=None, progress=True, reset_mode=reset_mode,
+                      engine=engine)
         wall = time.time() - t0
         steps = int(df["steps"].sum())
         sizes = df.attrs.get("policy_batch_sizes", [])
@@ -93,7 +97,7 @@ def run_eval_perf(cfg: PerfEvalConfig):
             "rollouts_per_hour": round(len(df) / wall * 3600, 1),
             "mean_rollout_s": round(float(df["wall_time_s"].mean()), 1),
             "renders_per_step": round(float(df["n_renders"].sum()) / max(steps, 1), 3),
-            "reset_s": round(float(df["reset_s"].mean()), 3), "reset": reset_mode,
+            "reset_s": round(float(df["reset_s"].mean()), 3), "reset": reset_mode, "engine": engine,
             "policy_calls": len(sizes), "mean_batch": round(sum(sizes) / max(len(sizes), 1), 2),
             "policy_s": round(float(df.attrs.get("policy_time_s", 0.0)), 1),
         })

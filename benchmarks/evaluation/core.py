@@ -21,7 +21,7 @@ from .libero_runner import LiberoRunner
 from .policy import BatchedPolicy, checkpoint_frame_size, resolve_policy
 from .pool import run_pool, run_serial
 from .reference import DemoReference, reference_path
-from .runner import RolloutJob, Runner, RunnerSettings, rollout_seed
+from .runner import ENGINES, RolloutJob, Runner, RunnerSettings, rollout_seed
 
 log = logging.getLogger("uwmbench.benchmarks.evaluate")  # the evaluator's public logger
 
@@ -40,6 +40,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
              reference: str | os.PathLike | dict[str, Any] | None = None,
              resize_frames: bool = False,
              init_from: str | os.PathLike | dict[str, Any] | None = None, reset_mode: str = "scene",
+             engine: str = "fast",
              weights: str = "auto", runner: Runner | None = None) -> "pd.DataFrame":  # noqa: F821
     """Roll out ``policy`` on every (task, condition), ``n_rollouts`` episodes each.
 
@@ -76,6 +77,10 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
                   or "task/condition".
     reset_mode    "scene" (restore the scene in the compiled model) or "rebuild" (robosuite's hard
                   reset every episode, the public code's way; used by the perf baseline).
+    engine        "fast": robosuite's simulation and camera frames bit for bit, computed faster (one
+                  forward pass per physics sub-step, ``libero/fast_physics.py``; cameras given only
+                  the geoms in their view, ``libero/culling.py``); "robosuite": its own step and
+                  render (the perf baseline).
     init_from     policy mode: start episode i from the scene of ``data/demo_i`` of this demo file
                   (``{task}``/``{condition}`` replaced, or a dict as ``reference``) instead of the
                   benchmark's init state i: a memorisation check on training demos, not a benchmark
@@ -102,6 +107,8 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
         raise ValueError(f"conditions={conditions}: each must be {' or '.join(map(repr, runner.conditions))}")
     if not tasks:
         raise ValueError("tasks is empty")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
     if n_rollouts < 1 and episodes is None:
         raise ValueError(f"n_rollouts must be >= 1, got {n_rollouts}")
     if num_workers < 0:
@@ -234,7 +241,7 @@ def evaluate(policy: Any, tasks: Sequence[str], conditions: Sequence[str] = ("id
 
     settings = RunnerSettings(views=pol.views, obs_frames=to, replan_every=replan_every, camera_size=camera_size,
                               render=render, settle_steps=settle_steps,
-                              reset_mode=reset_mode)
+                              reset_mode=reset_mode, engine=engine)
     new_rows: list[dict] = []
 
     def finish(job: RolloutJob, result: dict) -> dict:

@@ -68,7 +68,8 @@ class LiberoRunner(Runner):
         return LiberoEnv(job.info.spec, seed=job.rollout_seed, camera_size=settings.camera_size,
                          render=settings.render, views=settings.views, obs_frames=settings.obs_frames,
                          replan_every=settings.replan_every, max_steps=job.max_steps,
-                         settle_steps=settings.settle_steps, reset_mode=settings.reset_mode)
+                         settle_steps=settings.settle_steps, reset_mode=settings.reset_mode,
+                         engine=settings.engine)
 
     def reset(self, env, job: RolloutJob, settings: RunnerSettings) -> np.ndarray:
         return env.reset(init_state=job_scene(job, env), seed=job.rollout_seed, settle_steps=job.start.settle_steps)

@@ -23,6 +23,10 @@ from typing import Any, Callable, Hashable, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 
+# how a benchmark computes its simulation and frames: "fast" (the same results, computed faster;
+# LIBERO: libero/fast_physics.py and libero/culling.py) or "robosuite" (the simulator's own code)
+ENGINES = ("fast", "robosuite")
+
 
 def rollout_seed(seed: int, task: str, condition: str, episode: int) -> int:
     """Stable 31-bit seed of one rollout (independent of worker count and order)."""
@@ -84,6 +88,7 @@ class RunnerSettings:
     settle_steps: int = 5
     video_fps: int = 20
     reset_mode: str = "scene"   # "scene" (restore in the compiled model) | "rebuild" (hard reset)
+    engine: str = "fast"        # "fast" (robosuite's simulation and frames, computed faster) | "robosuite"
 
 
 WorkerSettings = RunnerSettings  # the single-file evaluator's name

@@ -28,6 +28,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..evaluation.runner import ENGINES  # "fast" (robosuite's results, computed faster) | "robosuite"
+from . import culling
+from .fast_physics import FastPhysics, supported
 from .scene import Scene, SceneError, apply_scene, capture_scene
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -78,7 +81,10 @@ class LiberoEnv:
     def __init__(self, spec: Any, seed: int = 0, camera_size: int = 128, render: str = "lazy",
                  views: Sequence[str] = DEFAULT_VIEWS, obs_frames: int = 2, replan_every: int = 16,
                  max_steps: int | None = None, settle_steps: int = 5,
-                 init_states: np.ndarray | None = None, record_video: bool = False, reset_mode: str = "scene"):
+                 init_states: np.ndarray | None = None, record_video: bool = False, reset_mode: str = "scene",
+                 engine: str = "fast"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
         if reset_mode not in RESET_MODES:
             raise ValueError(f"reset_mode={reset_mode!r} is not one of {RESET_MODES}")
         self.reset_mode = reset_mode
@@ -125,6 +131,16 @@ class LiberoEnv:
         self._gate_open = False
         self._renders: dict[str, int] = {c: 0 for c in cams}  # real renders per camera (a check)
         self._install_gate()
+        # engine "fast": robosuite's simulation and pixels, computed faster: one forward pass per
+        # physics sub-step (fast_physics.py) and cameras given only the geoms in their view (culling.py)
+        self.engine = engine
+        why = supported(self._rs) if engine == "fast" else None
+        if why is not None:
+            import warnings
+
+            warnings.warn(f"engine='fast': the fast physics step is not available for "
+                          f"{getattr(spec, 'key', spec)} ({why}); using robosuite's step", stacklevel=2)
+        self._fast = FastPhysics() if engine == "fast" and why is None else None
         self._frames: dict[int, dict[str, np.ndarray]] = {}
         self.video_frames: list[np.ndarray] = []
         self.t = 0
@@ -160,6 +176,8 @@ class LiberoEnv:
         def gated(obs_cache):
             if self._gate_open:
                 self._renders[cam] += 1
+                if self.engine == "fast":  # the render context is new after a rebuild: install each time
+                    culling.install(self._rs.sim._render_context_offscreen)
                 t = time.perf_counter()
                 try:
                     return fn(obs_cache)
@@ -292,7 +310,7 @@ class LiberoEnv:
         before = {c: self._renders[c] for c in self._renders}
         self._gate_open = render
         try:
-            _, _, success, _ = self._env.step(action)
+            success = self._env_step(action)
         finally:
             self._gate_open = False
         self.t = t_next
@@ -319,8 +337,13 @@ class LiberoEnv:
         """Step the simulator with the cameras off and no frame bookkeeping (replays, planning);
         observation() is not valid afterwards. Returns LIBERO's success check."""
         self._gate_open = False
-        _, _, success, _ = self._env.step(np.asarray(action, dtype=np.float64))
-        return bool(success)
+        return self._env_step(np.asarray(action, dtype=np.float64))
+
+    def _env_step(self, action: np.ndarray) -> bool:
+        if self._fast is None:
+            return bool(self._env.step(action)[2])
+        with self._fast(self._rs):
+            return bool(self._env.step(action)[2])
 
     def execute_chunk(self, actions: np.ndarray) -> ChunkResult:
         """Execute the first ``replan_every`` actions of a chunk (A, 7) open loop, stopping at
@@ -402,4 +425,4 @@ def make_env(spec: Any, seed: int = 0, camera_size: int = 128, render: str = "la
 
 
 __all__ = ["LiberoEnv", "ChunkResult", "make_env", "upright", "VIEW_CAMERAS", "DEFAULT_VIEWS", "RENDER_MODES",
-           "RESET_MODES"]
+           "RESET_MODES", "ENGINES"]

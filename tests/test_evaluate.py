@@ -88,6 +88,16 @@ def test_bad_arguments_fail_early():
         evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, replan_every=17)
     with pytest.raises(ValueError, match="obs_frames=3"):
         evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, obs_frames=3)
+    with pytest.raises(ValueError, match="engine='mujoco'"):
+        evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, engine="mujoco")
+
+
+def test_render_threads_give_each_worker_its_share_of_cores(monkeypatch):
+    from uwmbench.benchmarks.evaluation.pool import render_threads
+
+    for cores, workers, expected in [(2, 2, 0), (2, 1, 2), (8, 2, 4), (8, 8, 0), (3, 2, 0), (1, 4, 0)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert render_threads(workers) == expected, (cores, workers)
 
 
 def test_cli_requires_checkpoint_or_method():

@@ -152,6 +152,7 @@ class EvalOptions:
     camera_size: Optional[int] = None   # null: the checkpoint's training frame size (its meta.json), else 128
     resize_frames: bool = False         # camera_size != the checkpoint's frame size: resize frames (else refused)
     render: str = "lazy"                # lazy (only the frames the policy reads) | every_step
+    engine: str = "fast"                # fast (robosuite's states and frames bit for bit, computed faster) | robosuite
     settle_steps: int = 5               # no-op steps after loading an init state (objects settle)
     ood_margin: float = 0.03            # OOD: placement ranges widened by this much per side
     ood_seed: int = 0
@@ -179,6 +180,8 @@ class EvalOptions:
             raise ConfigError(f"evaluate.modes={list(self.modes)}: each must be one of {EVAL_MODES}")
         if self.render not in ("lazy", "every_step"):
             raise ConfigError(f"evaluate.render={self.render!r} must be lazy or every_step")
+        if self.engine not in ("fast", "robosuite"):
+            raise ConfigError(f"evaluate.engine={self.engine!r} must be fast or robosuite")
         if self.weights not in ("auto", "ema", "raw"):
             raise ConfigError(f"evaluate.weights={self.weights!r} must be auto, ema or raw")
         if self.videos < -1:
@@ -196,7 +199,8 @@ class EvalOptions:
         return dict(conditions=list(self.conditions), n_rollouts=self.n_rollouts, seed=self.seed,
                     num_workers=self.n_workers, max_steps=self.max_steps, replan_every=self.replan_every,
                     obs_frames=self.obs_frames, camera_size=self.camera_size, resize_frames=self.resize_frames,
-                    render=self.render, settle_steps=self.settle_steps, ood_margin=self.ood_margin,
+                    render=self.render, engine=self.engine, settle_steps=self.settle_steps,
+                    ood_margin=self.ood_margin,
                     ood_seed=self.ood_seed, flip_vertical=self.flip_vertical, device=self.device,
                     weights=self.weights, video_episodes=None if self.videos < 0 else self.videos,
                     video_select=self.video_select,

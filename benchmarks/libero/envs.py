@@ -15,6 +15,11 @@ and image convention) only while the gate is open and returns a blank frame othe
 steps open the gate follows from the replanning schedule (see :meth:`LiberoEnv.frame_needed`).
 ``render="every_step"`` opens it at every step (what the public UWM evaluation pays for).
 
+``engine="fast"`` (the default) computes the same states and frames as robosuite's own code,
+faster: one MuJoCo forward pass per physics sub-step instead of three (``fast_physics.py``) and
+camera renders given only the geoms inside the camera's view frustum (``culling.py``); both are
+checked bit for bit against ``engine="robosuite"`` by the tests.
+
 Frames are returned exactly as robosuite renders them into LIBERO's HDF5 datasets (OpenGL
 convention: upside down); the data loader and the methods handle the orientation the same way
 for demos and rollouts. :func:`upright` flips a frame for viewing (videos).

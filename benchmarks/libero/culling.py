@@ -8,8 +8,8 @@ lie wholly outside its view frustum.
 
 :func:`install` replaces ``render`` of one robosuite render context with the same sequence
 (``mjv_updateScene`` then ``mjr_render``) plus one step between the two: every model geom whose
-bounding sphere (MuJoCo's ``geom_rbound``, with a margin) lies wholly outside the frustum of the
-camera being rendered is set to ``mjGEOM_NONE`` in the scene, in place, so the order of the
+bounding sphere (MuJoCo's ``geom_rbound``) or bounding box (``geom_aabb``, in the geom's frame), each
+with a margin, lies wholly outside the frustum of the camera being rendered is set to ``mjGEOM_NONE`` in the scene, in place, so the order of the
 remaining geoms is unchanged. A geom outside the frustum produces no fragment in the view, so the
 image is the same, bit for bit, unless something makes off-screen geometry visible. Culling is
 therefore off (and robosuite's own render used) when the scene
@@ -67,13 +67,17 @@ def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None) 
     geoms included, wherever the mirror itself is visible: when one is in the frustum nothing is
     culled in this frame (a mirror outside the frustum shows nothing)."""
     mujoco = _mujoco()
-    cam = scn.camera[0]
+    # mono rendering views from the average of the two eye cameras (which sit +-ipd/2 apart)
+    cam = mujoco.mjv_averageCamera(scn.camera[0], scn.camera[1])
     if cam.orthographic:
         return 0
     pos = np.asarray(cam.pos, dtype=np.float64)
     fwd = np.asarray(cam.forward, dtype=np.float64)
+    fwd /= np.linalg.norm(fwd)
     up = np.asarray(cam.up, dtype=np.float64)
     right = np.cross(fwd, up)
+    right /= np.linalg.norm(right)
+    up = np.cross(right, fwd)
     near = float(cam.frustum_near)
     c = float(cam.frustum_center)
     hw = float(cam.frustum_width) or 0.5 * aspect * (float(cam.frustum_top) - float(cam.frustum_bottom))
@@ -84,7 +88,7 @@ def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None) 
     basis = np.stack([right, up, fwd])
     geom_obj = mujoco.mjtObj.mjOBJ_GEOM
     none = mujoco.mjtGeom.mjGEOM_NONE
-    rbound = m.geom_rbound
+    rbound, aabb = m.geom_rbound, m.geom_aabb
     mirrors = set() if reflective is None else {int(i) for i in reflective}
     out = []
     for i in range(scn.ngeom):
@@ -94,9 +98,13 @@ def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None) 
         r = float(rbound[g.objid])
         outside = False
         if r > 0.0:  # planes (infinite) and anything without a bound stay
-            r = r * MARGIN_SCALE + MARGIN_PAD
-            p = basis @ (np.asarray(g.pos, dtype=np.float64) - pos)
-            outside = bool(p[2] < near - r or np.any(planes @ p < -r))
+            center = basis @ (np.asarray(g.pos, dtype=np.float64) - pos)
+            outside = _outside(center, r * MARGIN_SCALE + MARGIN_PAD, near, planes)
+            if not outside:  # the sphere reaches into the view: try the geom's box (tighter for long meshes)
+                box = aabb[g.objid]
+                rot = basis @ np.asarray(g.mat, dtype=np.float64).reshape(3, 3)
+                corners = center + (box[:3] + _SIGNS * (box[3:] * MARGIN_SCALE + MARGIN_PAD)) @ rot.T
+                outside = bool(np.all(corners[:, 2] < near) or np.any(np.all(corners @ planes.T < 0.0, axis=0)))
         if outside:
             out.append(g)
         elif g.objid in mirrors:
@@ -104,6 +112,13 @@ def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None) 
     for g in out:
         g.type = none
     return len(out)
+
+
+_SIGNS = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
+
+
+def _outside(center: np.ndarray, r: float, near: float, planes: np.ndarray) -> bool:
+    return bool(center[2] < near - r or np.any(planes @ center < -r))
 
 
 def install(ctx: Any) -> bool:

@@ -42,6 +42,17 @@ def test_culled_frames_are_bit_identical(task):
         print(task, "mirrors", list(mirrors), "wrist geoms culled", wrist_culled)
         if len(mirrors) == 0:
             assert wrist_culled > 0  # the wrist camera never sees the whole scene
+        if task == "book_caddy":  # the floor lamp (74k faces): its box reaches into agentview, its hull does not
+            import mujoco
+
+            m = sim.model._model
+            sim.render(camera_name="agentview", width=128, height=128)
+            counts = []
+            for hulls in (None, culling.mesh_hulls(m)):
+                mujoco.mjv_updateScene(m, sim.data._data, ctx.vopt, ctx.pert, ctx.cam, mujoco.mjtCatBit.mjCAT_ALL,
+                                       ctx.scn)
+                counts.append(culling.cull(m, ctx.scn, 1.0, None, hulls, {}))
+            assert counts[1] > counts[0], counts
 
 
 def test_culling_stays_off_where_off_screen_geoms_can_show():

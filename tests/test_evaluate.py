@@ -92,6 +92,24 @@ def test_bad_arguments_fail_early():
         evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, engine="mujoco")
 
 
+def test_batcher_waits_for_stepping_workers_only_while_cheaper_than_a_policy_call():
+    from uwmbench.benchmarks.evaluation.pool import Batcher
+
+    b = Batcher(2, smoothing=1.0)
+    assert b.serve_now([], 0.0)                    # nobody stepping: serve
+    assert not b.serve_now([1], 0.0)               # nothing measured yet: wait for the batch
+    b.served([0, 1], started=0.0, now=0.01)        # a 10 ms policy call
+    b.asked(0, 1.01)                               # worker 0's chunk took 1 s
+    assert b.wait_s([1], 1.01) == pytest.approx(0.0) and b.serve_now([1], 1.01)  # 1 is due: overdue rule
+    b.served([0], started=1.01, now=1.02)
+    b.asked(1, 1.05)                               # worker 1 asks 30 ms after 0 was served (chunk: 1.04 s)
+    # worker 0 needs ~1 s more: far longer than a 10 ms call -> serve worker 1 alone now
+    assert b.wait_s([0], 1.05) == pytest.approx(1.01) and b.serve_now([0], 1.05)
+    b.policy_s = 2.0                               # a slow policy (a big model on a CPU): batching pays
+    assert not b.serve_now([0], 1.05)
+    assert b.serve_now([0], 2.1)                   # worker 0 overdue: serve
+
+
 def test_render_threads_give_each_worker_its_share_of_cores(monkeypatch):
     from uwmbench.benchmarks.evaluation.pool import render_threads
 

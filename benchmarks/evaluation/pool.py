@@ -6,8 +6,9 @@ Worker protocol (queues): each worker owns one environment (kept across jobs wit
 ``("start", wid, job, None)``, ``("obs", wid, job, (obs history, env step))`` at every
 replanning point, ``("done", wid, job, outcome)`` or ``("error", wid, job, traceback)``; it
 receives ``("act", chunk)`` on its own ``act_q``. The main process stacks the observations of
-all workers that are waiting once no worker is mid-chunk, calls the policy once on the batch
-and answers each worker. No torch in workers: the policy lives in the main process.
+the workers that are waiting, calls the policy once on the batch and answers each worker. It
+waits for workers still executing a chunk to join the batch only while that is cheaper than a
+policy call: see :class:`Batcher`. No torch in workers: the policy lives in the main process.
 """
 from __future__ import annotations
 
@@ -165,11 +166,58 @@ def run_serial(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings,
         envs.close()
 
 
+class Batcher:
+    """When to call the policy on the observations that are waiting.
+
+    Workers that are executing a chunk will ask again after about one chunk's time. Waiting for
+    them makes one larger batch (a batched call costs about as much as a single one, on a GPU
+    above all) but leaves the waiting workers idle. So the waiting workers are served as soon as
+    the expected time until the last stepping worker asks exceeds the cost of one policy call
+    (running moving averages of both), or when a stepping worker is overdue. Until both are
+    measured, and whenever no worker is stepping, it behaves as the plain rule "serve once no
+    worker is mid-chunk". Per-rollout policy seeds make rollouts independent of the batching."""
+
+    def __init__(self, n_workers: int, smoothing: float = 0.2):
+        self.sent = [0.0] * n_workers   # when each worker got its last chunk
+        self.chunk_s: float | None = None
+        self.policy_s: float | None = None
+        self.a = smoothing
+
+    def _avg(self, old: float | None, new: float) -> float:
+        return new if old is None else (1 - self.a) * old + self.a * new
+
+    def asked(self, wid: int, now: float) -> None:
+        """Worker ``wid`` sent an observation after executing the chunk it got at ``sent[wid]``."""
+        if self.sent[wid] > 0:
+            self.chunk_s = self._avg(self.chunk_s, now - self.sent[wid])
+
+    def served(self, wids: list[int], started: float, now: float) -> None:
+        self.policy_s = self._avg(self.policy_s, now - started)
+        for w in wids:
+            self.sent[w] = now
+
+    def wait_s(self, stepping: list[int], now: float) -> float:
+        """Expected seconds until every stepping worker has asked (0: none is stepping)."""
+        if not stepping:
+            return 0.0
+        if self.chunk_s is None:
+            return float("inf")
+        return max(self.chunk_s - (now - self.sent[w]) for w in stepping)
+
+    def serve_now(self, stepping: list[int], now: float) -> bool:
+        if not stepping:
+            return True
+        if self.chunk_s is None or self.policy_s is None:
+            return False
+        wait = self.wait_s(stepping, now)
+        return wait <= 0.0 or wait > self.policy_s
+
+
 def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, policy: Callable, finish: Callable,
              bar: Any, n_workers: int, poll_s: float = 1.0, goal: GoalFn | None = None) -> None:
     """``n_workers`` spawned processes, one env each; policy calls batched over waiting workers
-    (``policy`` as in :func:`run_serial`: each element keeps its own seed, so batching does not
-    change what a rollout samples)."""
+    (see :class:`Batcher`; ``policy`` as in :func:`run_serial`: each element keeps its own seed,
+    so batching does not change what a rollout samples)."""
 
     ctx = mp.get_context("spawn")
     job_q, req_q = ctx.Queue(), ctx.Queue()
@@ -185,12 +233,17 @@ def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, p
     state = ["idle"] * n_workers       # idle | resetting | waiting | stepping
     pending: dict[int, tuple[int, np.ndarray, int]] = {}  # worker -> (job id, obs history, env step)
     n_done = 0
+    batcher = Batcher(n_workers)
     try:
         for p in procs:
             p.start()
         while n_done < len(jobs):
+            timeout = poll_s
+            if pending:  # re-decide when the stepping workers are expected (or overdue)
+                stepping = [w for w in range(n_workers) if state[w] == "stepping"]
+                timeout = min(poll_s, max(0.001, batcher.wait_s(stepping, time.perf_counter())))
             try:
-                kind, wid, jid, payload = req_q.get(timeout=poll_s)
+                kind, wid, jid, payload = req_q.get(timeout=timeout)
             except queue.Empty:
                 dead = [f"worker {w} (exit code {p.exitcode})" for w, p in enumerate(procs)
                         if not p.is_alive() and state[w] != "idle"]
@@ -201,9 +254,11 @@ def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, p
                 kind = None
             if kind == "start":
                 state[wid] = "resetting"
+                batcher.sent[wid] = 0.0  # its next request follows a reset, not a chunk
             elif kind == "obs":
                 state[wid] = "waiting"
                 pending[wid] = (jid, payload[0], payload[1])
+                batcher.asked(wid, time.perf_counter())
             elif kind == "done":
                 state[wid] = "idle"
                 n_done += 1
@@ -212,8 +267,9 @@ def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, p
                 job = by_id.get(jid)
                 raise RuntimeError(f"evaluation worker {wid} failed on {job.task if job else '?'}/"
                                    f"{job.condition if job else '?'} episode {job.episode if job else '?'}:\n{payload}")
-            # batch: once no worker is mid-chunk, every worker that will ask soon has asked
-            if pending and "stepping" not in state:
+            stepping = [w for w in range(n_workers) if state[w] == "stepping"]
+            if pending and batcher.serve_now(stepping, time.perf_counter()):
+                t_call = time.perf_counter()
                 wids = sorted(pending)
                 nxt = [goal(by_id[pending[w][0]], pending[w][2]) if goal is not None else None for w in wids]
                 chunks = policy(np.stack([pending[w][1] for w in wids]), None if nxt[0] is None else np.stack(nxt),
@@ -221,9 +277,10 @@ def run_pool(runner: Runner, jobs: list[RolloutJob], settings: RunnerSettings, p
                 for w, c in zip(wids, chunks):
                     act_qs[w].put(("act", c))
                     state[w] = "stepping"
+                batcher.served(wids, t_call, time.perf_counter())
                 pending.clear()
-        for p in procs:
-            p.join(timeout=30)
+        # every result is in: workers would now only close their envs and exit (seconds of teardown
+        # that no result depends on), so they are stopped instead of waited for
     finally:
         for p in procs:
             if p.is_alive():

@@ -8,8 +8,9 @@ lie wholly outside its view frustum.
 
 :func:`install` replaces ``render`` of one robosuite render context with the same sequence
 (``mjv_updateScene`` then ``mjr_render``) plus one step between the two: every model geom whose
-bounding sphere (MuJoCo's ``geom_rbound``) or bounding box (``geom_aabb``, in the geom's frame), each
-with a margin, lies wholly outside the frustum of the camera being rendered is set to ``mjGEOM_NONE`` in the scene, in place, so the order of the
+bounding sphere (MuJoCo's ``geom_rbound``), bounding box (``geom_aabb``, in the geom's frame) or, for big
+meshes, convex hull (its vertices), each with a margin, lies wholly outside the frustum of the
+camera being rendered is set to ``mjGEOM_NONE`` in the scene, in place, so the order of the
 remaining geoms is unchanged. A geom outside the frustum produces no fragment in the view, so the
 image is the same, bit for bit, unless something makes off-screen geometry visible. Culling is
 therefore off (and robosuite's own render used) when the scene
@@ -60,9 +61,33 @@ def unsafe_reason(m: Any, scn: Any) -> str | None:
     return None
 
 
-def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None) -> int:
+HULL_MIN_FACES = 2000  # meshes this big get a third, exact test on their convex hull's vertices
+
+
+def mesh_hulls(m: Any) -> dict[int, np.ndarray]:
+    """{mesh id: its convex hull's vertices (geom frame)} for meshes of at least HULL_MIN_FACES faces.
+    A long or L-shaped mesh (a floor lamp) often has a bounding box that reaches into the view
+    while no part of the mesh does; its hull does not."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    hulls = {}
+    for mid in np.flatnonzero(m.mesh_facenum >= HULL_MIN_FACES):
+        a, n = int(m.mesh_vertadr[mid]), int(m.mesh_vertnum[mid])
+        v = np.asarray(m.mesh_vert[a:a + n], dtype=np.float64)
+        try:
+            hulls[int(mid)] = v[ConvexHull(v).vertices]
+        except QhullError:  # flat or degenerate: every vertex is its own hull
+            hulls[int(mid)] = v
+    return hulls
+
+
+def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None,
+         hulls: dict[int, np.ndarray] | None = None, cache: dict | None = None) -> int:
     """Set scene geoms wholly outside the camera frustum to mjGEOM_NONE; returns how many.
 
+    Tests, each conservative and tried only when the previous one fails: bounding sphere, bounding
+    box, and for big meshes on static bodies (``hulls``) the convex hull, whose verdict is kept in
+    ``cache`` while neither the camera nor the geom moves (a fixed camera decides once per scene).
     A mirror (``reflective`` geom ids, see :func:`_reflective`) shows the scene mirrored, off-screen
     geoms included, wherever the mirror itself is visible: when one is in the frustum nothing is
     culled in this frame (a mirror outside the frustum shows nothing)."""
@@ -86,39 +111,60 @@ def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None) 
                        [0.0, near, -float(cam.frustum_bottom)], [0.0, -near, float(cam.frustum_top)]])
     planes /= np.linalg.norm(planes, axis=1, keepdims=True)
     basis = np.stack([right, up, fwd])
-    geom_obj = mujoco.mjtObj.mjOBJ_GEOM
-    none = mujoco.mjtGeom.mjGEOM_NONE
-    rbound, aabb = m.geom_rbound, m.geom_aabb
-    mirrors = set() if reflective is None else {int(i) for i in reflective}
-    out = []
-    for i in range(scn.ngeom):
-        g = scn.geoms[i]
-        if g.objtype != geom_obj or g.type == none:
-            continue
-        r = float(rbound[g.objid])
-        outside = False
-        if r > 0.0:  # planes (infinite) and anything without a bound stay
-            center = basis @ (np.asarray(g.pos, dtype=np.float64) - pos)
-            outside = _outside(center, r * MARGIN_SCALE + MARGIN_PAD, near, planes)
-            if not outside:  # the sphere reaches into the view: try the geom's box (tighter for long meshes)
-                box = aabb[g.objid]
-                rot = basis @ np.asarray(g.mat, dtype=np.float64).reshape(3, 3)
-                corners = center + (box[:3] + _SIGNS * (box[3:] * MARGIN_SCALE + MARGIN_PAD)) @ rot.T
-                outside = bool(np.all(corners[:, 2] < near) or np.any(np.all(corners @ planes.T < 0.0, axis=0)))
-        if outside:
-            out.append(g)
-        elif g.objid in mirrors:
-            return 0
-    for g in out:
-        g.type = none
-    return len(out)
+    geom_obj = int(mujoco.mjtObj.mjOBJ_GEOM)
+    none, mesh = int(mujoco.mjtGeom.mjGEOM_NONE), int(mujoco.mjtGeom.mjGEOM_MESH)
+
+    geoms = [scn.geoms[i] for i in range(scn.ngeom)]
+    idx = [i for i, g in enumerate(geoms) if g.objtype == geom_obj and g.type != none]
+    if not idx:
+        return 0
+    ids = np.array([geoms[i].objid for i in idx])
+    gpos = np.array([geoms[i].pos for i in idx], dtype=np.float64)
+    gmat = np.array([geoms[i].mat for i in idx], dtype=np.float64).reshape(-1, 3, 3)
+    r = m.geom_rbound[ids]
+    bounded = r > 0.0  # planes (infinite) and anything without a bound stay
+    center = (gpos - pos) @ basis.T                                   # (n, 3) camera frame
+    rs = r * MARGIN_SCALE + MARGIN_PAD
+    outside = bounded & ((center[:, 2] < near - rs) | np.any(center @ planes.T < -rs[:, None], axis=1))
+    # boxes of the rest: corners in the camera frame, all beyond one plane
+    todo = np.flatnonzero(bounded & ~outside)
+    if todo.size:
+        box = m.geom_aabb[ids[todo]]                                  # (k, 6) center, half sizes
+        rot = np.einsum("ij,kjl->kil", basis, gmat[todo])             # geom -> camera rotation
+        local = box[:, None, :3] + _SIGNS[None] * (box[:, None, 3:] * MARGIN_SCALE + MARGIN_PAD)
+        corners = center[todo, None, :] + np.einsum("kcj,kij->kci", local, rot)
+        beyond = (corners[..., 2] < near).all(axis=1) | (corners @ planes.T < 0.0).all(axis=1).any(axis=1)
+        outside[todo[beyond]] = True
+        if hulls:
+            static = m.body_weldid[m.geom_bodyid[ids]] == 0
+            key_cam = np.concatenate([pos, fwd, up, planes.ravel()]).tobytes()
+            for k in np.flatnonzero(~beyond):
+                j = todo[k]
+                gid = int(ids[j])
+                if geoms[idx[j]].type != mesh or not static[j]:
+                    continue
+                hull = hulls.get(int(m.geom_dataid[gid]))
+                if hull is None:
+                    continue
+                key = key_cam + gpos[j].tobytes() + gmat[j].tobytes()
+                hit = None if cache is None else cache.get(gid)
+                if hit is not None and hit[0] == key:
+                    outside[j] = hit[1]
+                    continue
+                pts = center[j] + hull @ rot[k].T
+                verdict = bool((pts[:, 2] < near - MARGIN_PAD).all()
+                               or (pts @ planes.T < -MARGIN_PAD).all(axis=0).any())
+                outside[j] = verdict
+                if cache is not None:
+                    cache[gid] = (key, verdict)
+    if reflective is not None and len(reflective) and np.isin(ids[~outside], reflective).any():
+        return 0
+    for j in np.flatnonzero(outside):
+        geoms[idx[j]].type = none
+    return int(outside.sum())
 
 
 _SIGNS = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
-
-
-def _outside(center: np.ndarray, r: float, near: float, planes: np.ndarray) -> bool:
-    return bool(center[2] < near - r or np.any(planes @ center < -r))
 
 
 def install(ctx: Any) -> bool:
@@ -131,6 +177,8 @@ def install(ctx: Any) -> bool:
     own = type(ctx).render
     safe = unsafe_reason(m, ctx.scn) is None
     reflective = _reflective(m)
+    hulls = mesh_hulls(m) if safe else None
+    cache: dict = {}
     ctx._uwm_culling = safe
     ctx.culled = 0  # geoms culled by this context, cumulative (a check)
     if not safe:
@@ -149,7 +197,7 @@ def install(ctx: Any) -> bool:
         mujoco.mjv_updateScene(m, ctx.data._data, ctx.vopt, ctx.pert, ctx.cam, mujoco.mjtCatBit.mjCAT_ALL, ctx.scn)
         if unsafe_reason(m, ctx.scn) is None:  # flags can be changed between renders
             mirrors = reflective if ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] else None
-            ctx.culled += cull(m, ctx.scn, width / height, mirrors)
+            ctx.culled += cull(m, ctx.scn, width / height, mirrors, hulls, cache)
         mujoco.mjr_render(viewport=mujoco.MjrRect(0, 0, width, height), scn=ctx.scn, con=ctx.con)
 
     ctx.render = render

@@ -146,6 +146,8 @@ class LiberoEnv:
             warnings.warn(f"engine='fast': the fast physics step is not available for "
                           f"{getattr(spec, 'key', spec)} ({why}); using robosuite's step", stacklevel=2)
         self._fast = FastPhysics() if engine == "fast" and why is None else None
+        if engine == "fast" and getattr(self._rs.sim, "_render_context_offscreen", None) is not None:
+            culling.install(self._rs.sim._render_context_offscreen)  # once here, not in the first reset
         self._frames: dict[int, dict[str, np.ndarray]] = {}
         self.video_frames: list[np.ndarray] = []
         self.t = 0
@@ -181,9 +183,9 @@ class LiberoEnv:
         def gated(obs_cache):
             if self._gate_open:
                 self._renders[cam] += 1
-                if self.engine == "fast":  # the render context is new after a rebuild: install each time
-                    culling.install(self._rs.sim._render_context_offscreen)
                 t = time.perf_counter()
+                if self.engine == "fast":  # a rebuild makes a new render context: (re)install, idempotent
+                    culling.install(self._rs.sim._render_context_offscreen)
                 try:
                     return fn(obs_cache)
                 finally:

@@ -10,8 +10,8 @@
     - ``serial_lazy``:  one env, only the frames the policy reads rendered, scenes restored without
       rebuilding the simulator, ``engine`` (default "fast": robosuite's simulation and frames bit for
       bit, one forward pass per physics sub-step and cameras given only the geoms in their view);
-    - ``pool_lazy``:    our evaluator: ``workers`` env processes, lazy rendering, policy calls
-      batched across workers.
+    - ``pool_lazy``:    our evaluator: ``workers`` env processes, lazy rendering, ``engine``, policy
+      calls batched across workers when waiting for a batch costs less than a call.
 
     Columns: end-to-end wall time (env creation and worker start-up included), env steps/s,
     rollouts/hour, camera frames rendered per step, mean reset time (scene restore or rebuild +

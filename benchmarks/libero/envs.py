@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..evaluation.runner import ENGINES  # "fast" (robosuite's results, computed faster) | "robosuite"
+from uwmbench.benchmarks.evaluation.runner import ENGINES  # "fast" (robosuite's results, computed faster) | "robosuite"
 from . import culling
 from .fast_physics import FastPhysics, supported
 from .scene import Scene, SceneError, apply_scene, capture_scene

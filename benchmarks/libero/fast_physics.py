@@ -114,6 +114,10 @@ class _Plan:
                 jacp=np.zeros((3, m.nv)), jacr=np.zeros((3, m.nv)), mass=np.zeros((m.nv, m.nv)),
             ))
         self.action_dim = sum(r["dim"] for r in self.robots)
+        # the controller/pre-action replacements, built once per simulator (not per env step)
+        controls = [self.control_fn(r) for r in self.robots]
+        self.patches = [(rs, "_pre_action", self.pre_action_fn(controls))]
+        self.patches += [(r["ctrl"], "update", self.update_fn(r)) for r in self.robots]
 
     # robosuite's Controller.update without the forward pass (mj_step1 has just computed it)
     def update_fn(self, r: dict):
@@ -206,10 +210,7 @@ class FastPhysics:
             else:  # not preceded by the loop's forward: the full step
                 mujoco.mj_step(m, d)
 
-        controls = [plan.control_fn(r) for r in plan.robots]
-        patched = [(sim, "forward", forward), (sim, "step", step),
-                   (rs, "_pre_action", plan.pre_action_fn(controls))]
-        patched += [(r["ctrl"], "update", plan.update_fn(r)) for r in plan.robots]
+        patched = [(sim, "forward", forward), (sim, "step", step), *plan.patches]
         for obj, name, fn in patched:
             setattr(obj, name, fn)  # instance attributes shadow the class's methods
         try:

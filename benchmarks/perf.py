@@ -18,6 +18,12 @@
     settle physics, camera rendering excluded), policy calls and mean batch size. With a short
     horizon the fixed costs (env creation ~5 s) weigh more than in a real 520-1000-step evaluation.
 
+    ``repeat=N`` runs the variants N times, interleaved (serial_full, serial_lazy, pool_lazy,
+    serial_full, ...), so that a machine whose speed drifts slows all of them alike. The table
+    then holds each variant's median run (by env steps/s) and ``speedup`` is the median of the
+    per-round speed-ups (each against that round's serial_full), with ``speedup_min``/``_max``;
+    every run is also written to ``perf_eval_runs.csv``.
+
 ``uwmbench perf train ...``
     training throughput of every method (``uwmbench.benchmarks.perf_train``).
 """
@@ -58,6 +64,7 @@ class PerfEvalConfig:
     engine: str = "fast"       # of the lazy variants; serial_full is always robosuite's own code
     out: str | None = None
     seed: int = 0
+    repeat: int = 1            # rounds of all variants, interleaved; the table reports medians
 
 
 def _parse_kv(argv: list[str], schema: type) -> object:
@@ -71,14 +78,20 @@ def _parse_kv(argv: list[str], schema: type) -> object:
 
 
 def run_eval_perf(cfg: PerfEvalConfig):
+    """All runs (``repeat`` rounds of ``variants``), one row each, with a ``round`` column and,
+    when serial_full ran, ``speedup`` against the same round's serial_full. See :func:`summarize`."""
     bad = [v for v in cfg.variants if v not in VARIANTS]
     if bad:
         raise ValueError(f"variants {bad} unknown; known: {VARIANTS}")
+    if cfg.repeat < 1:
+        raise ConfigError(f"perf: repeat={cfg.repeat} must be >= 1")
     torch.set_num_threads(1)
     cls = registered_methods()[cfg.method]
     method = build_method(cfg.method, size=cfg.method_size, **cls.offline_overrides(cfg.method_size))
+    if cfg.engine == "fast" and any(v != "serial_full" for v in cfg.variants):
+        _warm_model_cache(cfg)
     rows = []
-    for variant in cfg.variants:
+    for rnd, variant in ((r, v) for r in range(cfg.repeat) for v in cfg.variants):
         workers = cfg.workers if variant == "pool_lazy" else 0
         render = "every_step" if variant == "serial_full" else "lazy"
         reset_mode = "rebuild" if variant == "serial_full" else "scene"
@@ -92,7 +105,7 @@ def run_eval_perf(cfg: PerfEvalConfig):
         steps = int(df["steps"].sum())
         sizes = df.attrs.get("policy_batch_sizes", [])
         rows.append({
-            "variant": variant, "workers": workers, "render": render, "rollouts": len(df), "steps_per_rollout": cfg.steps,
+            "round": rnd, "variant": variant, "workers": workers, "render": render, "rollouts": len(df), "steps_per_rollout": cfg.steps,
             "wall_s": round(wall, 1), "env_steps_per_s": round(steps / wall, 2),
             "rollouts_per_hour": round(len(df) / wall * 3600, 1),
             "mean_rollout_s": round(float(df["wall_time_s"].mean()), 1),
@@ -104,9 +117,35 @@ def run_eval_perf(cfg: PerfEvalConfig):
         print(f"perf eval: {variant}: {rows[-1]}", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     if "serial_full" in set(table["variant"]):
-        ref = float(table.loc[table["variant"] == "serial_full", "env_steps_per_s"].iloc[0])
-        table["speedup"] = (table["env_steps_per_s"] / ref).round(2)
+        ref = table[table["variant"] == "serial_full"].set_index("round")["env_steps_per_s"]
+        table["speedup"] = (table["env_steps_per_s"] / table["round"].map(ref)).round(2)
     return table
+
+
+def _warm_model_cache(cfg: PerfEvalConfig) -> None:
+    """Build the task's env once, untimed, so that every timed variant of the ``fast`` engine finds
+    the compiled model in the model cache (as every evaluation after a task's first does)."""
+    from .evaluation.libero_runner import LiberoRunner
+    from .libero.envs import LiberoEnv
+
+    spec = LiberoRunner().task(cfg.task, cfg.condition).spec
+    LiberoEnv(spec, camera_size=cfg.camera_size, engine="fast").close()
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant (in the order they ran): its median run by env steps/s (with an even
+    number of rounds, the faster of the two middle ones), ``rounds``, and with a ``speedup`` column
+    the median per-round speed-up and its range."""
+    out = []
+    for variant in dict.fromkeys(runs["variant"]):
+        r = runs[runs["variant"] == variant].sort_values("env_steps_per_s").reset_index(drop=True)
+        row = r.iloc[len(r) // 2].drop(labels=["round"]).to_dict()
+        row["rounds"] = len(r)
+        if "speedup" in r:
+            row["speedup"] = round(float(r["speedup"].median()), 2)
+            row["speedup_min"], row["speedup_max"] = float(r["speedup"].min()), float(r["speedup"].max())
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def _write(out: Path, name: str, table, header: str) -> None:
@@ -137,16 +176,18 @@ def main(argv: list[str]) -> int:
             print(f"  {f.name}={d}")
         return 0
     cfg = _parse_kv(rest, PerfEvalConfig)
-    table = run_eval_perf(cfg)
+    runs = run_eval_perf(cfg)
+    table = summarize(runs)
     out = Path(cfg.out) if cfg.out else Path("runs") / "perf" / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     header = (f"# perf eval: {cfg.task}/{cfg.condition}, {cfg.rollouts} rollouts x {cfg.steps} steps, "
               f"policy {cfg.method}/{cfg.method_size}, replan_every={cfg.replan_every}, "
-              f"{cfg.camera_size}px, host: {_host()}")
+              f"{cfg.camera_size}px, {cfg.repeat} round(s) (median run per variant), host: {_host()}")
     _write(out, "perf_eval", table, header)
+    _write(out, "perf_eval_runs", runs, header.replace("(median run per variant)", "(every run)"))
     print(header)
     print(markdown_table(table, None))
-    print(f"\nwritten: {out / 'perf_eval.csv'}, {out / 'perf_eval.md'}", file=sys.stderr)
+    print(f"\nwritten: {out / 'perf_eval.csv'}, {out / 'perf_eval.md'}, {out / 'perf_eval_runs.csv'}", file=sys.stderr)
     return 0
 
 
-__all__ = ["main", "run_eval_perf", "PerfEvalConfig"]
+__all__ = ["main", "run_eval_perf", "summarize", "PerfEvalConfig"]

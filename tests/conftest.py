@@ -6,8 +6,21 @@ documented in ``methods/base.py`` for a method (or its config): uint8 frames, ac
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
+
+# LIBERO envs built by the tests (and by their worker processes and SLURM jobs, which inherit the
+# environment) keep their compiled models in a cache of this session, not in the user's
+# ~/.cache/uwmbench/models; it is removed when the session ends.
+if "UWMBENCH_MODEL_CACHE" not in os.environ:
+    _models = tempfile.mkdtemp(prefix="uwmbench-test-models-")
+    os.environ["UWMBENCH_MODEL_CACHE"] = _models
+    atexit.register(shutil.rmtree, _models, ignore_errors=True)
 
 
 def random_tiny_batch(method_or_cfg, b: int = 4, seed: int = 0, action_free: int = 0, raw: int = 32,

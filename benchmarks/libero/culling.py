@@ -26,7 +26,7 @@ cameras, in several robot poses.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -167,9 +167,11 @@ def cull(m: Any, scn: Any, aspect: float, reflective: np.ndarray | None = None,
 _SIGNS = np.array([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
 
 
-def install(ctx: Any) -> bool:
+def install(ctx: Any, hulls: "dict[int, np.ndarray] | Callable[[], dict[int, np.ndarray]] | None" = None) -> bool:
     """Give one robosuite ``MjRenderContext`` the culling render (idempotent). Returns whether
-    culling is active for it (False: the model is not safe to cull, see :func:`unsafe_reason`)."""
+    culling is active for it (False: the model is not safe to cull, see :func:`unsafe_reason`).
+    ``hulls``: the model's :func:`mesh_hulls` (or a function returning them, called only when
+    culling is safe), e.g. from the model cache; computed here when not given."""
     if getattr(ctx, "_uwm_culling", None) is not None:
         return ctx._uwm_culling
     mujoco = _mujoco()
@@ -177,7 +179,12 @@ def install(ctx: Any) -> bool:
     own = type(ctx).render
     safe = unsafe_reason(m, ctx.scn) is None
     reflective = _reflective(m)
-    hulls = mesh_hulls(m) if safe else None
+    if not safe:
+        hulls = None
+    elif hulls is None:
+        hulls = mesh_hulls(m)
+    elif callable(hulls):
+        hulls = hulls()
     cache: dict = {}
     ctx._uwm_culling = safe
     ctx.culled = 0  # geoms culled by this context, cumulative (a check)

@@ -26,6 +26,7 @@ for demos and rollouts. :func:`upright` flips a frame for viewing (videos).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from uwmbench.benchmarks.evaluation.runner import ENGINES  # "fast" (robosuite's results, computed faster) | "robosuite"
-from . import culling
+from . import culling, model_cache
 from .fast_physics import FastPhysics, supported
 from .scene import Scene, SceneError, apply_scene, capture_scene
 
@@ -125,9 +126,15 @@ class LiberoEnv:
         cams = [VIEW_CAMERAS[v] for v in self.views]
         # hard_reset=False: a reset keeps the compiled model (a rebuild costs ~2 s); everything a
         # rebuild would have cleared is restored by apply_scene (see scene.py)
-        self._env = OffScreenRenderEnv(bddl_file_name=spec.bddl_file, camera_names=cams,
-                                       camera_heights=self.camera_size, camera_widths=self.camera_size,
-                                       ignore_done=True, hard_reset=False)
+        # engine "fast" loads the compiled model from the model cache (model_cache.py; the same
+        # mjModel, bit for bit, without compiling the MJCF again in every worker)
+        self._models = model_cache.CompiledModels()
+        with self._models.active() if engine == "fast" else contextlib.nullcontext():
+            self._env = OffScreenRenderEnv(bddl_file_name=spec.bddl_file, camera_names=cams,
+                                           camera_heights=self.camera_size, camera_widths=self.camera_size,
+                                           ignore_done=True, hard_reset=False)
+        self.model_cache = self._models.status  # "hit", "miss", "off" or None (not used)
+        self._cached_model = self._env.env.sim.model._model  # the model the cache key is of
         self._rs = self._env.env  # the robosuite environment
         self._init_fixtures: list | None = None
         self.scene: Scene | None = None   # the scene the current episode started from
@@ -147,13 +154,22 @@ class LiberoEnv:
                           f"{getattr(spec, 'key', spec)} ({why}); using robosuite's step", stacklevel=2)
         self._fast = FastPhysics() if engine == "fast" and why is None else None
         if engine == "fast" and getattr(self._rs.sim, "_render_context_offscreen", None) is not None:
-            culling.install(self._rs.sim._render_context_offscreen)  # once here, not in the first reset
+            self._install_culling()  # once here, not in the first reset
         self._frames: dict[int, dict[str, np.ndarray]] = {}
         self.video_frames: list[np.ndarray] = []
         self.t = 0
         self.success = False
         self.done = True
         self.n_renders = 0  # camera frames rendered (all cameras) in the current episode
+
+    def _install_culling(self) -> None:
+        """Culling on the current render context (idempotent; a rebuild makes a new context),
+        with the convex hulls kept in the model cache beside the compiled model."""
+        ctx = self._rs.sim._render_context_offscreen
+        if getattr(ctx, "_uwm_culling", None) is None:
+            m = ctx.model._model
+            key = self._models.key if m is self._cached_model else None  # a rebuild compiles anew
+            culling.install(ctx, hulls=lambda: model_cache.cached_hulls(key, lambda: culling.mesh_hulls(m)))
 
     # ------------------------------------------------------------------ render gate
     def _install_gate(self) -> None:
@@ -185,7 +201,7 @@ class LiberoEnv:
                 self._renders[cam] += 1
                 t = time.perf_counter()
                 if self.engine == "fast":  # a rebuild makes a new render context: (re)install, idempotent
-                    culling.install(self._rs.sim._render_context_offscreen)
+                    self._install_culling()
                 try:
                     return fn(obs_cache)
                 finally:

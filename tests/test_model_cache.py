@@ -62,7 +62,8 @@ def test_keys_follow_the_xml_the_asset_files_and_can_be_turned_off(cache, tmp_pa
     assert (status, key) == ("off", None) and not cache.exists()
 
 
-def test_an_unreadable_cache_file_is_compiled_again_with_a_warning(cache):
+def test_an_unreadable_cache_file_is_compiled_again_with_a_warning(cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                          # MuJoCo logs the bad file to ./MUJOCO_LOG.TXT
     xml = XML.format(s=2)
     _, _, key = model_cache.load_or_compile(xml)
     path = cache / f"{key}.mjb"
@@ -119,3 +120,23 @@ def test_a_libero_env_from_the_cache_simulates_and_renders_as_a_compiled_one(cac
     for other in (hit, first):
         assert np.array_equal(other[1], off[1])
         assert all(np.array_equal(a, b) for a, b in zip(other[2], off[2]))
+
+
+@pytest.mark.libero
+def test_get_xml_of_a_cached_model_is_robosuites(cache, monkeypatch):
+    """A demo's model_file comes from robosuite's sim.model.get_xml() (mj_saveLastXML, which needs the
+    XML loaded in the process): for a model loaded from the cache it is the same MJCF, fixture
+    placements of the current scene included, as for a compiled one; the collector compiles."""
+    pytest.importorskip("libero.libero")
+    from uwmbench.benchmarks.libero.envs import make_env
+
+    def xml(**kw):
+        with make_env("book_caddy", seed=0, render="lazy", **kw) as env:
+            env.reset(init_state=0, seed=3)                 # fixture placement drawn from seed 3
+            return env.model_cache, env._rs.sim.model.get_xml()
+
+    make_env("book_caddy", seed=0).close()                 # fills the cache
+    hit = xml()
+    compiled = xml(use_model_cache=False)
+    assert (hit[0], compiled[0]) == ("hit", None)
+    assert hit[1] == compiled[1] and "desk_caddy" in hit[1]

@@ -97,7 +97,7 @@ def test_sweep_rerun_skips_done_and_requeues_failed(launcher_name, smoke_data, t
 
 def test_preempted_job_requeues_and_resumes(launcher_name, smoke_data, tmp_path, wait_for):
     store_dir, runs = tmp_path / "store", tmp_path / "runs"
-    steps = 30
+    steps = 300  # long enough that the preemption (after the 2nd checkpoint) lands mid-training
     cell = grids.expand_sweep("smoke", [f"data_root={smoke_data}", f"finetune.trainer.steps={steps}",
                                         "finetune.trainer.ckpt_every=3"], estimate=False)[0]
     [(c, job)] = launch.launch_cells([cell], sweep_cli.load_launcher(launcher_name), store_dir, runs, threads=1)
@@ -365,7 +365,7 @@ def test_stage_graph_with_dependencies_and_a_preempted_training_stage(launcher_n
     data = _stage_env(monkeypatch, tmp_path)
     store_dir, runs = tmp_path / "store", tmp_path / "runs"
     src = data / "libero_10" / "reach.hdf5"
-    steps = 30
+    steps = 300  # long enough that the preemption (after the 2nd checkpoint) lands mid-training
     args = ["smoke", "--launcher", launcher_name, "--store", str(store_dir), "--runs", str(runs), "--threads", "1",
             f"data_root={data}", *STAGE_TOY, "launcher.rollouts_per_job=2", "evaluate.n_rollouts=4",
             "pretrain.enabled=true", f"pretrain.sources=[{{path:'{src}'}}]", "pretrain.trainer.steps=3",

@@ -160,8 +160,10 @@ def _worker(cfg: dict, jobs, results) -> None:
     from .tasks import get_task, load_init_states
 
     spec = get_task(cfg["task"], cfg["condition"], cfg["ood_margin"], cfg["ood_seed"])
+    # each demo stores its MJCF (model_file, sim.model.get_xml()), which a model loaded from the
+    # model cache would have to compile again for: this env compiles its own
     env = LiberoEnv(spec, seed=0, camera_size=cfg["image_size"], render="lazy", obs_frames=1, replan_every=1,
-                    max_steps=10 ** 6, settle_steps=0)
+                    max_steps=10 ** 6, settle_steps=0, use_model_cache=False)
     init_states = None
     if cfg["from_init_states"]:
         init_states = load_init_states(spec, cfg["n_init"]) if spec.condition == "ood" else load_init_states(spec)

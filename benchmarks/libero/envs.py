@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -88,7 +89,7 @@ class LiberoEnv:
                  views: Sequence[str] = DEFAULT_VIEWS, obs_frames: int = 2, replan_every: int = 16,
                  max_steps: int | None = None, settle_steps: int = 5,
                  init_states: np.ndarray | None = None, record_video: bool = False, reset_mode: str = "scene",
-                 engine: str = "fast"):
+                 engine: str = "fast", use_model_cache: bool = True):
         if engine not in ENGINES:
             raise ValueError(f"engine={engine!r} is not one of {ENGINES}")
         if reset_mode not in RESET_MODES:
@@ -123,13 +124,19 @@ class LiberoEnv:
 
         from libero.libero.envs import OffScreenRenderEnv
 
+        if "torch" in sys.modules:
+            # Mesa's software OpenGL loads its LLVM into the process with the first GL context;
+            # importing triton (diffusers, torch.compile) after that segfaults, before it does not
+            with contextlib.suppress(Exception):
+                import triton  # noqa: F401
+
         cams = [VIEW_CAMERAS[v] for v in self.views]
         # hard_reset=False: a reset keeps the compiled model (a rebuild costs ~2 s); everything a
         # rebuild would have cleared is restored by apply_scene (see scene.py)
         # engine "fast" loads the compiled model from the model cache (model_cache.py; the same
         # mjModel, bit for bit, without compiling the MJCF again in every worker)
         self._models = model_cache.CompiledModels()
-        with self._models.active() if engine == "fast" else contextlib.nullcontext():
+        with self._models.active() if engine == "fast" and use_model_cache else contextlib.nullcontext():
             self._env = OffScreenRenderEnv(bddl_file_name=spec.bddl_file, camera_names=cams,
                                            camera_heights=self.camera_size, camera_widths=self.camera_size,
                                            ignore_done=True, hard_reset=False)

@@ -13,14 +13,18 @@ Where: ``$UWMBENCH_MODEL_CACHE`` (``off`` turns the cache off), by default
 ~200 MB; the directory is kept under ``$UWMBENCH_MODEL_CACHE_GB`` (default 8) by removing the
 least recently used models. Files are written atomically; an unreadable one is removed and the
 model compiled again (with a warning). Only the ``fast`` engine uses the cache: ``robosuite``
-compiles as robosuite does.
+compiles as robosuite does. ``sim.model.get_xml()`` of a model loaded from the cache loads the
+XML first (:func:`saved_xml`), so code that asks for it (demo collection's ``model_file``) gains
+nothing from the cache and builds its envs with ``use_model_cache=False``.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
+import socket
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -72,7 +76,8 @@ def model_key(xml: str) -> str:
 
 
 def _atomic_save(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # unique per writer, also across the nodes of a cluster sharing the cache directory
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     try:
         write(str(tmp))
         os.replace(tmp, path)
@@ -149,6 +154,33 @@ def cached_hulls(key: str | None, compute: Callable[[], dict[int, np.ndarray]]) 
     return hulls
 
 
+def saved_xml(model: Any, xml: str) -> str:
+    """robosuite's ``sim.model.get_xml()`` for a model loaded from the cache: the MJCF with the
+    model's current values (``mj_saveLastXML``, e.g. fixture placements of a LIBERO demo's
+    ``model_file``). ``mj_saveLastXML`` writes the XML last loaded in the process, so the model's
+    own XML is compiled first (~1-2 s: the cache saves nothing for callers of this)."""
+    import tempfile
+
+    import mujoco
+
+    # An MJB does not keep mjModel's signature, which mj_saveLastXML checks against the XML's: the
+    # XML's own model takes the cached model's real-valued arrays (what mj_saveLastXML copies back)
+    fresh = mujoco.MjModel.from_xml_string(xml)
+    for name in dir(fresh):
+        if name.startswith("_"):
+            continue
+        a = getattr(fresh, name, None)
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            b = getattr(model, name)
+            if b.shape == a.shape:
+                a[...] = b
+    with tempfile.TemporaryDirectory() as td:
+        path = os.path.join(td, "model.xml")
+        mujoco.mj_saveLastXML(path, fresh)
+        with open(path) as f:
+            return f.read()
+
+
 class CompiledModels:
     """While active, robosuite's ``MjSim.from_xml_string`` goes through :func:`load_or_compile`.
     ``status``/``key``: of the last model built under it."""
@@ -166,7 +198,10 @@ class CompiledModels:
 
         def from_xml_string(cls, xml):
             model, self.status, self.key = load_or_compile(xml)
-            return cls(model)
+            sim = cls(model)
+            if self.status == "hit":  # robosuite's get_xml needs the XML loaded in this process
+                sim.model.get_xml = functools.partial(saved_xml, model, xml)
+            return sim
 
         sim_cls.from_xml_string = classmethod(from_xml_string)
         try:

@@ -141,7 +141,6 @@ class LiberoEnv:
                                            camera_heights=self.camera_size, camera_widths=self.camera_size,
                                            ignore_done=True, hard_reset=False)
         self.model_cache = self._models.status  # "hit", "miss", "off" or None (not used)
-        self._cached_model = self._env.env.sim.model._model  # the model the cache key is of
         self._rs = self._env.env  # the robosuite environment
         self._init_fixtures: list | None = None
         self.scene: Scene | None = None   # the scene the current episode started from
@@ -175,7 +174,7 @@ class LiberoEnv:
         ctx = self._rs.sim._render_context_offscreen
         if getattr(ctx, "_uwm_culling", None) is None:
             m = ctx.model._model
-            key = self._models.key if m is self._cached_model else None  # a rebuild compiles anew
+            key = self._models.key if m is self._models.model else None  # a rebuild compiles anew
             culling.install(ctx, hulls=lambda: model_cache.cached_hulls(key, lambda: culling.mesh_hulls(m)))
 
     # ------------------------------------------------------------------ render gate

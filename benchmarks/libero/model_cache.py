@@ -22,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import os
 import re
-import socket
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from uwmbench.fileio import atomic_write_bytes
 
 CACHE_ENV = "UWMBENCH_MODEL_CACHE"
 LIMIT_ENV = "UWMBENCH_MODEL_CACHE_GB"
@@ -75,17 +77,6 @@ def model_key(xml: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _atomic_save(path: Path, write: Callable[[str], None]) -> None:
-    # unique per writer, also across the nodes of a cluster sharing the cache directory
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _evict(d: Path, keep: Path) -> None:
     """Remove least recently used entries (by modification time, refreshed on every hit) until
     the directory fits the limit; ``keep`` (just written) stays."""
@@ -121,8 +112,9 @@ def load_or_compile(xml: str) -> tuple[Any, str, str | None]:
                 path.unlink()
     model = mujoco.MjModel.from_xml_string(xml)
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        _atomic_save(path, lambda tmp: mujoco.mj_saveModel(model, tmp, None))
+        buf = np.empty(mujoco.mj_sizeModel(model), dtype=np.uint8)
+        mujoco.mj_saveModel(model, None, buf)
+        atomic_write_bytes(path, buf.tobytes())
         _evict(d, path)
     except OSError as e:
         warnings.warn(f"model cache: could not write {path} ({e}); continuing without it", stacklevel=2)
@@ -143,14 +135,10 @@ def cached_hulls(key: str | None, compute: Callable[[], dict[int, np.ndarray]]) 
             with contextlib.suppress(OSError):
                 path.unlink()
     hulls = compute()
+    buf = io.BytesIO()
+    np.savez(buf, **{str(k): v for k, v in hulls.items()})
     with contextlib.suppress(OSError):
-        d.mkdir(parents=True, exist_ok=True)
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{str(k): v for k, v in hulls.items()})
-
-        _atomic_save(path, write)
+        atomic_write_bytes(path, buf.getvalue())
     return hulls
 
 
@@ -183,11 +171,12 @@ def saved_xml(model: Any, xml: str) -> str:
 
 class CompiledModels:
     """While active, robosuite's ``MjSim.from_xml_string`` goes through :func:`load_or_compile`.
-    ``status``/``key``: of the last model built under it."""
+    ``status``/``key``/``model``: of the last model built under it."""
 
     def __init__(self) -> None:
         self.status: str | None = None
         self.key: str | None = None
+        self.model: Any = None  # the MjModel the key is of
 
     @contextlib.contextmanager
     def active(self) -> Iterator["CompiledModels"]:
@@ -198,6 +187,7 @@ class CompiledModels:
 
         def from_xml_string(cls, xml):
             model, self.status, self.key = load_or_compile(xml)
+            self.model = model
             sim = cls(model)
             if self.status == "hit":  # robosuite's get_xml needs the XML loaded in this process
                 sim.model.get_xml = functools.partial(saved_xml, model, xml)

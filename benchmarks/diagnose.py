@@ -58,6 +58,29 @@ def _windows(dataset, n: int, seed: int) -> list[int]:
     return sorted({int(off + i * total / n) for i in range(n)})
 
 
+def action_error_summary(pred, true) -> dict:
+    """Predicted vs demonstrated action chunks ((N, H, A) arrays or tensors, env units) in the
+    numbers every diagnostic of this project reports: mean |error| of the position (x, y, z) and
+    rotation dims, their relative errors (error / mean |action| of the same dims: 1.0 = no better
+    than predicting zero motion), the gripper's sign agreement and the per-dim errors. The one
+    definition used by ``uwmbench diagnose`` and by the trainer's validation
+    (``val/open_loop_rel_err_pos``)."""
+    pred = pred.detach().float().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred, dtype=np.float64)
+    true = true.detach().float().cpu().numpy() if hasattr(true, "detach") else np.asarray(true, dtype=np.float64)
+    h = min(pred.shape[1], true.shape[1])
+    pred, true = pred[:, :h], true[:, :h]
+    err = np.abs(pred - true)
+    out = {"windows": int(len(pred)),
+           "err_pos": float(err[..., POS].mean()), "err_rot": float(err[..., ROT].mean()),
+           "grip_sign_agree": float((np.sign(pred[..., GRIP]) == np.sign(true[..., GRIP])).mean()),
+           "abs_pos": float(np.abs(true[..., POS]).mean()), "abs_rot": float(np.abs(true[..., ROT]).mean()),
+           "err_per_dim": [float(v) for v in err.reshape(-1, err.shape[-1]).mean(0)],
+           "abs_per_dim": [float(v) for v in np.abs(true).reshape(-1, true.shape[-1]).mean(0)]}
+    out["rel_err_pos"] = out["err_pos"] / max(out["abs_pos"], 1e-9)
+    out["rel_err_rot"] = out["err_rot"] / max(out["abs_rot"], 1e-9)
+    return out
+
+
 def open_loop_error(method, dataset, n_windows: int = 64, batch_size: int = 16, seed: int = 0,
                     split: str = "train") -> tuple[list[dict], dict]:
     """Per chunk step rows and a summary of predicted vs demonstrated action chunks."""
@@ -92,14 +115,7 @@ def open_loop_error(method, dataset, n_windows: int = 64, batch_size: int = 16, 
                      "err_pos": float(err[:, k, POS].mean()), "err_rot": float(err[:, k, ROT].mean()),
                      "grip_sign_agree": float(grip_ok[:, k].mean()),
                      "abs_pos": float(np.abs(true[:, k, POS]).mean()), "abs_rot": float(np.abs(true[:, k, ROT]).mean())})
-    summary = {"split": split, "windows": int(len(pred)),
-               "err_pos": float(err[..., POS].mean()), "err_rot": float(err[..., ROT].mean()),
-               "grip_sign_agree": float(grip_ok.mean()),
-               "abs_pos": float(np.abs(true[..., POS]).mean()), "abs_rot": float(np.abs(true[..., ROT]).mean()),
-               "err_per_dim": [float(v) for v in err.reshape(-1, err.shape[-1]).mean(0)],
-               "abs_per_dim": [float(v) for v in np.abs(true).reshape(-1, true.shape[-1]).mean(0)]}
-    # relative error of the arm dims: 1.0 = no better than predicting zero motion
-    summary["rel_err_pos"] = summary["err_pos"] / max(summary["abs_pos"], 1e-9)
+    summary = {"split": split, **action_error_summary(pred, true)}
     return rows, summary
 
 

@@ -284,7 +284,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
             _log_external(tb, wb, row, step)
             bar.set_postfix(loss=f"{last_loss:.4f}")
         if is_main and data.val is not None and tcfg.val_every and step % tcfg.val_every == 0:
-            val = validate(method, data.val, tcfg, device, seed, use_bf16)
+            val = validate(method, data.val, tcfg, device, seed, use_bf16, ema)
             metrics.write({"step": step, **val})
             _log_external(tb, wb, val, step)
         if is_main and (step % tcfg.ckpt_every == 0 or step == tcfg.steps):
@@ -301,7 +301,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
                "interrupted": stopped_early, "frame_size": frame_size}
     if is_main and not stopped_early:
         if data.val is not None and not val:
-            val = validate(method, data.val, tcfg, device, seed, use_bf16)
+            val = validate(method, data.val, tcfg, device, seed, use_bf16, ema)
             summary["val"] = val
             metrics.write({"step": step, **val})
         atomic_write_text(rd.summary, json.dumps(summary, indent=2, default=str))
@@ -336,27 +336,84 @@ def _checkpoint(run_dir, step, method, opt, sched, ema, config_yaml, tcfg, frame
 
 
 @torch.no_grad()
-def validate(method: Method, dataset, tcfg: TrainerConfig, device, seed: int, use_bf16: bool) -> dict[str, float]:
-    """Mean of ``method.validation_metrics`` over ``val_batches`` fixed batches; runs under a
-    forked RNG so the training stream is unchanged."""
+def validate(method: Method, dataset, tcfg: TrainerConfig, device, seed: int, use_bf16: bool,
+             ema: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """Mean of ``method.validation_metrics`` plus the policy's open-loop action error
+    (:func:`policy_metrics`) over ``val_batches`` fixed batches of held-out windows; runs under a
+    forked RNG so the training stream is unchanged. With ``ema`` (the EMA weights) the open-loop
+    error is also measured with those weights (``*_ema`` columns), so raw and EMA curves of one
+    run can be compared."""
     devices = [device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + 12345)
         was_training = method.training
         method.eval()
         sums: dict[str, float] = {}
-        n = 0
+        counts: dict[str, int] = {}
         loader = make_loader(dataset, tcfg.batch_size, seed=seed + 777, start_step=0, num_workers=0)
+        batches = []
         for i, batch in enumerate(loader):
             if i >= tcfg.val_batches:
                 break
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                m = method.validation_metrics(to_device(batch, device))
+            batches.append(to_device(batch, device))
+
+        def add(m: dict[str, float]) -> None:
             for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n += 1
+                if v == v:  # NaN: not measurable on this batch
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                    counts[k] = counts.get(k, 0) + 1
+
+        for batch in batches:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                add(method.validation_metrics(batch))
+                add(policy_metrics(method, batch))
+        if ema:
+            raw = {k: p.detach().clone() for k, p in method.named_parameters() if k in ema}
+            try:
+                _load_params(method, ema)
+                for batch in batches:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        add({f"{k}_ema": v for k, v in policy_metrics(method, batch).items()})
+            finally:
+                _load_params(method, raw)
         method.train(was_training)
-    return {k: v / max(1, n) for k, v in sums.items()}
+    return {k: v / counts[k] for k, v in sums.items()}
+
+
+def _load_params(method: Method, values: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for k, p in method.named_parameters():
+            if k in values:
+                p.copy_(values[k])
+
+
+@torch.no_grad()
+def policy_metrics(method: Method, batch: dict[str, Any], seed: int = 0) -> dict[str, float]:
+    """The policy's open-loop action error on one batch of windows, in env units (the numbers of
+    ``uwmbench diagnose``, :func:`~.diagnose.action_error_summary`): ``val/open_loop_rel_err_pos``
+    (mean |error| of the position dims over the whole chunk / mean |action|: 1.0 = no better than
+    predicting no motion), ``val/open_loop_rel_err_rot``, ``val/open_loop_err_pos`` and
+    ``val/open_loop_grip_agree``. Sampling noise is drawn from per-window generators seeded
+    ``seed + i``, so the numbers are deterministic. Methods without a policy, and batches without
+    real actions, give ``{}``."""
+    from uwmbench.methods.base import POLICY
+    from .diagnose import action_error_summary
+    from .evaluation.policy import _takes_generator
+
+    if POLICY not in getattr(method, "capabilities", ()) or "action" not in batch:
+        return {}
+    mask = batch.get("action_mask")
+    idx = torch.arange(batch["obs"].shape[0]) if mask is None else mask.cpu().nonzero().squeeze(1)
+    if len(idx) == 0:
+        return {}
+    obs = batch["obs"][idx.to(batch["obs"].device)]
+    kw = {}
+    if _takes_generator(method.predict_action):
+        kw["generator"] = [torch.Generator().manual_seed(seed + i) for i in range(len(idx))]
+    pred = method.predict_action({"obs": obs}, **kw)
+    s = action_error_summary(pred, batch["action"][idx.to(batch["action"].device)])
+    return {"val/open_loop_rel_err_pos": s["rel_err_pos"], "val/open_loop_rel_err_rot": s["rel_err_rot"],
+            "val/open_loop_err_pos": s["err_pos"], "val/open_loop_grip_agree": s["grip_sign_agree"]}
 
 
 def _tensorboard(run_dir: Path):

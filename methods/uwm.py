@@ -105,6 +105,10 @@ class UWMConfig(DiffusionConfig):
     objective: str = "future"        # future | current | none
     marginal_t: str = "first_inference_step"  # first_inference_step (public code, t=90) | T (paper text, t=99)
     mask_action_loss_for_videos: bool = False  # public code: False; PAD/GR1 mask
+    # timestep sampling: the fraction of action-labelled samples trained in the policy setting
+    # (t_o' held at the sampling hold timestep, see marginal_t) instead of t_o' ~ U{0..T-1};
+    # 0 = the paper and the public code (independent uniform timesteps)
+    policy_t_prob: float = 0.0
     # diffusion
     # latents
     vae: str = "stabilityai/sdxl-vae"  # hub id | local save_pretrained folder | random:<preset>
@@ -147,6 +151,8 @@ class UWMConfig(DiffusionConfig):
         for key in ("num_registers", "depth"):
             if getattr(self, key) < 0:
                 raise ValueError(f"uwm config: {key}={getattr(self, key)} must be >= 0")
+        if not 0.0 <= self.policy_t_prob <= 1.0:
+            raise ValueError(f"uwm config: policy_t_prob={self.policy_t_prob} must be in [0, 1]")
         if not 0 < self.num_inference_steps <= self.num_train_timesteps:
             raise ValueError(f"uwm config: num_inference_steps={self.num_inference_steps} must be in "
                              f"1..num_train_timesteps={self.num_train_timesteps}")
@@ -399,6 +405,9 @@ class UWM(Method):
 
         if z is not None:
             t_o = torch.randint(0, T, (b,), device=self.device)
+            if cfg.policy_t_prob > 0:  # some samples in the policy setting: the future held at the hold timestep
+                held = mask & (torch.rand(b, device=self.device) < cfg.policy_t_prob)
+                t_o = torch.where(held, torch.full_like(t_o, self.marginal_timestep()), t_o)
             noise_o = torch.randn_like(z)
             noisy_o = self.scheduler.add_noise(z, noise_o, t_o)
         else:
@@ -519,10 +528,15 @@ class UWM(Method):
         - ``val/inverse_action_mse``: inverse dynamics given the true next-obs latents vs the
           true actions;
         - ``val/next_obs_latent_mse``: forward dynamics given the true actions vs the true
-          next-obs latents.
+          next-obs latents;
+        - ``val/inverse_rel_err_pos``: the inverse-dynamics action error in env units, relative
+          to the action magnitude (as the trainer's ``val/open_loop_rel_err_pos`` of the policy);
+        - ``val/copy_last_latent_mse``, ``val/forward_psnr``, ``val/copy_last_psnr``: forward
+          dynamics against the copy-last-frame baseline (:meth:`_copy_last_baseline`; PSNR: higher
+          is better).
 
-        Action MSEs are in normalised action units; all three use only samples with real
-        actions (``action_mask``); the last two exist only for ``objective="future"``."""
+        Action MSEs are in normalised action units; all use only samples with real actions
+        (``action_mask``); all but the first two exist only for ``objective="future"``."""
         was_training = self.training
         self.eval()
         devices = [self.device] if self.device.type == "cuda" else []
@@ -544,12 +558,47 @@ class UWM(Method):
                 z = self._target_latents({k: (v[idx] if torch.is_tensor(v) else v) for k, v in batch.items()})
                 a = self._sample(obs, "inverse", next_obs_latent=z, generator=gen)["action"]
                 out["val/inverse_action_mse"] = float(F.mse_loss(a, true_a))
+                inv_rel = _rel_err_pos(self.action_normalizer.unnormalize(a), self.action_normalizer.unnormalize(true_a))
+                out["val/inverse_rel_err_pos"] = inv_rel
                 zf = self._sample(obs, "forward", action=self.action_normalizer.unnormalize(true_a),
                                   generator=gen)["next_obs_latent"]
                 out["val/next_obs_latent_mse"] = float(F.mse_loss(zf, z))
+                off = batch.get("crop_offset")
+                out.update(self._copy_last_baseline(obs, z, zf, None if off is None else off[idx.to(off.device)]))
             return out
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def _copy_last_baseline(self, obs: torch.Tensor, z: torch.Tensor, zf: torch.Tensor,
+                            offsets: torch.Tensor | None) -> dict[str, float]:
+        """Forward dynamics against the copy-last-frame baseline (predict that every next frame
+        equals the last current one): ``val/copy_last_latent_mse`` (that baseline's latent MSE,
+        beside ``val/next_obs_latent_mse``), ``val/forward_psnr`` and ``val/copy_last_psnr`` (dB,
+        frames decoded by the same VAE, against the decoded true next latents, so the VAE's own
+        reconstruction error is not counted against either). A model that has learned dynamics
+        beats the baseline; one that only copies its input matches it."""
+        enc = self.latent_encoder
+        assert enc is not None
+        last = obs[:, :, -1:]                                            # (B, V, 1, 3, H, W)
+        zl = enc.encode(last.to(self.device), offsets=offsets).to(torch.float32)
+        zc = zl.expand_as(z)
+        true = enc.decode(z).float()
+        out = {"val/copy_last_latent_mse": float(F.mse_loss(zc, z)),
+               "val/forward_psnr": _psnr(enc.decode(zf).float(), true),
+               "val/copy_last_psnr": _psnr(enc.decode(zc).float(), true)}
+        return out
+
+
+def _rel_err_pos(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """Mean |error| of the position dims (0:3) / mean |true action| of those dims (env units)."""
+    return float((pred[..., :3] - true[..., :3]).abs().mean() / true[..., :3].abs().mean().clamp_min(1e-9))
+
+
+def _psnr(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """PSNR in dB of uint8-range images (mean over the whole batch's pixels)."""
+    mse = F.mse_loss(pred, true).clamp_min(1e-10)
+    return float(10 * torch.log10(255.0 ** 2 / mse))
 
 
 __all__ = ["UWM", "UWMConfig", "UWMDenoiser", "MODES"]

@@ -89,6 +89,62 @@ def test_validation_and_checkpoint_contents(tmp_path):
     assert _row_key(old) == _row_key({**old, "weights": "raw"}) != _row_key({**old, "weights": "ema"})
 
 
+def test_validation_writes_the_learning_diagnostics_while_training(tmp_path):
+    """Every val_every steps metrics.csv gets the held-out open-loop action error (env units,
+    relative to the action magnitude) of the raw and, with EMA, of the EMA weights; UWM adds its
+    forward-dynamics error beside the copy-last-frame baseline and the inverse-dynamics error."""
+    from uwmbench.benchmarks.train import train
+    train(_cfg(tmp_path, extra=["trainer.ema=0.9"]), tmp_path / "r")
+    rows = [r for r in csv.DictReader(open(tmp_path / "r/metrics.csv")) if r.get("val/open_loop_rel_err_pos")]
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    for k in ("val/open_loop_rel_err_pos", "val/open_loop_rel_err_pos_ema", "val/open_loop_grip_agree",
+              "val/forward_psnr", "val/copy_last_psnr", "val/copy_last_latent_mse", "val/next_obs_latent_mse",
+              "val/inverse_rel_err_pos"):
+        assert all(float(r[k]) == float(r[k]) for r in rows), k
+    assert rows[0]["val/open_loop_rel_err_pos"] != rows[0]["val/open_loop_rel_err_pos_ema"]
+
+
+def test_policy_metrics_are_the_diagnose_numbers_and_deterministic():
+    """policy_metrics is action_error_summary (the definition `uwmbench diagnose` reports) of the
+    policy's chunks; a policy that predicts the true chunk scores 0, one that predicts no motion
+    scores a relative error of 1; per-window generators make a sampling policy repeat itself."""
+    from uwmbench.benchmarks.diagnose import action_error_summary
+    from uwmbench.benchmarks.train import policy_metrics
+    from uwmbench.methods import POLICY
+
+    g = torch.Generator().manual_seed(0)
+    batch = {"obs": torch.zeros(5, 2, 2, 3, 8, 8, dtype=torch.uint8), "action": torch.rand(5, 16, 7, generator=g) * 2 - 1,
+             "action_mask": torch.tensor([True, True, True, True, False])}
+
+    class Fixed:
+        capabilities = frozenset({POLICY})
+
+        def __init__(self, out):
+            self.out = out
+
+        def predict_action(self, obs):
+            return self.out[: obs["obs"].shape[0]]
+
+    exact = policy_metrics(Fixed(batch["action"][:4]), batch)
+    assert exact["val/open_loop_rel_err_pos"] == 0 and exact["val/open_loop_grip_agree"] == 1
+    still = policy_metrics(Fixed(torch.zeros(4, 16, 7)), batch)
+    assert still["val/open_loop_rel_err_pos"] == pytest.approx(1.0)
+    uwm = build_tiny("uwm")
+    full = {**batch, "obs": torch.randint(0, 256, (5, 2, 2, 3, 40, 40), generator=g, dtype=torch.uint8)}
+    a, b = policy_metrics(uwm, full), policy_metrics(uwm, full)
+    assert a == b
+    gens = [torch.Generator().manual_seed(i) for i in range(4)]
+    ref = action_error_summary(uwm.predict_action({"obs": full["obs"][:4]}, generator=gens), full["action"][:4])
+    assert a["val/open_loop_rel_err_pos"] == pytest.approx(ref["rel_err_pos"])
+    assert policy_metrics(uwm, {**full, "action_mask": torch.zeros(5, dtype=torch.bool)}) == {}
+
+
+def build_tiny(name):
+    from uwmbench.methods import build_method
+    torch.manual_seed(0)
+    return build_method(name, "tiny")
+
+
 def test_finetune_init_from(tmp_path):
     from uwmbench.benchmarks.train import train
     pre = train(_cfg(tmp_path, steps=2), tmp_path / "pre")

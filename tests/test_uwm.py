@@ -403,3 +403,48 @@ def test_paper_size_parameter_count():
     adaln = sum(p.numel() for blk in model.denoiser.blocks for p in blk.adaLN_modulation.parameters())
     assert abs(adaln - 198e6) / 198e6 < 0.01, adaln  # "198M of it the AdaLN modulation layers"
     assert model.denoiser.pos_embed.shape[1] == 16 + 98 + 24
+
+
+def test_validation_metrics_compare_forward_dynamics_with_copy_last_frame(batch):
+    """The copy-last-frame baseline: its latent MSE is that of the last current frame's latent
+    repeated for every next frame, and its PSNR is infinite-ish (>= 90 dB, clamped) when the next
+    frames ARE the last current one; the inverse-dynamics error is relative (env units)."""
+    model = tiny()
+    m = model.validation_metrics(batch)
+    for k in ("val/copy_last_latent_mse", "val/forward_psnr", "val/copy_last_psnr", "val/inverse_rel_err_pos"):
+        assert k in m and m[k] == m[k], k
+    mask = batch["action_mask"]
+    enc = model.latent_encoder
+    z = enc.encode(batch["next_obs"][mask])
+    zl = enc.encode(batch["obs"][mask][:, :, -1:]).expand_as(z)
+    assert m["val/copy_last_latent_mse"] == pytest.approx(float(torch.nn.functional.mse_loss(zl, z)), rel=1e-5)
+    still = dict(batch, next_obs=batch["obs"][:, :, -1:].repeat(1, 1, 2, 1, 1, 1))  # nothing moves
+    ms = model.validation_metrics(still)
+    assert ms["val/copy_last_latent_mse"] == pytest.approx(0.0, abs=1e-10)
+    assert ms["val/copy_last_psnr"] >= 90 and ms["val/copy_last_psnr"] > m["val/copy_last_psnr"]
+
+
+def test_policy_t_prob_trains_that_fraction_in_the_policy_setting():
+    """policy_t_prob=p: about p of the labelled samples get t_o' = the sampling hold timestep (90);
+    action-free samples keep uniform t_o'; p=0 draws exactly the paper's timesteps (same RNG stream)."""
+    batch = make_batch(b=64, free=16, seed=3)
+    seen = {}
+    for p in (0.0, 0.5, 1.0):
+        model = tiny(policy_t_prob=p)
+        spy = Spy(model)
+        torch.manual_seed(7)
+        model.compute_loss(batch)
+        seen[p] = spy.calls[0]["t_o"]
+    labelled = batch["action_mask"]
+    assert bool((seen[1.0][labelled] == 90).all())
+    assert not bool((seen[1.0][~labelled] == 90).all())
+    frac = float((seen[0.5][labelled] == 90).float().mean())
+    assert 0.3 < frac < 0.7
+    assert float((seen[0.0] == 90).float().mean()) < 0.1
+    default = tiny()
+    spy = Spy(default)
+    torch.manual_seed(7)
+    default.compute_loss(batch)
+    assert torch.equal(spy.calls[0]["t_o"], seen[0.0])
+    with pytest.raises(ValueError, match="policy_t_prob"):
+        tiny(policy_t_prob=1.5)

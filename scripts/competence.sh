@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Time to competence on a 2-core CPU: controlled arms trained at an equal step budget on one
+# task's scripted demos, then rolled out ID and OOD, through the normal `uwmbench collect` ->
+# `uwmbench fit-vae` -> `uwmbench run` path; the rows land in one results store that
+# `uwmbench report` turns into the tables (Wilson CIs, paired UWM-vs-DP) and the learning curves
+# (every run's metrics.csv: held-out open-loop action error, forward-dynamics error against the
+# copy-last-frame baseline, inverse-dynamics error, written while it trains).
+#
+# Everything lives outside the work tree, under $UWMBENCH_RUNS (default ~/uwmbench), so a campaign
+# survives the work tree being laid anew; every step resumes (collect appends to <out>.partial,
+# training resumes from its latest checkpoint, the evaluator skips written rollouts): rerun the
+# same command after an interruption.
+#
+#   bash scripts/competence.sh                                    # libero_90:0 (close the top drawer), arms "uwm dp"
+#   TASK=book_caddy ARMS="uwm uwm_policyt dp" STEPS=6000 bash scripts/competence.sh
+#
+# Arms (ARMS, space separated; each is one `uwmbench run`, variant = its name):
+#   uwm            UWM small as the paper trains it (independent uniform timesteps, video loss on)
+#   uwm_policyt    UWM small, half the labelled samples trained in the policy setting (method.policy_t_prob=0.5)
+#   uwm_novideo    UWM small with the video loss off: its transformer as a plain action-diffusion policy (objective=none)
+#   dp             Diffusion Policy small
+#   bc             the regression baseline
+# Knobs (environment): UWMBENCH_RUNS, OUT, TASK, EPISODES, ARMS, STEPS, BATCH, LR, EMA, ROLLOUTS, MAX_STEPS,
+# REPLAN, WEIGHTS (evaluate.weights: auto|raw|ema; a second evaluation with WEIGHTS=raw gives the
+# EMA-vs-raw comparison of the same checkpoints: its rows get the variant <arm>-raw), REPORT, EXTRA
+# (more `uwmbench run` overrides for every arm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UWM=${UWM:-.venv/bin/uwmbench}
+ROOT=${UWMBENCH_RUNS:-$HOME/uwmbench}
+OUT=${OUT:-$ROOT/competence}
+TASK=${TASK:-libero_90:0}
+EPISODES=${EPISODES:-50}
+ARMS=${ARMS:-"uwm dp"}
+STEPS=${STEPS:-2000}
+BATCH=${BATCH:-32}
+LR=${LR:-3e-4}
+EMA=${EMA:-0.995}
+ROLLOUTS=${ROLLOUTS:-20}
+REPLAN=${REPLAN:-4}
+WEIGHTS=${WEIGHTS:-auto}
+REPORT=${REPORT:-$OUT/report}
+EXTRA=${EXTRA:-}
+case $TASK in
+  libero_90:0) MAX_STEPS=${MAX_STEPS:-150} ;;   # the scripted demos take ~70 steps
+  *) MAX_STEPS=${MAX_STEPS:-400} ;;             # ~1.6x the paper tasks' scripted demos (book_caddy ~250)
+esac
+export MUJOCO_GL=${MUJOCO_GL:-egl} PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
+data="$OUT/data/$TASK.hdf5"
+vae="$OUT/vae/$TASK"
+log() { echo "[competence $(date +%H:%M:%S)] $*"; }
+
+# 1. demonstrations from seeded random placements (LIBERO's samplers; never the evaluation init states)
+[ -f "$data" ] || { log "collect $TASK"; $UWM collect task="$TASK" condition=id episodes="$EPISODES" workers=2 out="$data" seed=0 max_steps=600; }
+
+# 2. UWM's latent encoder: a small AutoencoderKL fitted on the demos' frames (64 px crops of 72 px frames)
+if [[ " $ARMS " == *" uwm"* ]] && [ ! -f "$vae/config.json" ]; then
+  log "fit-vae $TASK"
+  $UWM fit-vae "data.sources=[{path:'$data'}]" out="$vae" preset=small image_size=64 resize=72 steps=800 batch_size=32
+fi
+
+# 3. one protocol run per arm: train STEPS on the demos, diagnostics, ID and OOD rollouts
+for arm in $ARMS; do
+  over=()
+  case $arm in
+    uwm)          m=uwm ;;
+    uwm_policyt)  m=uwm; over+=(method.policy_t_prob=0.5) ;;
+    uwm_novideo)  m=uwm; over+=(method.objective=none) ;;
+    dp|bc|pad|gr1) m=$arm ;;
+    *) echo "competence.sh: unknown arm '$arm'" >&2; exit 2 ;;
+  esac
+  case $m in uwm|pad) over+=("method.vae=$vae") ;; esac
+  variant=$arm; rid="competence/$TASK/$arm-$STEPS"
+  if [ "$WEIGHTS" != auto ]; then
+    # re-evaluate the trained run's checkpoint with other weights (no training)
+    src="$OUT/runs/$rid"
+    [ -f "$src/DONE" ] || { log "skip $arm weights=$WEIGHTS: $src not finished"; continue; }
+    over+=(pretrain.checkpoint="$src/finetune/$TASK" finetune.enabled=false evaluate.diagnose_windows=0)
+    variant="$arm-$WEIGHTS"; rid="$rid-$WEIGHTS"
+  fi
+  log "run $rid ($m, ${over[*]:-defaults})"
+  # shellcheck disable=SC2086
+  $UWM run method="$m" method.size=small run_id="$rid" sweep_name=competence variant="$variant" seed=0 \
+      "tasks=[$TASK]" runs_root="$OUT/runs" store="$OUT/results" pretrain.enabled=false \
+      "finetune.sources=[{path:'$OUT/data/{task}.hdf5',kind:hdf5,weight:1.0}]" finetune.trainer.device=cpu \
+      finetune.trainer.steps="$STEPS" finetune.trainer.batch_size="$BATCH" finetune.trainer.lr="$LR" \
+      finetune.trainer.warmup_steps=200 finetune.trainer.ema="$EMA" finetune.trainer.ckpt_every=500 \
+      finetune.trainer.val_every=250 finetune.trainer.val_batches=2 \
+      evaluate.n_rollouts="$ROLLOUTS" evaluate.workers=2 evaluate.max_steps="$MAX_STEPS" \
+      evaluate.replan_every="$REPLAN" evaluate.weights="$WEIGHTS" evaluate.videos=1 evaluate.video_select=outcome \
+      "${over[@]}" $EXTRA
+done
+
+# 4. tables with CIs, learning curves, diagnostics and videos
+log "report -> $REPORT"
+$UWM report "$OUT/results" --out "$REPORT"

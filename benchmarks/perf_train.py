@@ -39,19 +39,51 @@ def synthetic_batch(method, batch: int, raw: int, device, with_latents: bool):
     return b
 
 
+def matmul_peak_gflops(device, n: int = 2048, reps: int = 10, dtype=torch.float32) -> float:
+    """Achieved GFLOP/s of a plain ``n x n`` matmul on ``device`` (the median of ``reps``): the
+    machine's practical limit that a training step's achieved GFLOP/s is measured against."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / sorted(times)[len(times) // 2] / 1e9
+
+
+def step_flops(m, batch_d) -> float:
+    """FLOPs of one training step (forward + backward of ``compute_loss``), counted by torch's
+    ``FlopCounterMode`` (matmuls, convolutions, attention; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        loss, _ = m.compute_loss(batch_d)
+        loss.backward()
+    m.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
+PATHS = ("today", "fast")  # fast: the levers that keep the model and its loss (fused AdamW)
+
+
 def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, precision: str, cached: bool,
-            raw: int = 128) -> dict:
+            raw: int = 128, path: str = "today") -> dict:
     # random weights for speed: no hub VAE, no ImageNet download
     over = registered_methods()[name].offline_overrides(size)
     torch.manual_seed(0)
     m = build_method(name, size, **over).to(device)
     m.train()
-    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-4, fused=True if path == "fast" else None)
     bf16 = precision == "bf16"
     batch_d = synthetic_batch(m, batch, raw, device, cached)
     times = []
@@ -67,6 +99,7 @@ def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, p
         if i >= warmup:
             times.append(time.perf_counter() - t)
     step_s = sorted(times)[len(times) // 2]
+    flops = step_flops(m, batch_d)
     m.eval()
     obs = {"obs": batch_d["obs"][:1]}
     lat = []
@@ -80,14 +113,16 @@ def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, p
             lat.append(time.perf_counter() - t)
     trainable, frozen = m.parameter_counts()
     del m, opt
-    return dict(method=name, size=size, device=str(device), precision=precision, latent_cache=cached, batch=batch,
+    return dict(method=name, path=path, size=size, device=str(device), precision=precision, latent_cache=cached, batch=batch,
                 trainable=human_count(trainable), frozen=human_count(frozen), step_s=round(step_s, 4),
-                samples_per_s=round(batch / step_s, 1), policy_latency_ms=round(1000 * sorted(lat)[len(lat) // 2], 1))
+                samples_per_s=round(batch / step_s, 1), gflop_per_step=round(flops / 1e9, 2),
+                achieved_gflops=round(flops / step_s / 1e9, 1),
+                policy_latency_ms=round(1000 * sorted(lat)[len(lat) // 2], 1))
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="uwmbench perf train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", default="uwm,dp,pad,gr1")
+    p.add_argument("--methods", default="uwm,dp,pad,gr1,bc")
     p.add_argument("--size", default="paper")
     p.add_argument("--batch", type=int, default=36)
     p.add_argument("--steps", type=int, default=10)
@@ -95,6 +130,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--precision", default="auto", help="fp32 | bf16 | both | auto (both on CUDA, fp32 on CPU)")
     p.add_argument("--raw", type=int, default=128, help="stored frame size")
     p.add_argument("--device", default="auto")
+    p.add_argument("--paths", default="today,fast", help="today (the trainer's defaults) and/or fast "
+                   "(trainer.fused_optimizer=true), side by side")
     p.add_argument("--out", default="runs/perf")
     a = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
@@ -103,18 +140,27 @@ def main(argv: list[str]) -> int:
         torch.backends.cudnn.allow_tf32 = True
     precs = {"both": ["fp32", "bf16"], "auto": ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]}.get(
         a.precision, [a.precision])
+    peak = matmul_peak_gflops(device)
+    print(f"matmul peak ({device}, fp32 2048x2048, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s", flush=True)
     rows = []
     for name in a.methods.split(","):
         for prec in precs:
             cached_opts = [False, True] if name in ("uwm", "pad") else [False]
             for cached in cached_opts:
-                r = measure(name, a.size, a.batch, a.steps, a.warmup, device, prec, cached, a.raw)
-                rows.append(r)
-                print(r, flush=True)
+                for path in a.paths.split(","):
+                    if path not in PATHS:
+                        raise SystemExit(f"perf train: --paths {path!r} is not one of {PATHS}")
+                    r = measure(name, a.size, a.batch, a.steps, a.warmup, device, prec, cached, a.raw, path)
+                    rows.append(r)
+                    print(r, flush=True)
     df = pd.DataFrame(rows)
+    df["peak_fraction"] = (df["achieved_gflops"] / peak).round(3)
+    df.attrs["matmul_peak_gflops"] = peak
     out = Path(a.out)
     atomic_write_text(out / "perf_train.csv", df.to_csv(index=False))
-    md = markdown_table(df, None)
+    md = (f"matmul peak: {peak:.1f} GFLOP/s (fp32 2048x2048 on {device}, {torch.get_num_threads()} threads); "
+          "achieved = counted FLOPs of a step (matmuls, convolutions, attention) / step time\n\n"
+          + markdown_table(df, None))
     atomic_write_text(out / "perf_train.md", md + "\n")
     print(md)
     return 0

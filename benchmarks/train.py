@@ -204,7 +204,8 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         method.action_normalizer.set_stats(data.action_stats)  # finetune data defines the action range
 
     params = method.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas))
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas),
+                            fused=True if tcfg.fused_optimizer else None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg))
     ema = None
     if tcfg.ema > 0:

@@ -14,15 +14,14 @@
 #   bash scripts/competence.sh                                    # libero_90:0 (close the top drawer), arms "uwm dp"
 #   TASK=book_caddy ARMS="uwm uwm_policyt dp" STEPS=6000 bash scripts/competence.sh
 #
-# Arms (ARMS, space separated; each is one `uwmbench run`, variant = its name):
-#   uwm            UWM small as the paper trains it (independent uniform timesteps, video loss on)
-#   uwm_policyt    UWM small, half the labelled samples trained in the policy setting (method.policy_t_prob=0.5)
-#   uwm_novideo    UWM small with the video loss off: its transformer as a plain action-diffusion policy (objective=none)
-#   dp             Diffusion Policy small
-#   bc             the regression baseline
+# Arms (ARMS, space separated; each is one `uwmbench run`; rows tagged with the variant in brackets):
+#   uwm            [default]      UWM small as the paper trains it (independent uniform timesteps, video loss on)
+#   uwm_policyt    [policy_t0.5]  UWM small, half the labelled samples trained in the policy setting (method.policy_t_prob=0.5)
+#   uwm_novideo    [no_video]     UWM small with the video loss off: its transformer as a plain action-diffusion policy (objective=none)
+#   dp, bc         [default]      Diffusion Policy small; the regression baseline
 # Knobs (environment): UWMBENCH_RUNS, OUT, TASK, EPISODES, ARMS, STEPS, BATCH, LR, EMA, ROLLOUTS, MAX_STEPS,
 # REPLAN, WEIGHTS (evaluate.weights: auto|raw|ema; a second evaluation with WEIGHTS=raw gives the
-# EMA-vs-raw comparison of the same checkpoints: its rows get the variant <arm>-raw), REPORT, EXTRA
+# EMA-vs-raw comparison of the same checkpoints: its rows get the variant <variant>-raw, or raw), REPORT, EXTRA
 # (more `uwmbench run` overrides for every arm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,20 +62,20 @@ fi
 for arm in $ARMS; do
   over=()
   case $arm in
-    uwm)          m=uwm ;;
-    uwm_policyt)  m=uwm; over+=(method.policy_t_prob=0.5) ;;
-    uwm_novideo)  m=uwm; over+=(method.objective=none) ;;
-    dp|bc|pad|gr1) m=$arm ;;
+    uwm)          m=uwm; variant=default ;;
+    uwm_policyt)  m=uwm; variant=policy_t0.5; over+=(method.policy_t_prob=0.5) ;;
+    uwm_novideo)  m=uwm; variant=no_video; over+=(method.objective=none) ;;
+    dp|bc|pad|gr1) m=$arm; variant=default ;;
     *) echo "competence.sh: unknown arm '$arm'" >&2; exit 2 ;;
   esac
   case $m in uwm|pad) over+=("method.vae=$vae") ;; esac
-  variant=$arm; rid="competence/$TASK/$arm-$STEPS"
+  rid="competence/$TASK/$arm-$STEPS"
   if [ "$WEIGHTS" != auto ]; then
     # re-evaluate the trained run's checkpoint with other weights (no training)
     src="$OUT/runs/$rid"
     [ -f "$src/DONE" ] || { log "skip $arm weights=$WEIGHTS: $src not finished"; continue; }
     over+=(pretrain.checkpoint="$src/finetune/$TASK" finetune.enabled=false evaluate.diagnose_windows=0)
-    variant="$arm-$WEIGHTS"; rid="$rid-$WEIGHTS"
+    variant="${variant#default}"; variant="${variant:+$variant-}$WEIGHTS"; rid="$rid-$WEIGHTS"
   fi
   log "run $rid ($m, ${over[*]:-defaults})"
   # shellcheck disable=SC2086
@@ -89,8 +88,16 @@ for arm in $ARMS; do
       evaluate.n_rollouts="$ROLLOUTS" evaluate.workers=2 evaluate.max_steps="$MAX_STEPS" \
       evaluate.replan_every="$REPLAN" evaluate.weights="$WEIGHTS" evaluate.videos=1 evaluate.video_select=outcome \
       "${over[@]}" $EXTRA
+
+  # the run's training curves beside its rows, so the store alone rebuilds the report
+  if [ "$WEIGHTS" = auto ]; then
+    for f in "$OUT/runs/$rid/finetune/$TASK/metrics.csv"; do
+      [ -f "$f" ] || continue
+      rel=${f#"$OUT/runs/"}; mkdir -p "$OUT/results/curves/$(dirname "$rel")"; cp "$f" "$OUT/results/curves/$rel"
+    done
+  fi
 done
 
-# 4. tables with CIs, learning curves, diagnostics and videos
+# 4. tables with CIs, learning curves, diagnostics and videos (rebuilt from the store folder alone)
 log "report -> $REPORT"
-$UWM report "$OUT/results" --out "$REPORT"
+$UWM report "$OUT/results" --out "$REPORT" --as-main competence

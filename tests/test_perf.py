@@ -21,3 +21,23 @@ def test_summary_takes_each_variants_median_run_and_the_median_per_round_speedup
     assert "round" not in table
     one = summarize(runs[runs["round"] == 0].drop(columns="speedup"))
     assert list(one["env_steps_per_s"]) == [10.0, 100.0] and "speedup" not in one
+
+
+def test_perf_train_counts_the_flops_of_a_training_step():
+    """step_flops counts forward + backward of compute_loss: for one Linear(in, out) on a batch of
+    B, 2*B*in*out forward and twice that backward (input and weight gradients)."""
+    import torch
+
+    from uwmbench.benchmarks.perf_train import matmul_peak_gflops, step_flops
+
+    class Lin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(64, 32)
+
+        def compute_loss(self, batch):
+            return self.lin(batch["x"]).square().mean(), {}
+
+    batch = {"x": torch.randn(16, 64, requires_grad=True)}
+    assert step_flops(Lin(), batch) == 3 * 2 * 16 * 64 * 32
+    assert matmul_peak_gflops(torch.device("cpu"), n=128, reps=3) > 0

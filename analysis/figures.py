@@ -205,6 +205,66 @@ def id_vs_ood(summary: pd.DataFrame, rollouts: pd.DataFrame | None = None, sweep
     return fig
 
 
+# ---------------------------------------------------------------------------- learning diagnostics
+
+# (panel title, [(column, style)], y label): a solid line per run for the model's number, dashed for
+# the same run's reference (EMA weights; the copy-last-frame baseline)
+DIAGNOSTIC_PANELS = (
+    ("Held-out open-loop action error (policy)", [("val/open_loop_rel_err_pos", "-"), ("val/open_loop_rel_err_pos_ema", "--")],
+     "|error| / |action|, position dims (1 = no motion)"),
+    ("Inverse dynamics action error", [("val/inverse_rel_err_pos", "-")], "|error| / |action|, position dims"),
+    ("Forward dynamics vs copy-last-frame (latent MSE)", [("val/next_obs_latent_mse", "-"), ("val/copy_last_latent_mse", "--")],
+     "latent MSE (lower is better)"),
+    ("Forward dynamics vs copy-last-frame (decoded PSNR)", [("val/forward_psnr", "-"), ("val/copy_last_psnr", "--")],
+     "PSNR dB (higher is better)"),
+)
+
+
+def has_learning_diagnostics(curves: dict[str, pd.DataFrame]) -> bool:
+    cols = {c for _, spec, _ in DIAGNOSTIC_PANELS for c, _ in spec}
+    return any(c in df.columns and pd.to_numeric(df[c], errors="coerce").notna().any()
+               for df in curves.values() for c in cols)
+
+
+def learning_diagnostics(curves: dict[str, pd.DataFrame], title: str = "Learning diagnostics") -> plt.Figure:
+    """The numbers that say whether (and how fast) a run learns, against training step, one colour
+    per run: the held-out open-loop action error of the policy (solid: raw weights, dashed: EMA),
+    the inverse-dynamics action error, and forward dynamics against the copy-last-frame baseline
+    (solid: the model, dashed: the baseline on the same windows) as latent MSE and decoded PSNR.
+    Panels without data for any run are left out."""
+    panels = [(t, spec, yl) for t, spec, yl in DIAGNOSTIC_PANELS
+              if any(c in df.columns and pd.to_numeric(df[c], errors="coerce").notna().any()
+                     for df in curves.values() for c, _ in spec)]
+    if not panels:
+        raise ValueError("learning_diagnostics: no run has val/open_loop_*, val/inverse_* or forward-dynamics columns")
+    runs = sorted(curves)
+    palette = dict(zip(runs, sns.color_palette(n_colors=len(runs))))
+    ncol = min(2, len(panels))
+    nrow = int(np.ceil(len(panels) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.2 * ncol, 3.8 * nrow), squeeze=False)
+    for ax, (t, spec, yl) in zip(axes.flat, panels):
+        for run in runs:
+            df = curves[run]
+            for c, style in spec:
+                if c not in df.columns:
+                    continue
+                v = pd.to_numeric(df[c], errors="coerce")
+                d = pd.DataFrame({"step": df["step"], "v": v}).dropna()
+                if len(d):
+                    what = {"-": "", "--": " (EMA)" if c.endswith("_ema") else " (copy-last baseline)"}[style]
+                    ax.plot(d["step"], d["v"], style, color=palette[run], marker="o", markersize=3, linewidth=1.4,
+                            label=f"{run}{what}")
+        ax.set_title(t, fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(yl, fontsize=8)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------- training curves
 
 def load_metrics_csv(path: str | Path) -> pd.DataFrame:

@@ -197,6 +197,13 @@ def _make_figures(res: Results, rollouts: pd.DataFrame, summary: pd.DataFrame | 
             skipped.append("ID vs OOD figure: skipped, the main sweep lacks rows for both condition 'id' and 'ood'")
     else:
         skipped.append("success figures: skipped, no rollout rows")
+    if res.metrics and F.has_learning_diagnostics(res.metrics):
+        jobs.append(("learning_diagnostics", "Learning diagnostics",
+                     "Held-out windows, every validation step: the policy's open-loop action error relative to the "
+                     "action magnitude (solid raw weights, dashed EMA), inverse-dynamics action error, and forward "
+                     "dynamics against the copy-last-frame baseline (dashed) in latent MSE and decoded PSNR; one "
+                     "colour per run.",
+                     lambda: F.learning_diagnostics(dict(res.metrics))))
     if res.metrics:
         labels = sorted(res.metrics)
         chunks = [labels[i:i + 8] for i in range(0, len(labels), 8)]

@@ -187,6 +187,40 @@ def _metrics(seed=0):
     return df
 
 
+def _diag_metrics(seed=0, uwm=True):
+    df = _metrics(seed)
+    st = df["step"]
+    at = st % 100 == 0
+    df["val/open_loop_rel_err_pos"] = np.where(at, 0.3 + np.exp(-st / 300), np.nan)
+    df["val/open_loop_rel_err_pos_ema"] = np.where(at, 0.3 + 1.2 * np.exp(-st / 300), np.nan)
+    if uwm:
+        df["val/inverse_rel_err_pos"] = np.where(at, 0.2 + np.exp(-st / 300), np.nan)
+        df["val/copy_last_latent_mse"] = np.where(at, 0.25, np.nan)
+        df["val/forward_psnr"] = np.where(at, 20 - 5 * np.exp(-st / 300), np.nan)
+        df["val/copy_last_psnr"] = np.where(at, 17.0, np.nan)
+    else:
+        df = df.drop(columns=["val/inverse_action_mse", "val/next_obs_latent_mse"])
+    return df
+
+
+def test_learning_diagnostics_figure_draws_what_the_runs_have():
+    """One panel per diagnostic some run has (a DP run has no dynamics panels of its own); the
+    copy-last baseline and the EMA weights are their own (dashed) lines; without any diagnostic
+    column the figure is refused and the report does not ask for it."""
+    fig = F.learning_diagnostics({"uwm": _diag_metrics(0), "dp": _diag_metrics(1, uwm=False)})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert len(titles) == 4 and "open-loop" in titles[0]
+    first = fig.axes[0]
+    assert sorted(l.get_label() for l in first.get_lines()) == ["dp", "dp (EMA)", "uwm", "uwm (EMA)"]
+    assert {l.get_label() for l in fig.axes[2].get_lines()} == {"uwm", "uwm (copy-last baseline)"}
+    only_dp = F.learning_diagnostics({"dp": _diag_metrics(1, uwm=False)})
+    assert len([ax for ax in only_dp.axes if ax.get_visible()]) == 1
+    bare = _metrics(0)[["step", "loss", "val/marginal_action_mse"]]
+    assert F.has_learning_diagnostics({"x": bare}) is False
+    with pytest.raises(ValueError, match="no run has"):
+        F.learning_diagnostics({"x": bare})
+
+
 def _frames(n=3, h=32, seed=0):
     rng = np.random.default_rng(seed)
     true = rng.integers(0, 256, (n, h, h, 3), dtype=np.uint8)
@@ -203,6 +237,7 @@ def test_every_figure_labelled_and_saved(tmp_path, rollouts):
     figs = {"success": F.success_by_task(summary, df), "ablation": F.success_by_task(summary, df, sweep="registers"),
             "idood": F.id_vs_ood(summary, df),
             "curves": F.training_curves({"uwm/s0": _metrics(0), "dp/s0": _metrics(1)}),
+            "diagnostics": F.learning_diagnostics({"uwm/s0": _diag_metrics(0), "dp/s0": _diag_metrics(1, uwm=False)}),
             "grid": F.prediction_grid(pred.astype(float) / 255, true)}
     assert len(figs["grid"].axes) == 9 and all(ax.images for ax in figs["grid"].axes)
     for name, fig in figs.items():

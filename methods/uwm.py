@@ -23,7 +23,10 @@ Network (``size=paper``)
 Diffusion: diffusers ``DDIMScheduler`` (100 train steps, ``squaredcos_cap_v2``, clipped
 samples, epsilon prediction, 10 inference steps). Training samples ``t_a, t_o ~ U{0..T-1}``
 independently; action-free samples (``action_mask`` False) get ``t_a = T-1`` with zero actions
-(their action loss is masked only with ``mask_action_loss_for_videos``). Loss =
+(their action loss is masked only with ``mask_action_loss_for_videos``). ``policy_t_prob`` = p
+(default 0, the paper) trains a fraction p of the labelled samples in the policy setting instead
+(t_o' = the sampling hold timestep, see ``marginal_t``): with uniform t_o' only ~1 in 10 samples
+sees a future as noisy as policy sampling gives it. Loss =
 ``w_action * mse(eps_a) + w_obs * mse(eps_o)``.
 
 Inference modes (:meth:`UWM.sample`), ``T`` = held ("marginal") timestep, see ``marginal_t``:

@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from importlib import resources as ires
 from pathlib import Path
@@ -48,7 +49,65 @@ SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (m
 POLICY_LATENCY_CPU_S: dict[str, float] = {"uwm": 9.3, "dp": 3.3, "pad": 27.5, "gr1": 1.8}
 
 
-from uwmbench.schemas import Resources, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)
+from uwmbench.schemas import Resources, ScaleSpec, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)
+
+
+def runs_home() -> str:
+    """Where long campaigns keep runs, data and stores outside the work tree: $UWMBENCH_RUNS, default ~/uwmbench."""
+    return os.path.expanduser(os.environ.get("UWMBENCH_RUNS") or "~/uwmbench")
+
+
+def _fill(text: str) -> str:
+    return text.replace("{runs_home}", runs_home())
+
+
+def scale_names() -> list[str]:
+    d = ires.files("uwmbench.configs").joinpath("scale")
+    return sorted(p.name[:-5] for p in d.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_scale(name: str) -> ScaleSpec:
+    """``configs/scale/<name>.yaml`` with ``{runs_home}`` filled in."""
+    f = ires.files("uwmbench.configs").joinpath("scale", f"{name}.yaml")
+    if not f.is_file():
+        raise ConfigError(f"scale={name}: no configs/scale/{name}.yaml; scales: {', '.join(scale_names())}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ScaleSpec), OmegaConf.create(f.read_text()))
+        spec = OmegaConf.to_object(merged)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"configs/scale/{name}.yaml: {msg}; valid keys: "
+                          f"{sorted(f.name for f in dataclasses.fields(ScaleSpec))}") from None
+    spec.base = [_fill(o) for o in spec.base]
+    spec.store, spec.runs = (_fill(spec.store) if spec.store else None), (_fill(spec.runs) if spec.runs else None)
+    return spec
+
+
+def scale_of(overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The ``scale=<name>`` among a sweep's overrides (the last one), or None."""
+    found = [o.split("=", 1)[1] for o in overrides if o.startswith("scale=")]
+    return found[-1] if found else None
+
+
+_RATES: dict[str, dict[str, Any]] = {}
+
+
+def load_rates(name: str = "cpu") -> dict[str, Any]:
+    """``configs/rates/<name>.yaml``: the per-step rates measured on this project's CPU machine."""
+    if name not in _RATES:
+        f = ires.files("uwmbench.configs").joinpath("rates", f"{name}.yaml")
+        if not f.is_file():
+            raise ConfigError(f"cost={name}: no configs/rates/{name}.yaml")
+        _RATES[name] = OmegaConf.to_container(OmegaConf.create(f.read_text()), resolve=True)
+    return _RATES[name]
+
+
+def rates_cpu(key: str, method: str | None = None, name: str = "cpu") -> float:
+    """One measured CPU rate (``key``, per ``method`` where it is a table); nan where unmeasured."""
+    v = load_rates(name).get(key)
+    if isinstance(v, dict):
+        v = v.get(method) if method else None
+    return float(v) if v is not None else float("nan")
 
 
 @dataclass
@@ -62,6 +121,7 @@ class Cell:
     overrides: list[str]                       # `run` config overrides for this cell
     resources: Resources = field(default_factory=Resources)
     estimate: dict[str, float] = field(default_factory=dict)
+    scale: str | None = None                   # scale=<name> it was expanded at (configs/scale/)
 
     @property
     def run_id(self) -> str:
@@ -134,10 +194,28 @@ def expand_sweep(name: str, extra_overrides: list[str] | tuple[str, ...] = (), e
     values of its ``method`` axis (e.g. ``methods=[uwm,dp,mymethod]`` adds a method to the main table)."""
     spec = load_sweep_spec(name)
     extra = list(extra_overrides)
+    scale = scale_of(extra)
     seeds, tasks = list(spec.get("seeds") or [0]), list(spec.get("tasks") or [])
     methods: list[str] | None = None
+    scale_base: list[str] = []
+    keep: dict[str, list[str]] = {}
+    if scale:  # configs/scale/<scale>.yaml, then what this sweep changes at that scale
+        sc = load_scale(scale)
+        own = (spec.get("scales") or {}).get(scale) or {}
+        unknown = sorted(set(own) - {"tasks", "seeds", "base", "methods", "values"})
+        if unknown:
+            raise ConfigError(f"configs/sweep/{name}.yaml: scales.{scale} has unknown keys {unknown} "
+                              "(valid: tasks, seeds, base, methods, values)")
+        keep = own.get("values") or {}  # {axis: [labels kept at this scale]}
+        seeds = [int(x) for x in own.get("seeds") or sc.seeds]
+        tasks = list(own.get("tasks") or tasks)
+        methods = list(own["methods"]) if own.get("methods") else None
+        scale_base = list(sc.base) + [_fill(str(o)) for o in own.get("base") or []]
+        spec = dict(spec, resources=dataclasses.asdict(sc.resources))
     rest = []
     for o in extra:
+        if o.startswith("scale="):
+            continue
         k, _, v = o.partition("=")
         if k in ("seeds", "tasks", "methods"):
             vals = [x.strip() for x in v.strip("[]").split(",") if x.strip()]
@@ -163,10 +241,17 @@ def expand_sweep(name: str, extra_overrides: list[str] | tuple[str, ...] = (), e
         axes = [dict(a, values=[{"label": m, "overrides": [f"method={m}"]} for m in methods])
                 if a.get("name") == "method" else a for a in axes]
     values = [_axis_values(name, a) for a in axes]
+    if scale and keep:
+        names = [a.get("name") for a in axes]
+        bad = sorted(set(keep) - set(names))
+        if bad:
+            raise ConfigError(f"configs/sweep/{name}.yaml: scales.{scale}.values names axes {bad}; axes: {names}")
+        values = [[v for v in vals if a.get("name") not in keep or v["label"] in keep[a.get("name")]]
+                  for a, vals in zip(axes, values)]
     task_groups = [[t] for t in tasks] if spec.get("per_task") else [tasks]
     cells = []
     for combo in itertools.product(*values) if values else [()]:
-        ov = list(spec.get("base") or [])
+        ov = list(spec.get("base") or []) + scale_base  # the scale over the sweep's base, the axes over both
         for v in combo:
             ov += v["overrides"]
         ov += rest
@@ -178,91 +263,157 @@ def expand_sweep(name: str, extra_overrides: list[str] | tuple[str, ...] = (), e
             for seed in seeds:
                 parts = labels + ([tg[0]] if spec.get("per_task") else []) + [f"s{seed}"]
                 cells.append(Cell(sweep=name, cell="-".join(parts), method=method, variant=variant, seed=int(seed),
-                                  tasks=list(tg), overrides=ov, resources=dataclasses.replace(resources)))
+                                  tasks=list(tg), overrides=ov, resources=dataclasses.replace(resources), scale=scale))
     names = [c.cell for c in cells]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"configs/sweep/{name}.yaml: duplicate cell names {dup} (give axis values distinct labels)")
     if estimate:
-        cache: dict[tuple, dict[str, float]] = {}  # seed and names do not change the cost
-        for c in cells:
-            key = (tuple(c.overrides), tuple(c.tasks), dataclasses.astuple(c.resources))
-            if key not in cache:
-                cache[key] = estimate_cell(c)
-            c.estimate = dict(cache[key])
+        estimate_cells(cells)
     return cells
+
+
+def estimate_cells(cells: list[Cell]) -> None:
+    """Fill each cell's ``estimate`` (seed and names do not change the cost: computed once per config)."""
+    cache: dict[tuple, dict[str, float]] = {}
+    for c in cells:
+        key = (tuple(c.overrides), tuple(c.tasks), dataclasses.astuple(c.resources))
+        if key not in cache:
+            cache[key] = estimate_cell(c)
+        c.estimate = dict(cache[key])
 
 
 def compose_cell(cell: Cell, store: str | None = None, runs_root: str | None = None):
     return load_config("run", cell.run_overrides(store, runs_root))
 
 
-def estimate_cell(cell: Cell) -> dict[str, float]:
-    """GPU-hours (H100, bf16) of a cell from its composed run config; ``nan`` where the
-    method or size has no anchor (tiny sizes, methods without a measurement)."""
+def estimate_cell(cell: Cell, gpus: int | None = None) -> dict[str, float]:
+    """What a cell costs, from its composed run config: with GPUs (``gpus``, default the cell's
+    resources) GPU-hours at the H100 anchors of the paper-size models; without, hours on this
+    project's 2-core CPU machine from the rates measured there (configs/rates/cpu.yaml: the
+    ``small`` presets). ``nan`` where the method or size has no anchor."""
     cfg = OmegaConf.to_container(compose_cell(cell), resolve=True)
     m = cfg["method"]["name"]
-    paper = (cfg["method"].get("size") or get_method_class(m).config_class.size) == "paper"
-    sps = TRAIN_SAMPLES_PER_S.get(m) if paper else None
-    lat = POLICY_LATENCY_S.get(m) if paper else None
+    size = cfg["method"].get("size") or get_method_class(m).config_class.size
+    gpus = int(cell.resources.gpus if gpus is None else gpus)
     pre, fin, ev = cfg.get("pretrain", {}), cfg.get("finetune", {}), cfg.get("evaluate", {})
     n_tasks = len(cell.tasks)
     nan = float("nan")
+    on_gpu = gpus > 0
+    sps = TRAIN_SAMPLES_PER_S.get(m) if (on_gpu and size == "paper") else None
+    cpu_rates = load_rates("cpu")
+    cpu_train = rates_cpu("train_s_per_step", m) if (not on_gpu and size == cpu_rates.get("size")) else nan
 
     def train_h(stage: dict, n: int) -> float:
         t = stage.get("trainer", {})
-        samples = float(t.get("steps", 0)) * float(t.get("batch_size", 36)) * int(stage.get("gpus", 1))
-        return n * samples / sps / 3600 if sps else nan
+        steps, batch = float(t.get("steps", 0)), float(t.get("batch_size", 36))
+        if on_gpu:
+            return n * steps * batch * int(stage.get("gpus", 1)) / sps / 3600 if sps else nan
+        per_step = cpu_train * batch / float(cpu_rates.get("batch_size", 32))
+        extra = 0.0
+        if (cfg.get("data") or {}).get("latent_cache", True) and "vae" in {f.name for f in dataclasses.fields(
+                get_method_class(m).config_class)}:
+            extra += float((cfg.get("prepare") or {}).get("episodes", 50)) * rates_cpu("latent_cache_s_per_demo")
+        if int(ev.get("diagnose_windows") or 0) > 0 and int(ev.get("n_rollouts") or 0) > 0:
+            extra += rates_cpu("diagnose_s")
+        return n * (steps * per_step + extra) / 3600
 
     pre_h = train_h(pre, 1) if pre.get("enabled") and not pre.get("checkpoint") else 0.0
     fin_h = train_h(fin, n_tasks) if fin.get("enabled", True) else 0.0
     n_roll = int(ev.get("n_rollouts", 0)) * len(ev.get("conditions", [])) * n_tasks * len(ev.get("modes") or ["policy"])
     max_steps = int(ev.get("max_steps") or 1000)
-    calls = n_roll * math.ceil(max_steps / int(ev.get("replan_every") or 16))
-    ev_gpu_h = calls * lat / 3600 if lat else (0.0 if n_roll == 0 else nan)
-    ev_cpu_h = n_roll * max_steps * SIM_STEP_S / 3600
-    total = pre_h + fin_h + ev_gpu_h
     workers = max(1, int(ev.get("workers") or default_workers()))
-    # in-process the protocol trains on the cell's GPUs: pretraining spreads over min(pretrain.gpus, cell gpus);
-    # with pretrain.distributed it is its own job with pretrain.gpus tasks (DDP)
-    pre_gpus = max(1, int(pre.get("gpus", 1)) if pre.get("distributed") else
-                   min(int(pre.get("gpus", 1)), int(cell.resources.gpus or 1)))
-    wall = pre_h / pre_gpus + fin_h + max(ev_gpu_h, ev_cpu_h / workers)
-    return {"pretrain_gpu_h": pre_h, "finetune_gpu_h": fin_h, "eval_gpu_h": ev_gpu_h, "eval_cpu_h": ev_cpu_h,
-            "gpu_h": total, "wall_h": wall, "rollouts": n_roll}
+    if on_gpu or size == "paper":
+        lat = (POLICY_LATENCY_S if on_gpu else POLICY_LATENCY_CPU_S).get(m) if size == "paper" else None
+        calls = n_roll * math.ceil(max_steps / int(ev.get("replan_every") or 16))
+        pol_h = calls * lat / 3600 if lat else (0.0 if n_roll == 0 else nan)
+        ev_cpu_h = n_roll * max_steps * SIM_STEP_S / 3600 + (0.0 if on_gpu else pol_h)
+        ev_gpu_h = pol_h if on_gpu else 0.0
+        ev_wall = max(ev_gpu_h, ev_cpu_h / workers) if on_gpu else ev_cpu_h / workers
+    else:  # small presets on this CPU: measured seconds per env step of one worker, the policy included
+        r = rates_cpu("rollout_s_per_step", m)
+        if r != r:  # unmeasured method: the slowest measured small policy (an upper bound)
+            r = max(v for v in (cpu_rates.get("rollout_s_per_step") or {"": nan}).values())
+        steps = n_roll * max_steps * float(cpu_rates.get("rollout_length", 1.0))
+        ev_cpu_h = steps * r / 3600  # worker-hours: one core each
+        ev_gpu_h = 0.0
+        ev_wall = ev_cpu_h / workers
+    if on_gpu:
+        total = pre_h + fin_h + ev_gpu_h
+        pre_gpus = max(1, int(pre.get("gpus", 1)) if pre.get("distributed") else min(int(pre.get("gpus", 1)), gpus))
+        wall = pre_h / pre_gpus + fin_h + ev_wall
+        train_cpu_h = 0.0
+        return {"pretrain_gpu_h": pre_h, "finetune_gpu_h": fin_h, "eval_gpu_h": ev_gpu_h, "eval_cpu_h": ev_cpu_h,
+                "train_cpu_h": train_cpu_h, "gpu_h": total, "wall_h": wall, "rollouts": n_roll}
+    threads = max(1, int(cell.resources.cpus or 1))
+    return {"pretrain_gpu_h": 0.0, "finetune_gpu_h": 0.0, "eval_gpu_h": 0.0, "eval_cpu_h": ev_cpu_h,
+            "train_cpu_h": (pre_h + fin_h) * threads, "train_wall_h": pre_h + fin_h, "eval_wall_h": ev_wall,
+            "pretrain_wall_h": pre_h, "finetune_wall_h": fin_h, "eval_s_per_rollout": (ev_wall * workers * 3600 / n_roll
+                                                                                      if n_roll else 0.0),
+            "gpu_h": 0.0, "wall_h": pre_h + fin_h + ev_wall, "rollouts": n_roll}
 
 
 def job_table(cells: list[Cell]):
-    """DataFrame: one row per cell with resources and estimated GPU-hours."""
+    """DataFrame: one row per cell with resources and estimates: GPU-hours for cells with GPUs;
+    hours on this CPU machine (train, eval, wall) and core-hours for cells without."""
     rows = []
     for c in cells:
         e = c.estimate
-        rows.append({"cell": c.cell, "method": c.method, "variant": c.variant, "seed": c.seed,
-                     "tasks": len(c.tasks), "gpus": c.resources.gpus, "cpus": c.resources.cpus,
-                     "mem_gb": c.resources.mem_gb, "time_h": c.resources.time_h,
-                     "rollouts": e.get("rollouts", 0),
-                     "pretrain_gpu_h": e.get("pretrain_gpu_h"), "finetune_gpu_h": e.get("finetune_gpu_h"),
-                     "eval_gpu_h": e.get("eval_gpu_h"), "eval_cpu_h": e.get("eval_cpu_h"),
-                     "gpu_h": e.get("gpu_h"), "wall_h": e.get("wall_h")})
+        row = {"cell": c.cell, "method": c.method, "variant": c.variant, "seed": c.seed,
+               "tasks": len(c.tasks), "gpus": c.resources.gpus, "cpus": c.resources.cpus,
+               "mem_gb": c.resources.mem_gb, "time_h": c.resources.time_h, "rollouts": e.get("rollouts", 0)}
+        if c.resources.gpus > 0:
+            row.update({"pretrain_gpu_h": e.get("pretrain_gpu_h"), "finetune_gpu_h": e.get("finetune_gpu_h"),
+                        "eval_gpu_h": e.get("eval_gpu_h"), "eval_cpu_h": e.get("eval_cpu_h"),
+                        "gpu_h": e.get("gpu_h"), "wall_h": e.get("wall_h")})
+        else:
+            row.update({"train_h": e.get("train_wall_h"), "eval_h": e.get("eval_wall_h"), "wall_h": e.get("wall_h"),
+                        "cpu_h": (e.get("train_cpu_h") or 0.0) + (e.get("eval_cpu_h") or 0.0), "gpu_h": 0.0})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def format_job_table(name: str, cells: list[Cell]) -> str:
+def format_job_table(name: str, cells: list[Cell], data_h: float = 0.0, parallel: int | None = None) -> str:
+    """The dry run's top table. ``data_h``: hours of the shared data stage (collection, VAE) on this
+    machine; ``parallel``: cells running at once (launcher.max_parallel) for the CPU wall-clock total."""
     spec = load_sweep_spec(name)
     df = job_table(cells)
-    with_nan = df["gpu_h"].isna().sum()
-    lines = [f"sweep {name}: {spec.get('description', '')}".rstrip(),
+    lines = [f"sweep {name}: {spec.get('description', '')}".rstrip()
+             + (f" [scale={cells[0].scale}]" if cells and cells[0].scale else ""),
              f"{len(cells)} cells, {df['rollouts'].sum()} evaluation rollouts; tasks: "
              + ", ".join(sorted({t for c in cells for t in c.tasks}))]
-    pd_opts = dict(index=False, float_format=lambda x: f"{x:.1f}")
+    pd_opts = dict(index=False, float_format=lambda x: f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}", na_rep="-")
     lines.append(df.to_string(**pd_opts))
-    lines.append(f"total: {df['gpu_h'].sum():.0f} GPU-hours (H100 bf16 estimate: pretrain {df['pretrain_gpu_h'].sum():.0f}, "
-                 f"finetune {df['finetune_gpu_h'].sum():.0f}, eval policy {df['eval_gpu_h'].sum():.0f}) "
-                 f"+ {df['eval_cpu_h'].sum():.0f} CPU-hours of simulation")
-    if with_nan:
-        lines.append(f"({with_nan} cells have no speed anchor (non-paper size or unmeasured method): not counted)")
-    lines.append("estimates: public UWM code on an H100 (train samples/s bf16 UWM 118, DP 425, PAD 74, GR1 301; policy "
-                 "latency UWM 80 ms, DP 94, PAD 127, GR1 22 per 16-action chunk); sim 0.15 s/step/core")
+    gpu = df[df["gpus"] > 0]
+    cpu = df[df["gpus"] == 0]
+    if len(gpu):
+        lines.append(f"total (cells with GPUs): {gpu['gpu_h'].sum():.0f} GPU-hours (H100 bf16 estimate: pretrain "
+                     f"{gpu['pretrain_gpu_h'].sum():.0f}, finetune {gpu['finetune_gpu_h'].sum():.0f}, eval policy "
+                     f"{gpu['eval_gpu_h'].sum():.0f}) + {gpu['eval_cpu_h'].sum():.0f} CPU-hours of simulation")
+        n_nan = int(gpu["gpu_h"].isna().sum())
+        if n_nan:
+            lines.append(f"({n_nan} cells have no GPU speed anchor (non-paper size or unmeasured method): not counted)")
+        lines.append("GPU estimates: public UWM code on an H100 (train samples/s bf16 UWM 118, DP 425, PAD 74, GR1 301; "
+                     "policy latency UWM 80 ms, DP 94, PAD 127, GR1 22 per 16-action chunk); sim 0.15 s/step/core")
+    if len(cpu):
+        rates = load_rates("cpu")
+        n_nan = int(cpu["wall_h"].isna().sum())
+        par = max(1, parallel or 1)
+        wall = cpu["wall_h"].sum() / par + data_h
+        lines.append(f"total (cells without GPUs, on {rates.get('machine', 'this machine')}): {wall:.1f} h wall-clock "
+                     f"({cpu['train_h'].sum():.1f} h training + {cpu['eval_h'].sum():.1f} h rollouts"
+                     + (f" + {data_h:.1f} h data stage" if data_h else "")
+                     + (f", {par} cells at a time" if par > 1 else ", one cell at a time")
+                     + f"), {cpu['cpu_h'].sum():.1f} core-hours; GPU-hours 0")
+        if n_nan:
+            lines.append(f"({n_nan} cells have no CPU rate (a size other than {rates.get('size')!r} or an unmeasured "
+                         "method): not counted; with GPUs: --launcher slurm, or launcher.gpus_per_node=N on a local "
+                         "GPU machine)")
+        lines.append(f"CPU estimates: configs/rates/cpu.yaml, measured {rates.get('measured', '?')}: train s/step at batch "
+                     f"{rates.get('batch_size')} " + ", ".join(f"{k} {v}" for k, v in (rates.get('train_s_per_step') or {}).items())
+                     + "; rollout s/env step per worker " + ", ".join(f"{k} {v}" for k, v in
+                                                                   (rates.get('rollout_s_per_step') or {}).items())
+                     + f"; rollouts last {rates.get('rollout_length')} x max_steps on average")
     if spec.get("notes"):
         lines.append(f"note: {spec['notes']}")
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from uwmbench.config import ConfigError, check_config, check_method_section, dum
 from uwmbench.fileio import atomic_write_text as _atomic_write
 from uwmbench.methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class, make_config
 from uwmbench.run_dir import EvalDir, RunDir, Stages
-from uwmbench.schemas import RunEvalConfig, StageConfig
+from uwmbench.schemas import PrepareConfig, RunEvalConfig, StageConfig
 from .lease import run_lease
 from .store import ResultsStore
 
@@ -75,7 +75,96 @@ def _resolve(cfg: Any) -> dict[str, Any]:
     if not tasks:
         raise ConfigError("run config: tasks is empty")
     full["tasks"] = list(tasks)
+    vae = prepare_vae_dir(full)
+    if vae is not None:  # the data stage fits it; every stage of the run reads the same folder
+        full["method"]["vae"] = vae
     return full
+
+
+# ----------------------------------------------------------------------------- the data stage
+def _prepare_of(full: dict[str, Any]) -> PrepareConfig:
+    return typed(full.get("prepare") or {}, PrepareConfig, "prepare")
+
+
+def prepare_vae_dir(full: dict[str, Any]) -> str | None:
+    """The folder the data stage fits the method's VAE in (``prepare.fit_vae`` with ``{tasks}``
+    replaced), or None: off, or the method has no ``vae``."""
+    prep = _prepare_of(full)
+    if not prep.fit_vae:
+        return None
+    fields = {f.name for f in dataclasses.fields(get_method_class(full["method"]["name"]).config_class)}
+    if "vae" not in fields:
+        return None
+    return os.path.expanduser(prep.fit_vae.replace("{tasks}", "+".join(sorted(str(t) for t in full["tasks"]))))
+
+
+def _exists(path: str) -> bool:
+    p = os.path.expanduser(path)
+    return bool(glob.glob(p)) if any(c in p for c in "*?[") else os.path.exists(p)
+
+
+def prepare_targets(full: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
+    """What the data stage will make: ([(task, hdf5 path)] to collect, VAE folder to fit or None).
+    Only paths that do not exist yet; collection covers finetune sources whose path holds ``{task}``."""
+    prep = _prepare_of(full)
+    fin = typed(full.get("finetune") or {}, StageConfig, "finetune")
+    collect = []
+    if prep.collect_missing and fin.enabled:
+        for src in fin.sources:
+            path = str(src if isinstance(src, str) else (src or {}).get("path", ""))
+            if "{task}" not in path or any(c in path for c in "*?["):
+                continue
+            for task in full["tasks"]:
+                p = os.path.expanduser(path.replace("{task}", str(task)))
+                if not os.path.exists(p):
+                    collect.append((str(task), p))
+    vae = prepare_vae_dir(full)
+    if vae is not None and os.path.isfile(os.path.join(vae, "config.json")):
+        vae = None
+    return collect, vae
+
+
+def stage_prepare(full: dict[str, Any]) -> dict[str, Any]:
+    """The data stage: collect the missing scripted demos, then fit the VAE if it is missing. Both
+    are shared by every cell that needs the same files: a lease on the output's folder lets one
+    process make it while the others wait, then find it made; collection resumes (<out>.partial)
+    and fitting resumes from its checkpoint after a kill."""
+    prep = _prepare_of(full)
+    collect_list, vae = prepare_targets(full)
+    made: dict[str, Any] = {"collected": [], "vae": None}
+    for task, path in collect_list:
+        folder = Path(path).parent / f".collect-{Path(path).name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with run_lease(folder, f"collect {task} -> {path}", wait_s=float("inf")):
+            if os.path.exists(path):  # made by the holder we waited for
+                continue
+            from uwmbench.benchmarks.libero.collect import CollectConfig, collect
+            log.info("data stage: collecting %d scripted demos of %s -> %s", prep.episodes, task, path)
+            res = collect(CollectConfig(task=task, condition="id", episodes=prep.episodes, workers=prep.workers,
+                                        out=path, seed=prep.seed, max_steps=prep.max_steps))
+            if res["demos"] < res["wanted"]:
+                raise RuntimeError(f"data stage: the scripted expert kept {res['demos']}/{res['wanted']} demos of "
+                                   f"{task} ({path}.partial); rerun to make more attempts")
+            made["collected"].append({"task": task, "path": path, "expert_success_rate": res["expert_success_rate"]})
+    if vae is not None:
+        fin = typed(full.get("finetune") or {}, StageConfig, "finetune")
+        srcs = [s for task in full["tasks"] for s in _sources(fin, task, {}, "finetune")
+                if s.get("kind", "hdf5") == "hdf5"]
+        Path(vae).parent.mkdir(parents=True, exist_ok=True)
+        lease_dir = Path(vae).parent / f".fit-{Path(vae).name}"
+        lease_dir.mkdir(parents=True, exist_ok=True)
+        with run_lease(lease_dir, f"fit-vae -> {vae}", wait_s=float("inf")):
+            if not os.path.isfile(os.path.join(vae, "config.json")):
+                from uwmbench.benchmarks.fit_vae import fit_vae
+                log.info("data stage: fitting a %s VAE on %d source(s) -> %s", prep.vae_preset, len(srcs), vae)
+                cfg = to_container(load_config("fit_vae", [
+                    f"out='{vae}'", f"preset={prep.vae_preset}", f"steps={prep.vae_steps}",
+                    f"image_size={prep.vae_image_size}", f"resize={prep.vae_resize}", "batch_size=32",
+                    f"seed={prep.seed}"]))
+                cfg["data"]["sources"] = [{"path": s["path"]} for s in srcs]
+                r = fit_vae(cfg)
+                made["vae"] = {"out": vae, "psnr_holdout_db": r.get("psnr_holdout_db")}
+    return made
 
 
 def _sources(stage: StageConfig, task: str | None, video_sets: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -279,12 +368,10 @@ def check_run(full: dict[str, Any], data: bool = True) -> tuple[StageConfig, Sta
 def check_inputs(full: dict[str, Any], pre: StageConfig, fin: StageConfig) -> None:
     """Every data source of a stage that will train matches a file (``{task}`` replaced by each
     task), and every checkpoint given exists; the error names the key and the path."""
-
-    def exists(path: str) -> bool:
-        p = os.path.expanduser(path)
-        return bool(glob.glob(p)) if any(c in p for c in "*?[") else os.path.exists(p)
+    exists = _exists
 
     hint = f" (data_root={full.get('data_root')}; relative paths are from {os.getcwd()})"
+    will_make = {p for _, p in prepare_targets(full)[0]}  # the data stage collects these first
     if pre.checkpoint and not exists(str(pre.checkpoint)):
         raise ConfigError(f"pretrain.checkpoint={pre.checkpoint}: no such checkpoint or run folder")
     if fin.checkpoint and not exists(str(fin.checkpoint)):
@@ -300,7 +387,7 @@ def check_inputs(full: dict[str, Any], pre: StageConfig, fin: StageConfig) -> No
                 path = str(src if isinstance(src, str) else (src or {}).get("path", ""))
                 for task in tasks:
                     p = path.replace("{task}", task) if task else path
-                    if not exists(p):
+                    if not exists(p) and os.path.expanduser(p) not in will_make:
                         raise ConfigError(f"{where}.{key}[{i}].path: no file matches {p}{hint}")
         if stage.cotrain_video != "none":
             for i, src in enumerate((full.get("video_sets") or {}).get(stage.cotrain_video) or []):
@@ -613,6 +700,8 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
     _atomic_write(rd.worker, json.dumps(job))
     store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", **job})
     try:
+        if any(prepare_targets(full)):
+            stages.put("data", stage_prepare(full))
         init_from, pre_res = stage_pretrain(full, pre)
         per_task = {}
         for task in full["tasks"]:
@@ -640,16 +729,16 @@ def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str
 
 
 def parse_stage(stage: str) -> dict[str, Any]:
-    """``pretrain`` | ``finetune/<task>`` | ``eval/<task>/<mode>/<condition>/<first>-<last>`` | ``row``."""
+    """``data`` | ``pretrain`` | ``finetune/<task>`` | ``eval/<task>/<mode>/<condition>/<first>-<last>`` | ``row``."""
     parts = stage.split("/")
-    if stage in ("pretrain", "row"):
+    if stage in ("data", "pretrain", "row"):
         return {"kind": stage}
     if parts[0] == "finetune" and len(parts) == 2:
         return {"kind": "finetune", "task": parts[1]}
     if parts[0] == "eval" and len(parts) == 5 and "-" in parts[4]:
         a, b = parts[4].split("-", 1)
         return {"kind": "evaluate", "task": parts[1], "mode": parts[2], "chunk": (parts[3], int(a), int(b))}
-    raise ValueError(f"stage {stage!r} is not pretrain, finetune/<task>, eval/<task>/<mode>/<cond>/<a>-<b> or row")
+    raise ValueError(f"stage {stage!r} is not data, pretrain, finetune/<task>, eval/<task>/<mode>/<cond>/<a>-<b> or row")
 
 
 def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any]:
@@ -666,6 +755,10 @@ def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any
     if rd.done.is_file():
         log.info("run %s is finished (%s): stage %s has nothing to do", full["run_id"], rd.done, stage)
         return json.loads(rd.done.read_text())
+    if spec["kind"] == "data":  # shared by the cells that need the same files: a marker beside them
+        res = stage_prepare(full)
+        rd.stages().put("data", res)
+        return res
     if spec["kind"] == "pretrain":
         check_inputs(full, pre, fin)
         return stage_pretrain(full, pre)[1] or {}

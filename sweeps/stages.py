@@ -2,7 +2,8 @@
 
 A sweep's cells become stage nodes, each its own submitit job with its own resources:
 
-    pretrain (one per method, seed and pretrain config: shared by every cell that trains the same)
+    data (where ``prepare`` makes missing inputs: scripted demos, the VAE; one per set of files, shared)
+    -> pretrain (one per method, seed and pretrain config: shared by every cell that trains the same)
       -> finetune/<task> per cell (GPU; its diagnostics too)
         -> eval/<task>/<mode>/<condition>/<first>-<last>: rollout chunks of ``launcher.rollouts_per_job``
            episodes, one job array per (cell, task), CPU-only unless ``launcher.rollout_gpus``
@@ -22,6 +23,8 @@ rollouts).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
@@ -36,14 +39,15 @@ import pandas as pd
 from uwmbench.config import ConfigError
 from uwmbench.run_dir import RunDir, Stages
 from uwmbench.schemas import Resources, StageConfig
-from .grids import POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell
+from .grids import (POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell,
+                    estimate_cell, rates_cpu)
 from .launch import (ACTIVE_STATES, _Checkpointable, _record, cancel, hold_slot, job_state, make_executor,
                      max_parallel_of, record_cancel)
-from .protocol import _resolve, check_run, eval_chunks, run_dir_of, shared_pretrain_dir
+from .protocol import _resolve, check_run, eval_chunks, prepare_targets, run_dir_of, shared_pretrain_dir
 
 log = logging.getLogger(__name__)
 
-KINDS = ("pretrain", "finetune", "evaluate", "row")
+KINDS = ("data", "pretrain", "finetune", "evaluate", "row")
 
 
 @dataclass
@@ -118,6 +122,13 @@ def stage_tasks(stage: StageConfig, gpus: int) -> int:
     return max(1, stage.gpus) if (gpus > 0 or stage.distributed) else 1
 
 
+def cell_gpus(cell: Cell, launcher: dict[str, Any]) -> int:
+    """GPUs per job of a cell under ``launcher``: launcher.gpus_per_node where the launcher sets it
+    (local: 0 unless given), else the sweep's resources. The dry run's two tables both use this."""
+    g = launcher.get("gpus_per_node")
+    return int(g if g is not None else cell.resources.gpus)
+
+
 def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[str, Any],
                 fulls: dict[str, dict[str, Any]] | None = None) -> list[StageNode]:
     """The stage nodes of ``cells`` in dependency order (pretrain, finetune, evaluate, row)."""
@@ -127,6 +138,8 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
     fulls = fulls if fulls is not None else share_pretraining(cells, store, runs_root)
     per_job = int(launcher.get("rollouts_per_job") or 25)
     pretrains: dict[str, StageNode] = {}
+    datas: dict[str, StageNode] = {}
+    cpu_ests: dict[tuple, dict[str, float]] = {}
     nodes: list[StageNode] = []
     for c in cells:
         full = fulls[c.cell]
@@ -134,19 +147,39 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
         method = full["method"]["name"]
         paper = (full["method"].get("size") or get_method_class(method).config_class.size) == "paper"
         rd = RunDir(run_dir_of(full))
-        gpus = int(launcher.get("gpus_per_node") if launcher.get("gpus_per_node") is not None else c.resources.gpus)
+        gpus = cell_gpus(c, launcher)
+        ekey = (tuple(c.overrides), tuple(c.tasks), c.resources.cpus)
+        if gpus == 0 and not paper and ekey not in cpu_ests:
+            cpu_ests[ekey] = estimate_cell(c, gpus=0)
+        cpu_est = cpu_ests.get(ekey) if (gpus == 0 and not paper) else None  # measured CPU rates (small presets)
         train_res = Resources(gpus=gpus, cpus=int(launcher.get("cpus_per_task") or c.resources.cpus),
                               mem_gb=int(launcher.get("mem_gb") or c.resources.mem_gb), time_h=c.resources.time_h)
         deps: list[str] = []
+        collect, vae = prepare_targets(full)
+        if collect or vae:  # the data stage: one job per distinct set of files to make, shared by its cells
+            dkey = "_data/" + hashlib.sha1(json.dumps([collect, vae]).encode()).hexdigest()[:10]
+            if dkey not in datas:
+                prep = full.get("prepare") or {}
+                hours = (len(collect) * float(prep.get("episodes", 50)) * rates_cpu("collect_s_per_demo")
+                         + (float(prep.get("vae_steps", 800)) * rates_cpu("vae_s_per_step") if vae else 0.0)) / 3600
+                cpus = max(1, int(prep.get("workers", 2)))
+                datas[dkey] = StageNode(key=dkey, stage="data", kind="data", cell=c, cells=[], deps=[],
+                                        marker=(str(rd.stages_file), "data"),
+                                        resources=Resources(gpus=0, cpus=cpus, mem_gb=3 * cpus + 4,
+                                                            time_h=max(1.0, 2 * hours)),
+                                        cpu_partition=True, cpu_h=cpus * hours)
+                nodes.append(datas[dkey])
+            datas[dkey].cells.append(c.cell)
+            deps = [dkey]
         if pre.enabled and not pre.checkpoint:
             pkey = f"_pretrain/{Path(pre.run_dir).name}"
             if pkey not in pretrains:
                 n_tasks = stage_tasks(pre, gpus)
                 res = dataclasses.replace(train_res, gpus=n_tasks if gpus else 0)
-                h = _train_h(method, paper, pre, n_tasks)
-                wall = h / n_tasks
+                h = _train_h(method, paper, pre, n_tasks) if cpu_est is None else cpu_est["pretrain_wall_h"]
+                wall = h / n_tasks if cpu_est is None else h
                 pretrains[pkey] = StageNode(
-                    key=pkey, stage="pretrain", kind="pretrain", cell=c, cells=[], deps=[],
+                    key=pkey, stage="pretrain", kind="pretrain", cell=c, cells=[], deps=list(deps),
                     marker=(str(Path(pre.run_dir) / RunDir.STAGES), "pretrain"), resources=res, tasks=n_tasks,
                     gpu_h=h if res.gpus else 0.0, cpu_h=wall * res.cpus * n_tasks)
                 nodes.append(pretrains[pkey])
@@ -157,7 +190,8 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
             if not fin.enabled:
                 break
             n_tasks = stage_tasks(fin, gpus)
-            h = _train_h(method, paper, fin, n_tasks)
+            h = _train_h(method, paper, fin, n_tasks) if cpu_est is None else \
+                cpu_est["finetune_wall_h"] / max(1, len(full["tasks"]))  # CPU: wall-hours of the one process
             k = f"{c.cell}/finetune/{task}"
             nodes.append(StageNode(key=k, stage=f"finetune/{task}", kind="finetune", cell=c, cells=[c.cell],
                                    deps=list(deps), marker=(str(rd.stages_file), f"finetune/{task}"),
@@ -179,6 +213,8 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
                         sim_h = n * ev.max_steps * SIM_STEP_S / 3600 / max(1, workers)
                         pol_h = calls * lat / 3600 if lat else (0.0 if not paper else float("nan"))
                         wall = sim_h + pol_h  # policy calls and env steps alternate
+                        if cpu_est is not None and not rg:  # small presets: measured s/env step, policy included
+                            wall = n * cpu_est["eval_s_per_rollout"] / 3600 / max(1, workers)
                         time_h = launcher.get("rollout_time_h") or max(1.0, 1.5 * wall if wall == wall else 4.0)
                         res = Resources(gpus=rg, cpus=cpus,
                                         mem_gb=int(launcher.get("rollout_mem_gb") or (3 * max(1, workers) + 8)),
@@ -214,7 +250,7 @@ def stage_table(nodes: list[StageNode], per_job: int) -> pd.DataFrame:
                      "time_h/job": max(n.resources.time_h for n in ns),
                      "rollouts": sum(n.rollouts for n in ns),
                      "GPU_h": sum(n.gpu_h for n in ns), "CPU_h": sum(n.cpu_h for n in ns),
-                     "partition": "rollout" if ns[0].cpu_partition else "gpu"})
+                     "partition": "rollout" if ns[0].cpu_partition else ("gpu" if ns[0].resources.gpus else "cpu")})
     df = pd.DataFrame(rows)
     if len(df):
         nan = float("nan")
@@ -235,6 +271,9 @@ def format_stage_table(nodes: list[StageNode], launcher: dict[str, Any]) -> str:
     if shared:
         lines.append(f"pretraining: {len(shared)} job(s) shared by "
                      f"{sum(len(n.cells) for n in shared)} cell(s) (one per method, seed and pretrain config)")
+    if any(n.resources.gpus == 0 and n.kind in ("pretrain", "finetune") for n in nodes):
+        lines.append("training without GPUs: hours from configs/rates/cpu.yaml (the small presets measured on this "
+                     "project's 2-core machine; '-' = no rate for that method/size); small-preset rollouts likewise")
     lines.append("GPU_h: GPUs x estimated hours (H100 bf16 anchors; '-' = no anchor for that method/size); CPU_h: "
                  "requested cores x estimated hours; rollout jobs: 0.15 s/env step/core plus the policy "
                  + ("on a GPU (H100 anchors)" if launcher.get("rollout_gpus") else

@@ -32,7 +32,7 @@ from uwmbench.schemas import LAUNCHER_SCHEMAS
 from uwmbench.sweeps import grids  # grids.expand_sweep looked up at call time (tests spy on it)
 from uwmbench.sweeps import stages as stages_mod
 from .grids import compose_cell, format_job_table, sweep_names
-from .launch import ACTIVE_STATES, cancel, is_active, job_state, launch_cells, record_cancel, submissions
+from .launch import ACTIVE_STATES, cancel, is_active, job_state, launch_cells, max_parallel_of, record_cancel, submissions
 from .protocol import _resolve, check_run
 from .store import ResultsStore
 
@@ -158,9 +158,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--list", action="store_true", help="list the sweeps")
     p.add_argument("--cancel", nargs="?", const="", default=None, metavar="CELL[,CELL..]",
                    help="stop the jobs of these cells (default: every unfinished cell) and mark them cancelled")
-    p.add_argument("--launcher", default="local", help="local | slurm (configs/launcher/)")
-    p.add_argument("--store", default="results", help="results store folder (default: results)")
-    p.add_argument("--runs", default="runs", help="run folders root (default: runs)")
+    p.add_argument("--launcher", default=None, help="local | slurm (configs/launcher/; default local, or the scale's)")
+    p.add_argument("--store", default=None, help="results store folder (default: results, or the scale's)")
+    p.add_argument("--runs", default=None, help="run folders root (default: runs, or the scale's)")
     p.add_argument("--cell-fn", default=None, help="module:function run for each cell (default: the protocol)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per job")
     p.add_argument("--skip-data-check", action="store_true",
@@ -174,17 +174,29 @@ def main(argv: list[str]) -> int:
     # `launcher=slurm` (hydra's group syntax) selects the launcher like `--launcher slurm`; it is
     # not a key of the cells' run config (passed to them it made every job fail, or run locally)
     chosen = [o.split("=", 1)[1] for o in a.overrides if o.startswith("launcher=")]
-    if len(set(chosen)) > 1 or (chosen and "--launcher" in " ".join(argv) and chosen[-1] != a.launcher):
+    if len(set(chosen)) > 1 or (chosen and a.launcher is not None and chosen[-1] != a.launcher):
         raise ConfigError(f"launcher chosen twice: launcher={chosen} and --launcher {a.launcher}")
     if chosen:
         a.launcher = chosen[-1]
+    scale_name = grids.scale_of(a.overrides)
+    scale = grids.load_scale(scale_name) if scale_name else None
+    a.launcher = a.launcher or (scale.launcher if scale else "local")
+    a.store = a.store or (scale.store if scale and scale.store else "results")
+    a.runs = a.runs or (scale.runs if scale and scale.runs else "runs")
     launcher_ov = [o for o in a.overrides if o.startswith("launcher.")]
+    if scale and a.launcher == scale.launcher:  # the scale's launcher defaults, under the command line's
+        given = {o.split("=", 1)[0] for o in launcher_ov}
+        launcher_ov = [o for o in scale.launcher_overrides if o.split("=", 1)[0] not in given] + launcher_ov
     run_ov = [o for o in a.overrides if not o.startswith(("launcher.", "launcher="))]
     for o in run_ov:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")
-    cells = grids.expand_sweep(a.name, run_ov, estimate=a.dry_run)
+    cells = grids.expand_sweep(a.name, run_ov, estimate=False)
     launcher = load_launcher(a.launcher, launcher_ov)
+    for c in cells:  # the GPUs a cell's jobs get under this launcher: one figure for both dry-run tables
+        c.resources.gpus = stages_mod.cell_gpus(c, launcher)
+    if a.dry_run:
+        grids.estimate_cells(cells)
     stage_mode = bool(launcher.get("stage_jobs"))
     if stage_mode and a.cell_fn and not (a.status or a.dry_run or a.cancel is not None):
         raise ConfigError("--cell-fn runs one function per cell: use launcher.stage_jobs=false with it")
@@ -201,8 +213,10 @@ def main(argv: list[str]) -> int:
     if a.dry_run or not (a.status or a.cancel is not None):
         check_cells(cells, a.store, a.runs, data=not a.skip_data_check)
     if a.dry_run:
-        print(format_job_table(a.name, cells))
         nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
+        data_h = sum(n.cpu_h / max(1, n.resources.cpus) for n in nodes if n.kind == "data")
+        par = max_parallel_of(launcher) if a.launcher == "local" else None
+        print(format_job_table(a.name, cells, data_h=data_h, parallel=par or None))
         print(stages_mod.format_stage_table(nodes, launcher))
         todo = plan(cells, store, subs, check_jobs=False)
         n_done = sum(1 for _, act in todo if act == "done")

@@ -46,7 +46,7 @@ def test_main_table_graph(main_graph):
     finetune per task, 50 ID + 50 OOD rollouts in chunks of 25 on CPUs, one row job per cell."""
     tmp_path, cells, nodes, lcfg = main_graph
     kinds = {k: [n for n in nodes if n.kind == k] for k in stages.KINDS}
-    assert {k: len(v) for k, v in kinds.items()} == {"pretrain": 12, "finetune": 60, "evaluate": 240, "row": 12}
+    assert {k: len(v) for k, v in kinds.items()} == {"data": 0, "pretrain": 12, "finetune": 60, "evaluate": 240, "row": 12}
     assert all(n.tasks == 4 and n.resources.gpus == 4 for n in kinds["pretrain"])  # paper: 4 x 36
     assert all(n.resources.gpus == 0 and n.cpu_partition and n.rollouts == 25 for n in kinds["evaluate"])
     assert sum(n.rollouts for n in nodes) == 6000

@@ -276,6 +276,30 @@ class StageConfig:
 
 
 @dataclass
+class PrepareConfig:
+    """``uwmbench run``'s ``prepare`` section: the data stage, which makes missing inputs before
+    anything trains (off by default; the reduced scale turns it on). Scripted demos are collected
+    for every finetune source whose path holds ``{task}`` and matches no file (the run's tasks,
+    LIBERO's samplers, never the evaluation init states); ``fit_vae`` fits a small AutoencoderKL
+    on the run's finetune demos and makes it the method's ``vae`` (methods with a latent VAE)."""
+    collect_missing: bool = False
+    episodes: int = 50                  # successful demos per task
+    max_steps: int = 600                # expert step budget per episode
+    seed: int = 0                       # placements seed (the same files for every cell that needs them)
+    workers: int = 2                    # simulator processes of the collection
+    fit_vae: Optional[str] = None       # a folder ("{tasks}" = the run's tasks joined by "+"); null: off
+    vae_preset: str = "small"
+    vae_steps: int = 800
+    vae_image_size: int = 64            # = the small presets' crop and resize
+    vae_resize: int = 72
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.workers < 1 or self.max_steps < 1 or self.vae_steps < 1:
+            raise ConfigError(f"prepare: episodes, workers, max_steps and vae_steps must be >= 1 (got {self.episodes}, "
+                              f"{self.workers}, {self.max_steps}, {self.vae_steps})")
+
+
+@dataclass
 class RunConfig:
     """``uwmbench run`` (and each cell of a sweep, and ``hydra -m``)."""
     method: Any = MISSING
@@ -293,6 +317,7 @@ class RunConfig:
     finetune: StageConfig = field(default_factory=StageConfig)
     video_sets: Dict[str, List[Any]] = field(default_factory=dict)
     evaluate: RunEvalConfig = field(default_factory=RunEvalConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -315,6 +340,26 @@ class SweepSpec:
     base: List[str] = field(default_factory=list)  # run overrides applied to every cell
     resources: Resources = field(default_factory=Resources)
     axes: List[Any] = field(default_factory=list)  # {name, values: [{label, overrides} | {capability, among}]}
+    # per scale (``uwmbench sweep <name> scale=<scale>``): what this sweep changes at that scale over
+    # configs/scale/<scale>.yaml: {tasks, seeds, base, methods}
+    scales: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScaleSpec:
+    """``configs/scale/<name>.yaml``: one way to run every sweep smaller (``scale=reduced``): its
+    run overrides go after each sweep's own, its seeds, resources and defaults for the launcher,
+    the store and the run folders replace the sweep's; ``cost`` names the measured rates the dry
+    run estimates with (configs/rates/<cost>.yaml)."""
+    description: str = ""
+    seeds: List[int] = field(default_factory=lambda: [0, 1])
+    base: List[str] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    launcher: str = "local"             # the default --launcher
+    launcher_overrides: List[str] = field(default_factory=list)  # launcher.<key>=value defaults
+    store: Optional[str] = None         # the default --store ("{runs_home}": $UWMBENCH_RUNS or ~/uwmbench)
+    runs: Optional[str] = None          # the default --runs
+    cost: Optional[str] = None          # configs/rates/<cost>.yaml: what a cell without GPUs costs here
 
 
 # ----------------------------------------------------------------------------- diagnose

@@ -43,6 +43,11 @@ from .scene import Scene, SceneError, apply_scene, capture_scene
 os.environ.setdefault("MUJOCO_GL", "egl")
 if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+if os.environ["MUJOCO_GL"] == "egl" and os.environ.get("CUDA_VISIBLE_DEVICES") == "" \
+        and "MUJOCO_EGL_DEVICE_ID" not in os.environ:
+    # a job without GPUs (submitit's local executor sets CUDA_VISIBLE_DEVICES=""): robosuite would
+    # parse the empty list and fail; render on the first EGL device (Mesa's on a CPU machine)
+    os.environ["MUJOCO_EGL_DEVICE_ID"] = "0"
 
 # dataset view name -> robosuite camera name
 VIEW_CAMERAS: dict[str, str] = {

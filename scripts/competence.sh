@@ -69,6 +69,9 @@ for arm in $ARMS; do
     *) echo "competence.sh: unknown arm '$arm'" >&2; exit 2 ;;
   esac
   case $m in uwm|pad) over+=("method.vae=$vae") ;; esac
+  # the first campaign trained 2000 steps under the plain variant names; other budgets are their own
+  # variants (e.g. 6000steps, no_video-6000steps), so the report keeps them apart
+  if [ "$STEPS" != 2000 ]; then variant="${variant#default}"; variant="${variant:+$variant-}${STEPS}steps"; fi
   rid="competence/$TASK/$arm-$STEPS"
   if [ "$WEIGHTS" != auto ]; then
     # re-evaluate the trained run's checkpoint with other weights (no training)

@@ -2,10 +2,9 @@
 the data stage that makes missing demos and the VAE, and a dry run whose GPU columns agree
 with each other and whose CPU hours come from the rates measured on this machine."""
 import json
-import os
-import time
 
 import pytest
+from conftest_slurm import wait_until
 
 from uwmbench.sweeps import grids, protocol, stages, sweep as sweep_cli
 from uwmbench.sweeps.store import ResultsStore
@@ -130,12 +129,3 @@ def test_tiny_scale_sweep_runs_end_to_end_and_resumes(home, tmp_path, capsys):
     md = (tmp_path / "rep" / "index.md").read_text()
     assert "uwm" in md and "bc" in md
 
-
-def wait_until(pred, timeout, what, poll=1.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")

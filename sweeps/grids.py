@@ -202,10 +202,10 @@ def expand_sweep(name: str, extra_overrides: list[str] | tuple[str, ...] = (), e
     if scale:  # configs/scale/<scale>.yaml, then what this sweep changes at that scale
         sc = load_scale(scale)
         own = (spec.get("scales") or {}).get(scale) or {}
-        unknown = sorted(set(own) - {"tasks", "seeds", "base", "methods", "values"})
+        unknown = sorted(set(own) - {"tasks", "seeds", "base", "methods", "values", "notes"})
         if unknown:
             raise ConfigError(f"configs/sweep/{name}.yaml: scales.{scale} has unknown keys {unknown} "
-                              "(valid: tasks, seeds, base, methods, values)")
+                              "(valid: tasks, seeds, base, methods, values, notes)")
         keep = own.get("values") or {}  # {axis: [labels kept at this scale]}
         seeds = [int(x) for x in own.get("seeds") or sc.seeds]
         tasks = list(own.get("tasks") or tasks)
@@ -414,6 +414,8 @@ def format_job_table(name: str, cells: list[Cell], data_h: float = 0.0, parallel
                      + "; rollout s/env step per worker " + ", ".join(f"{k} {v}" for k, v in
                                                                    (rates.get('rollout_s_per_step') or {}).items())
                      + f"; rollouts last {rates.get('rollout_length')} x max_steps on average")
-    if spec.get("notes"):
-        lines.append(f"note: {spec['notes']}")
+    scale = cells[0].scale if cells else None  # a scale's own note replaces the sweep's (its rollouts, pretraining)
+    note = (((spec.get("scales") or {}).get(scale) or {}).get("notes") if scale else None) or spec.get("notes")
+    if note:
+        lines.append(f"note: {note}")
     return "\n".join(lines)

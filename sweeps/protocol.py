@@ -140,11 +140,17 @@ def stage_prepare(full: dict[str, Any]) -> dict[str, Any]:
                 continue
             from uwmbench.benchmarks.libero.collect import CollectConfig, collect
             log.info("data stage: collecting %d scripted demos of %s -> %s", prep.episodes, task, path)
-            res = collect(CollectConfig(task=task, condition="id", episodes=prep.episodes, workers=prep.workers,
-                                        out=path, seed=prep.seed, max_steps=prep.max_steps))
+            for rnd in range(prep.collect_rounds):  # each round resumes <out>.partial with new attempts
+                res = collect(CollectConfig(task=task, condition="id", episodes=prep.episodes, workers=prep.workers,
+                                            out=path, seed=prep.seed, max_steps=prep.max_steps))
+                if res["demos"] >= res["wanted"]:
+                    break
+                log.warning("data stage: round %d/%d kept %d/%d demos of %s; resuming with new attempts",
+                            rnd + 1, prep.collect_rounds, res["demos"], res["wanted"], task)
             if res["demos"] < res["wanted"]:
                 raise RuntimeError(f"data stage: the scripted expert kept {res['demos']}/{res['wanted']} demos of "
-                                   f"{task} ({path}.partial); rerun to make more attempts")
+                                   f"{task} ({path}.partial) after {prep.collect_rounds} rounds "
+                                   "(prepare.collect_rounds); rerun to make more attempts")
             made["collected"].append({"task": task, "path": path, "expert_success_rate": res["expert_success_rate"]})
     if vae is not None:
         fin = typed(full.get("finetune") or {}, StageConfig, "finetune")

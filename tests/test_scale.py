@@ -22,6 +22,10 @@ def test_reduced_scale_expands_every_ablation_the_same_way(home):
     main = grids.expand_sweep("main", ["scale=reduced"], estimate=False)
     assert sorted({c.method for c in main}) == ["bc", "dp", "uwm"] and {c.seed for c in main} == {0, 1}
     assert {tuple(c.tasks) for c in main} == {("book_caddy", "bowl_drawer")}
+    for c in main:
+        c.estimate = {}
+    note = grids.format_job_table("main", main).splitlines()[-1]  # the scale's note, not the paper-scale one
+    assert note.startswith("note:") and "20 ID + 20 OOD" in note and "LIBERO-90" not in note
     reg = grids.expand_sweep("registers", ["scale=reduced"], estimate=False)
     assert sorted({c.variant for c in reg}) == ["reg0", "reg4", "reg8", "xattn"] and len(reg) == 8
     for name in ("main", "registers", "objective", "dynamics"):
@@ -96,6 +100,33 @@ def test_data_stage_targets_and_check(home, tmp_path):
     with pytest.raises(ConfigError, match="soup_cheese.hdf5"):
         protocol.check_run(protocol._resolve(load_config("run", ov)), data=True)
 
+
+
+def test_data_stage_resumes_collection_rounds(home, tmp_path, monkeypatch):
+    """A task whose expert missed a demo is resumed with new attempts (prepare.collect_rounds),
+    not failed on the first shortfall (it cost a whole cell of the reduced main sweep once); past the
+    last round the error names the task, the partial file and the setting."""
+    from uwmbench.benchmarks.libero import collect as collect_mod
+    from uwmbench.config import load_config
+    calls = []
+
+    def fake_collect(cfg, progress=True):
+        calls.append(cfg.out)
+        got = 2 if len(calls) < need else 3
+        if got == 3:
+            open(cfg.out, "w").close()
+        return {"demos": got, "wanted": 3, "expert_success_rate": 0.9}
+    monkeypatch.setattr(collect_mod, "collect", fake_collect)
+    ov = ["method=bc", "method.size=tiny", "tasks=[book_caddy]", f"data_root={tmp_path}/d",
+          "pretrain.enabled=false", "prepare.collect_missing=true", "prepare.episodes=3"]
+    need = 2
+    made = protocol.stage_prepare(protocol._resolve(load_config("run", ov)))
+    assert len(calls) == 2 and [c["task"] for c in made["collected"]] == ["book_caddy"]
+    calls.clear(); need = 99
+    ov[3] = f"data_root={tmp_path}/e"
+    with pytest.raises(RuntimeError, match=r"book_caddy .*\.partial\) after 2 rounds \(prepare.collect_rounds\)"):
+        protocol.stage_prepare(protocol._resolve(load_config("run", ov + ["prepare.collect_rounds=2"])))
+    assert len(calls) == 2
 
 @pytest.mark.libero
 def test_tiny_scale_sweep_runs_end_to_end_and_resumes(home, tmp_path, capsys):

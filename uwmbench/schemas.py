@@ -287,6 +287,7 @@ class PrepareConfig:
     max_steps: int = 600                # expert step budget per episode
     seed: int = 0                       # placements seed (the same files for every cell that needs them)
     workers: int = 2                    # simulator processes of the collection
+    collect_rounds: int = 3             # resumed collection rounds (new attempts for the demos the expert missed)
     fit_vae: Optional[str] = None       # a folder ("{tasks}" = the run's tasks joined by "+"); null: off
     vae_preset: str = "small"
     vae_steps: int = 800
@@ -294,9 +295,9 @@ class PrepareConfig:
     vae_resize: int = 72
 
     def __post_init__(self) -> None:
-        if self.episodes < 1 or self.workers < 1 or self.max_steps < 1 or self.vae_steps < 1:
-            raise ConfigError(f"prepare: episodes, workers, max_steps and vae_steps must be >= 1 (got {self.episodes}, "
-                              f"{self.workers}, {self.max_steps}, {self.vae_steps})")
+        if min(self.episodes, self.workers, self.max_steps, self.vae_steps, self.collect_rounds) < 1:
+            raise ConfigError(f"prepare: episodes, workers, max_steps, vae_steps and collect_rounds must be >= 1 (got "
+                              f"{self.episodes}, {self.workers}, {self.max_steps}, {self.vae_steps}, {self.collect_rounds})")
 
 
 @dataclass

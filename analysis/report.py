@@ -14,6 +14,7 @@ import argparse
 import html
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from uwmbench.fileio import markdown_table
 from uwmbench.rows import ROLLOUT_IDENTITY, ROLLOUT_KEY, latest_frame, read_jsonl
 from uwmbench.run_dir import RunDir
 from . import figures as F, stats
-from .tables import (REQUIRED_ROLLOUT_COLUMNS, Table, arm_label, atomic_write_text, build_tables, display_condition,
+from .tables import (CHECK_SWEEPS, REQUIRED_ROLLOUT_COLUMNS, Table, arm_label, atomic_write_text, build_tables, display_condition,
                      normalize_rollouts, order_methods, summarize_arms)
 
 log = logging.getLogger("uwmbench.analysis.report")
@@ -183,8 +184,11 @@ def _make_figures(res: Results, rollouts: pd.DataFrame, summary: pd.DataFrame | 
             if sw not in set(summary["sweep"]):
                 skipped.append("per-task success figure (main sweep): skipped, no rollouts with sweep='main'")
                 continue
-            kind = "success_per_task" if sw == "main" else f"ablation_{sw}"
-            ttl = "Success per task, every method" if sw == "main" else f"Ablation '{sw}': success per arm"
+            kind = ("success_per_task" if sw == "main" else f"check_{sw}" if sw in CHECK_SWEEPS
+                    else f"ablation_{sw}")
+            ttl = ("Success per task, every method" if sw == "main" else
+                   f"{CHECK_SWEEPS[sw][0]}: success per method" if sw in CHECK_SWEEPS else
+                   f"Ablation '{sw}': success per arm")
             jobs.append((kind, ttl, "Bars: mean over training seeds; whiskers: 95% hierarchical bootstrap CI; "
                          "dots: per-seed success; legend: n = seeds/rollouts per task.",
                          lambda sw=sw: F.success_by_task(summary, rollouts, sweep=sw)))
@@ -291,6 +295,60 @@ def diagnostics_section(res: Results, results: Path, out: Path) -> tuple[str, st
     return "Diagnostics", "\n".join(md), "\n".join(h)
 
 
+def modes_section(results: Path, out: Path) -> tuple[str, str, str] | None:
+    """Every inference mode of a world-model run beside its baseline (``uwmbench modes``:
+    ``modes.json`` files under the results folder), with its predicted clip."""
+    if not Path(results).is_dir():
+        return None
+    files = sorted(p for p in Path(results).rglob("modes.json") if ".tmp" not in p.name)
+    rows, clips = [], []
+    labels = {"policy": ("open-loop action error (relative)", "rel_err_pos", [("mean action", "mean_action_rel_err_pos"),
+                                                                              ("no motion", None)]),
+              "inverse_dynamics": ("action error (relative)", "rel_err_pos", [("mean action", "mean_action_rel_err_pos"),
+                                                                              ("no motion", None)]),
+              "forward_dynamics": ("next-frame PSNR (dB, higher is better)", "psnr", [("copy last frame", "copy_last_psnr")]),
+              "video_prediction": ("next-frame PSNR (dB, higher is better)", "psnr", [("copy last frame", "copy_last_psnr")])}
+    for f in files:
+        try:
+            r = json.loads(f.read_text())
+            n = r["numbers"]
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("%s: unreadable modes file (%s)", f, e)
+            continue
+        for mode, (what, key, bases) in labels.items():
+            if f"{mode}/{key}" not in n:
+                continue
+            base = "; ".join(f"{b} {1.0 if k is None else n[f'{mode}/{k}']:.3g}" for b, k in bases)
+            rows.append({"method": r.get("method", ""), "mode": mode.replace("_", " "), "measure": what,
+                         "model": f"{n[f'{mode}/{key}']:.3g}", "baseline": base,
+                         "latent MSE (model / copy last)": (f"{n[f'{mode}/latent_mse']:.4f} / "
+                                                            f"{n[f'{mode}/copy_last_latent_mse']:.4f}")
+                         if f"{mode}/latent_mse" in n else "–",
+                         "windows": r.get("windows", "")})
+        clip = (r.get("files") or {}).get("clip")
+        if clip and (f.parent / clip).is_file():
+            dst = out / "figures" / f"modes_{_slug(r.get('method', 'method'))}_{_slug(f.parent.name)}.gif"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f.parent / clip, dst)
+            clips.append((r.get("method", ""), _rel(dst, out)))
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    intro = ("Each inference mode of one network on held-out windows (demos the run never trained on), beside a "
+             "baseline that needs no learning: a number better than its baseline is something the model learned. "
+             "Action errors: |error| / |action| on the position dims (no motion = 1.0); frames: the first predicted "
+             "next frame (action_horizon steps ahead) against the VAE round trip of the true one.")
+    md = [intro, "", markdown_table(df), ""]
+    h = [f"<p class='cap'>{html.escape(intro)}</p>", df.to_html(index=False, border=0)]
+    for m, p in clips:
+        cap = (f"{m}: video prediction (no actions given). Left: the true frame one action chunk ahead; "
+               "right: the model's prediction from the frames before it; one held-out window per frame.")
+        md += [f"![{m} video prediction]({p})", "", cap, ""]
+        h.append(f"<figure><img src='{html.escape(p)}' alt='{html.escape(m)} video prediction' style='width:256px'>"
+                 f"<figcaption class='cap'>{html.escape(cap)}</figcaption></figure>")
+    return "World-model modes", "\n".join(md), "\n".join(h)
+
+
 def videos_section(rollouts: pd.DataFrame | None, out: Path, per_outcome: int = 2) -> tuple[str, str, str] | None:
     """A sample of recorded rollouts (up to ``per_outcome`` successes and failures per method,
     variant, task and condition), copied into ``<out>/videos/``. Runs write videos under the same
@@ -391,6 +449,14 @@ def write_index(out: Path, title: str, overview: list[str], sections: list[tuple
     return md_path, html_path
 
 
+def _shown_path(results: Path, out: Path) -> str:
+    """``results`` as the report names it: relative to the report folder (no machine paths)."""
+    try:
+        return Path(os.path.relpath(Path(results).resolve(), Path(out).resolve())).as_posix()
+    except ValueError:  # another drive
+        return Path(results).name
+
+
 def make_report(results: str | Path, out: str | Path | None = None, n_boot: int = stats.DEFAULT_N_BOOT,
                 n_perm: int = stats.DEFAULT_N_PERM, seed: int = 0, as_main: str | None = None) -> Path:
     """Build the report folder; returns the path of index.html. ``as_main``: tabulate the rows
@@ -431,9 +497,11 @@ def make_report(results: str | Path, out: str | Path | None = None, n_boot: int 
         return [t for n, t in tables.items() if n.startswith(prefix)]
 
     sections = [("Main table (paper format)", pick("main_")), ("ID vs OOD", pick("id_vs_ood")),
-                ("Ablations", pick("ablation_")), ("Statistics: paired comparisons", pick("paired_")),
+                *[(t.title.split(" (")[0], [t]) for t in pick("check_")], ("Ablations", pick("ablation_")),
+                ("Statistics: paired comparisons", pick("paired_")),
                 ("Ours vs published", pick("compare_paper_")), ("Published numbers (UWM paper)", pick("paper_"))]
-    overview = [f"results: `{results}`"] + ([f"sweep `{as_main}` tabulated as the main table (--as-main)"] if as_main else [])
+    shown = _shown_path(results, out)
+    overview = [f"results: `{shown}`"] + ([f"sweep `{as_main}` tabulated as the main table (--as-main)"] if as_main else [])
     if rollouts is not None:
         overview += [f"{len(rollouts)} rollouts; methods: {', '.join(order_methods(rollouts['method'].unique()))}; "
                      f"tasks: {', '.join(sorted(rollouts['task'].unique()))}; sweeps: "
@@ -445,9 +513,12 @@ def make_report(results: str | Path, out: str | Path | None = None, n_boot: int 
     if len(res.runs):
         st = res.runs["status"].value_counts().to_dict() if "status" in res.runs.columns else {}
         overview.append(f"{len(res.runs)} runs: " + ", ".join(f"{k} {v}" for k, v in st.items()))
-    extras = [e for e in (diagnostics_section(res, results, out), videos_section(rollouts, out)) if e]
+    extras = [e for e in (modes_section(results, out), diagnostics_section(res, results, out),
+                          videos_section(rollouts, out)) if e]
+    # no machine paths in the page: the results folder is named relative to the report
+    sources = [x.replace(str(results.resolve()), shown).replace(str(results), shown) for x in res.sources]
     md_path, html_path = write_index(out, "uwmbench report", overview, sections, table_files, figs,
-                                     skipped, res.sources, extras)
+                                     skipped, sources, extras)
     # the html overview line with a markdown link: make it a real link
     text = html_path.read_text(encoding="utf-8").replace(
         "summary numbers: [data/summary.csv](data/summary.csv)",

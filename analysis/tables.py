@@ -78,6 +78,8 @@ def normalize_rollouts(df: pd.DataFrame, where: str = "rollouts") -> pd.DataFram
         if col not in df.columns:
             df[col] = default
         df[col] = df[col].where(df[col].notna(), default).astype(str)
+    # rows written outside any sweep (`uwmbench evaluate`, an empty sweep column) are the main table's
+    df["sweep"] = df["sweep"].map(lambda v: v.strip() or "main")
     df["variant"] = df["variant"].map(lambda v: "" if v.strip() in _EMPTY_VARIANTS else v.strip())
     if "mode" in df.columns:  # evaluation mode (policy / inverse_dynamics ...) becomes part of the arm
         mode = df["mode"].where(df["mode"].notna(), "").astype(str).str.strip()
@@ -282,9 +284,23 @@ def ablation_table(summary: pd.DataFrame, sweep: str) -> Table | None:
         datas.append(x)
     display = pd.concat(displays)
     display = display.fillna("–")
+    if sweep in CHECK_SWEEPS:
+        title, caption = CHECK_SWEEPS[sweep]
+        return Table(name=f"check_{sweep}", title=title, caption=f"{caption} {N_NOTE}", display=display,
+                     data=pd.concat(datas, ignore_index=True), index_name="arm")
     return Table(name=f"ablation_{sweep}", title=f"Ablation: {sweep}",
                  caption=f"Ablation sweep '{sweep}': success rate per arm, mean ± std over seeds. {N_NOTE}",
                  display=display, data=pd.concat(datas, ignore_index=True), index_name="arm")
+
+
+# sweeps that are checks of the harness, not experiments: their rows get their own section
+# (sweep name -> (section/table title, caption)); never tabulated as an ablation
+CHECK_SWEEPS = {
+    "memorise": ("Memorisation check (rolled out from the training demos' own start states)",
+                 "Each policy rolled out from the exact start states of the demonstrations it was trained on "
+                 "(evaluate init_from): evidence that training, checkpoints and rollouts work end to end, not a "
+                 "benchmark number. Generalisation to new placements is in the main table."),
+}
 
 
 def id_vs_ood_table(summary: pd.DataFrame, sweep: str = "main") -> Table | None:
@@ -467,10 +483,41 @@ def build_tables(rollouts: pd.DataFrame, n_boot: int = stats.DEFAULT_N_BOOT,
         if not any(SWEEP_TO_PAPER_TABLE.get(s) == ab for s in summary["sweep"].unique()):
             skipped.append(f"ablation '{ab}': skipped, no rollouts with a sweep named "
                            f"{sorted(s for s, t in SWEEP_TO_PAPER_TABLE.items() if t == ab)}")
+    comparable, not_comparable = split_by_scale(df, summary)
     for pt in ("main", "registers", "objective", "cotraining", "dynamics"):
-        add(f"paper comparison '{pt}'", paper_comparison(summary, pt),
-            "none of our rows matches the published rows (method, variant, task, condition)")
+        if len(not_comparable) and not len(comparable):
+            skipped.append(f"paper comparison '{pt}': not made, every arm was trained at a toy scale "
+                           f"({scale_note(not_comparable)}): its numbers are not comparable with the paper's; "
+                           "the published numbers are shown for context only")
+        else:
+            add(f"paper comparison '{pt}'", paper_comparison(comparable, pt),
+                "none of our rows matches the published rows (method, variant, task, condition)")
         tables[f"paper_{pt}"] = published_table(pt)
+    if len(not_comparable) and len(comparable):
+        skipped.append(f"paper comparisons: arms trained at a toy scale left out ({scale_note(not_comparable)})")
     add("paired comparison", paired_table(paired_by_variant(df[df["sweep"] == "main"], n_boot, n_perm, seed)),
         "needs rollouts of 'uwm' and at least one other method sharing variant, task and seed in the main sweep")
     return tables, skipped
+
+
+# model sizes whose success rates say nothing about the paper's: minutes of training on a CPU
+TOY_SIZES = ("tiny",)
+
+
+def split_by_scale(rollouts: pd.DataFrame, summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``summary`` rows of arms trained at a scale comparable with the paper (any size but
+    :data:`TOY_SIZES`; rows without a ``size`` column count as comparable) and of toy-scale arms."""
+    if "size" not in rollouts.columns:
+        return summary, summary.iloc[0:0]
+    size = rollouts["size"].where(rollouts["size"].notna(), "").astype(str)
+    toy = rollouts.loc[size.isin(TOY_SIZES), ["sweep", "method", "variant"]].drop_duplicates()
+    if not len(toy):
+        return summary, summary.iloc[0:0]
+    key = list(zip(summary["sweep"], summary["method"], summary["variant"]))
+    is_toy = pd.Series([k in set(map(tuple, toy.to_numpy())) for k in key], index=summary.index)
+    return summary[~is_toy], summary[is_toy]
+
+
+def scale_note(toy_summary: pd.DataFrame) -> str:
+    arms = sorted({arm_label(m, v) for m, v in zip(toy_summary["method"], toy_summary["variant"])})
+    return f"size {'/'.join(TOY_SIZES)}: {', '.join(arms)}"

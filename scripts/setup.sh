@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
+# UWMBENCH_BROWSER=1 (the test command sets it): also Debian's Chromium and ChromeDriver, for the
+# report's browser check (tests/test_report_browser.py)
+apt_pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+[ "${UWMBENCH_BROWSER:-0}" = 1 ] && apt_pkgs+=(chromium chromium-driver)
 need_apt=()
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
+  for pkg in "${apt_pkgs[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
   done
   if [ ${#need_apt[@]} -gt 0 ]; then

@@ -589,7 +589,8 @@ def run_row(full: dict[str, Any], ev: RunEvalConfig, meta: dict[str, Any], per_t
 
 def _meta(full: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": full["run_id"], "sweep": full.get("sweep_name"), "cell": full.get("cell"),
-            "method": full["method"]["name"], "variant": full.get("variant") or "default", "seed": int(full["seed"])}
+            "method": full["method"]["name"], "variant": full.get("variant") or "default", "seed": int(full["seed"]),
+            "size": str(full["method"].get("size") or "")}
 
 
 def _job_info(run_dir: Path) -> dict[str, Any]:

@@ -354,3 +354,33 @@ def test_single_seed_cells_use_a_wilson_interval_that_does_not_collapse():
     assert (e.ci_low, e.ci_high) == wilson_interval(3, 20) and e.n_seeds == 1
     assert fmt_cell(e.mean, e.std, e.n_seeds, e.n_rollouts, ci=(e.ci_low, e.ci_high)) == "0.15 [0.05, 0.36] (n=1/20)"
     assert fmt_cell(0.5, 0.1, 3, 60, ci=(0.4, 0.6)) == "0.50 ± 0.10 (n=3/60)"   # several seeds: the spread
+
+
+def test_toy_scale_rows_are_not_compared_with_the_paper_and_checks_get_their_own_section(tmp_path):
+    spec = {("uwm", "book_caddy"): (2, 3), ("dp", "book_caddy"): (1, 2)}
+    toy = [{**r, "size": "tiny"} for r in _rows(spec, condition="ood")]
+    mem = [{**r, "size": "tiny", "run_id": r["run_id"] + "/memorise"} for r in _rows(spec, sweep="memorise",
+                                                                                     condition="id")]
+    loose = [{**r, "sweep": "", "run_id": "eval-" + r["run_id"]} for r in _rows({("pad", "book_caddy"): (1, 1)},
+                                                                                condition="ood")]
+    tabs, skipped = tables.build_tables(pd.DataFrame(toy + mem + loose), n_boot=100, n_perm=100)
+    assert "check_memorise" in tabs and not any(n.startswith("ablation_") for n in tabs)
+    assert "Memorisation check" in tabs["check_memorise"].title
+    assert "PAD" in tabs["main_ood"].display.index                  # rows outside any sweep: the main table's
+    # the PAD rows (no size column value: comparable) are compared; the tiny arms are left out, and said so
+    comp = tabs["compare_paper_main"].data
+    assert set(comp["method"]) == {"pad"} and any("toy scale" in s and "UWM" in s for s in skipped)
+    tabs, skipped = tables.build_tables(pd.DataFrame(toy + mem), n_boot=100, n_perm=100)
+    assert not any(n.startswith("compare_paper_") for n in tabs) and "paper_main" in tabs
+    assert any("not comparable with the paper" in s for s in skipped)
+    small = [{**r, "size": "small"} for r in _rows(spec, condition="ood")]
+    tabs, _ = tables.build_tables(pd.DataFrame(small), n_boot=100, n_perm=100)
+    assert set(tabs["compare_paper_main"].data["method"]) == {"uwm", "dp"}
+    # the report names its results folder relative to itself, never by a machine path
+    res = tmp_path / "deep" / "results"
+    res.mkdir(parents=True)
+    pd.DataFrame(toy + mem).to_csv(res / "rows.csv", index=False)
+    index = report.make_report(res, tmp_path / "rep", n_boot=100, n_perm=100)
+    text = index.read_text() + (tmp_path / "rep" / "index.md").read_text()
+    assert str(tmp_path) not in text and "../deep/results" in text
+    assert "<h2>Memorisation check</h2>" in index.read_text() and "Ablation sweep ''" not in text

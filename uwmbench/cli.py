@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "replay-check": ("uwmbench.benchmarks.libero.replay_check", "main", "replay demos from their stored scenes; check evaluation scenes are reproducible"),
     "evaluate": ("uwmbench.benchmarks.evaluate", "main", "parallel LIBERO rollouts of a checkpoint, ID and OOD"),
     "diagnose": ("uwmbench.benchmarks.diagnose", "main", "why a trained policy fails: open-loop action error, evaluator vs training frames"),
+    "modes": ("uwmbench.benchmarks.modes", "main", "every inference mode of a trained method (policy, forward/inverse dynamics, video prediction) on held-out windows, each beside a baseline"),
     "import-checkpoint": ("uwmbench.benchmarks.import_checkpoint", "main", "convert a public UWM/DP/PAD/GR1 models.pt (WEIRDLabUW/unified-world-model) into a checkpoint folder"),
     "run": ("uwmbench.sweeps.protocol", "main", "protocol run: pretrain -> finetune -> evaluate ID/OOD"),
     "sweep": ("uwmbench.sweeps.sweep", "main", "launch / inspect a sweep (main table, ablations) on SLURM or locally"),

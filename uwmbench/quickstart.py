@@ -195,16 +195,21 @@ def _copy_curves(run: Path, dst: Path) -> None:
         shutil.copyfile(src, dst / src.name)
 
 
-def memorise(run: Path, data: Path, task: str, method: str, cfg: dict, val_fraction: float,
-             store_dir: Path) -> dict:
-    """Roll the trained policy out from the start states of the demos it trained on (not the
-    held-out ones); rows go to the store under the sweep ``memorise``. Resumable."""
+def training_episodes(data: Path, val_fraction: float) -> list[int]:
+    """Indices ``i`` of the ``data/demo_i`` the trainer trains on (not its validation split)."""
     import h5py
 
     with h5py.File(data, "r") as f:
         names = sorted(f["data"].keys())
     train_eps, _ = split_episodes(names, val_fraction, data_config_from({"sources": []}).split_seed)
-    episodes = sorted(int(n.split("_")[-1]) for n in train_eps)
+    return sorted(int(n.split("_")[-1]) for n in train_eps)
+
+
+def memorise(run: Path, data: Path, task: str, method: str, cfg: dict, val_fraction: float,
+             store_dir: Path) -> dict:
+    """Roll the trained policy out from the start states of the demos it trained on (not the
+    held-out ones); rows go to the store under the sweep ``memorise``. Resumable."""
+    episodes = training_episodes(data, val_fraction)
     ev = cfg["evaluate"]
     meta = {"run_id": f"quickstart/{method}/memorise", "sweep": MEMORISE_SWEEP, "method": method,
             "variant": "default", "seed": int(cfg["seed"]), "size": str(cfg["method_size"])}

@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     t = cfg["train"]
     ev = cfg["evaluate"]
     st.start(f"training and evaluating {', '.join(cfg['methods'])} ({cfg['method_size']}, {t['steps']} steps on {k} "
-             f"demos; rollouts: {k if cfg.get('memorise', True) else 0} from the demos' starts, "
+             f"demos; rollouts: {k * int(cfg.get('memorise', 0))} from the demos' starts, "
              f"{ev['n_rollouts']} x {'/'.join(c.upper() for c in ev['conditions'])} from new placements)",
              "train + rollouts")
     runs: dict[str, Path] = {}
@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
         run_protocol(load_config("run", ov))
         runs[method] = RunDir(out / "runs" / "quickstart" / method).finetune(task).path
         _copy_curves(runs[method], store_dir / "curves" / method)
-        if cfg.get("memorise", True):
+        if int(cfg.get("memorise", 0)) > 0:
             mem = memorise(runs[method], data, task, method, cfg, val_fraction, store_dir)
             print(f"  {method}: {mem['successes']}/{mem['rollouts']} rollouts from the training demos' own starts "
                   "succeeded (memorisation)")
@@ -213,11 +213,15 @@ def memorise(run: Path, data: Path, task: str, method: str, cfg: dict, val_fract
     ev = cfg["evaluate"]
     meta = {"run_id": f"quickstart/{method}/memorise", "sweep": MEMORISE_SWEEP, "method": method,
             "variant": "default", "seed": int(cfg["seed"]), "size": str(cfg["method_size"])}
-    df = evaluate(str(run), [task], conditions=["id"], episodes=episodes, num_workers=int(cfg["workers"]),
-                  max_steps=int(ev["max_steps"]), replan_every=int(ev["replan_every"]), init_from=str(data),
-                  out_dir=run.parent.parent / "eval" / "memorise" / method, run_meta=meta,
-                  row_sink=ResultsStore(store_dir).rollout_sink(), progress=True)
-    return {"rollouts": int(len(df)), "successes": int(df["success"].sum())}
+    n, ok = 0, 0
+    for rep in range(int(cfg.get("memorise", 1))):   # the same starts, another rollout seed each time
+        df = evaluate(str(run), [task], conditions=["id"], episodes=episodes, num_workers=int(cfg["workers"]),
+                      max_steps=int(ev["max_steps"]), replan_every=int(ev["replan_every"]), init_from=str(data),
+                      seed=rep, out_dir=run.parent.parent / "eval" / "memorise" / f"seed{rep}",
+                      run_meta={**meta, "run_id": f"{meta['run_id']}/seed{rep}"},
+                      row_sink=ResultsStore(store_dir).rollout_sink(), progress=True)
+        n, ok = n + len(df), ok + int(df["success"].sum())
+    return {"rollouts": n, "successes": ok}
 
 
 def closing_summary(cfg: dict, ro, modes: dict | None, index: Path, times: str, elapsed: float) -> str:
@@ -248,7 +252,8 @@ def closing_summary(cfg: dict, ro, modes: dict | None, index: Path, times: str, 
         lines.append("Every UWM mode on held-out windows, each beside a baseline that needs no learning:")
         lines += [f"  {x}" for x in format_modes(modes)]
     lines += ["", "A longer run (hours on 2 cores) shows competence and generalisation on a paper task:",
-              "  uwmbench quickstart task=book_caddy episodes=50 heldout_episodes=5 train.steps=6000 train.lr=3e-4 "
-              "evaluate.n_rollouts=20 evaluate.max_steps=400 out=runs/quickstart-book_caddy",
+              "  uwmbench quickstart task=book_caddy episodes=50 heldout_episodes=5 method_size=small image_size=64 "
+              "train.steps=6000 train.lr=3e-4 evaluate.n_rollouts=20 evaluate.max_steps=400 "
+              "out=runs/quickstart-book_caddy",
               "and the paper's tables at reduced scale: uwmbench sweep main scale=reduced (README)."]
     return "\n".join(lines)

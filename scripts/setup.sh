@@ -30,8 +30,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "
   exit 0
 fi
 [ -x "$VENV/bin/python" ] || { echo "[setup] creating $VENV"; "$PY" -m venv "$VENV"; }
-"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+# pip's own notes that say nothing to a user (a machine-wide find-links folder that is absent here,
+# setuptools' editable-install banner) are dropped; errors and everything else pass through
+quiet() { { grep -v -e "is ignored: it is neither a file nor a directory" -e "BuildBackendWarning: Editable installation" \
+            -e "name as your package as they may take precedence" -e "Please be careful with folders in your working" \
+            -e "^ *\*\*\*\**$" -e "^ *!!$" -e "with strategy, WheelFile" || true; } >&2; }
+"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2> >(quiet)
 echo "[setup] installing uwmbench and its dependencies into $VENV (first time: a few minutes)"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q -e ".[dev]" 2> >(quiet)
 echo "$want" > "$stamp"
 echo "[setup] done: $("$VENV/bin/python" -c 'import torch, libero.libero; print("torch", torch.__version__)') "

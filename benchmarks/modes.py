@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from uwmbench.fileio import atomic_write_bytes, atomic_write_text
 from uwmbench.methods.base import FORWARD_DYNAMICS, INVERSE_DYNAMICS, POLICY, VIDEO_PREDICTION
+from uwmbench.run_dir import CheckpointDir
 from .checkpoint import load_method, resolve_checkpoint
 from .data import build_datasets, collate, data_config_from
 
@@ -70,9 +71,10 @@ def _same_space(method, frames: torch.Tensor, like: torch.Tensor) -> tuple[torch
 
 def held_out_windows(run: str | Path, data: Sequence[str] = (), n: int = 64):
     """(method, batches, description): up to ``n`` held-out windows of the run's validation split
-    (or of ``data`` files, every episode), in episode order, centre crop, images (no latent cache)."""
+    (or of ``data`` files, every episode), in episode order, centre crop, images (no latent cache).
+    The method carries the weights the evaluator would roll out: EMA when the checkpoint has them."""
     ckpt = resolve_checkpoint(run)
-    method = load_method(ckpt)
+    method = load_method(ckpt, ema=CheckpointDir(ckpt).has_ema)   # the weights the evaluator rolls out ("auto")
     method.eval()
     cfg = _run_data_section(Path(ckpt))
     if data:

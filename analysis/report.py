@@ -28,7 +28,7 @@ from uwmbench.fileio import markdown_table
 from uwmbench.rows import ROLLOUT_IDENTITY, ROLLOUT_KEY, latest_frame, read_jsonl
 from uwmbench.run_dir import RunDir
 from . import figures as F, stats
-from .tables import (CHECK_SWEEPS, REQUIRED_ROLLOUT_COLUMNS, Table, arm_label, atomic_write_text, build_tables, display_condition,
+from .tables import (CHECK_SWEEPS, REQUIRED_ROLLOUT_COLUMNS, TOY_SIZES, Table, arm_label, atomic_write_text, build_tables, display_condition,
                      normalize_rollouts, order_methods, summarize_arms)
 
 log = logging.getLogger("uwmbench.analysis.report")
@@ -394,6 +394,11 @@ def videos_section(rollouts: pd.DataFrame | None, out: Path, per_outcome: int = 
     return "Rollout videos", "\n".join(md), "\n".join(h)
 
 
+def _code(text: str) -> str:
+    """Markdown inline code (`x`) as HTML <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
 def write_index(out: Path, title: str, overview: list[str], sections: list[tuple[str, list[Table]]],
                 table_files: dict[str, dict[str, Path]], figs: list[FigureEntry], skipped: list[str],
                 sources: list[str], extras: list[tuple[str, str, str]] = ()) -> tuple[Path, Path]:
@@ -401,7 +406,7 @@ def write_index(out: Path, title: str, overview: list[str], sections: list[tuple
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
          f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     md += [f"- {o}" for o in overview] + [""]
-    h.append("<ul>" + "".join(f"<li>{html.escape(o)}</li>" for o in overview) + "</ul>")
+    h.append("<ul>" + "".join("<li>" + _code(html.escape(o)) + "</li>" for o in overview) + "</ul>")
     for sec, tabs in sections:
         if not tabs:
             continue
@@ -510,6 +515,13 @@ def make_report(results: str | Path, out: str | Path | None = None, n_boot: int 
                      f"cells: mean ± std over training seeds of the per-seed success rate; n=S/R = seeds/rollouts; "
                      f"CIs: hierarchical bootstrap ({n_boot} resamples: seeds, then rollouts within seed)",
                      "summary numbers: [data/summary.csv](data/summary.csv)"]
+    if rollouts is not None and "size" in rollouts.columns:
+        sizes = sorted({str(x) for x in rollouts["size"].dropna() if str(x)})
+        if sizes:
+            toy = [x for x in sizes if x in TOY_SIZES]
+            overview.append(f"model sizes: {', '.join(sizes)}" + (
+                " (toy scale: minutes of CPU training; the published numbers below are context, not a comparison)"
+                if toy and len(toy) == len(sizes) else ""))
     if len(res.runs):
         st = res.runs["status"].value_counts().to_dict() if "status" in res.runs.columns else {}
         overview.append(f"{len(res.runs)} runs: " + ", ".join(f"{k} {v}" for k, v in st.items()))

@@ -76,7 +76,8 @@ def _check(cmd: str, tmp_path: Path) -> None:
         name = rest[0]
         ov = [a for a in rest[1:] if "=" in a]
         assert sweep.main([name, "--dry-run", "--skip-data-check", "--store", str(tmp_path / "store")] + ov) == 0
-    elif sub in ("report", "import-checkpoint", "perf", "methods", "tasks", "replay-check", "diagnose"):
+    elif sub in ("report", "import-checkpoint", "perf", "methods", "tasks", "replay-check", "diagnose",
+                 "modes"):
         if not flags:  # commands without a config to compose: their --help works
             _help(sub)
     else:

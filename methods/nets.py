@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
+_SAID_RANDOM_INIT: set[str] = set()   # architectures whose random init was logged in this process
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -265,9 +266,11 @@ def load_pretrained_encoder(module: nn.Module, spec: str | None, arch: str,
     (weight 1, bias 0), as the public UWM code does after swapping BatchNorm for GroupNorm.
     On the meta device (shape-only builds) nothing is read or downloaded."""
     source = pretrained_source(spec)
-    if source is None:
-        log.info("%s encoder: random init (pretrained_encoder=none; imagenet or a local file for ImageNet weights)",
-                 IMAGENET_WEIGHTS[arch][2])
+    if source is None:   # said once per process and architecture (every rebuilt method would repeat it)
+        level = logging.DEBUG if arch in _SAID_RANDOM_INIT else logging.INFO
+        _SAID_RANDOM_INIT.add(arch)
+        log.log(level, "%s encoder: random init (pretrained_encoder=none; imagenet or a local file for ImageNet "
+                "weights)", IMAGENET_WEIGHTS[arch][2])
         return
     p = None if source == "imagenet" else Path(source).expanduser()
     if p is not None and not p.is_file():

@@ -34,7 +34,7 @@ fi
 # setuptools' editable-install banner) are dropped; errors and everything else pass through
 quiet() { { grep -v -e "is ignored: it is neither a file nor a directory" -e "BuildBackendWarning: Editable installation" \
             -e "name as your package as they may take precedence" -e "Please be careful with folders in your working" \
-            -e "^ *\*\*\*\**$" -e "^ *!!$" -e "with strategy, WheelFile" || true; } >&2; }
+            -e "^ *\*\*\*\**$" -e "^ *!!$" -e "^ *$" -e "with strategy, WheelFile" || true; } >&2; }
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2> >(quiet)
 echo "[setup] installing uwmbench and its dependencies into $VENV (first time: a few minutes)"
 "$VENV/bin/python" -m pip install -q -e ".[dev]" 2> >(quiet)

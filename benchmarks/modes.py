@@ -25,6 +25,7 @@ prediction ``action_horizon`` steps ahead from the true frames at that time, bes
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ from uwmbench.methods.base import FORWARD_DYNAMICS, INVERSE_DYNAMICS, POLICY, VI
 from uwmbench.run_dir import CheckpointDir
 from .checkpoint import load_method, resolve_checkpoint
 from .data import build_datasets, collate, data_config_from
+from .diagnose import action_error_summary
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def _psnr(pred: torch.Tensor, true: torch.Tensor) -> float:
 
 
 def _rel_err_pos(pred: torch.Tensor, true: torch.Tensor) -> float:
-    return float((pred[..., :3] - true[..., :3]).abs().mean() / true[..., :3].abs().mean().clamp_min(1e-9))
+    """The project's one definition of the relative position error (``uwmbench diagnose``)."""
+    return action_error_summary(pred, true)["rel_err_pos"]
 
 
 def _same_space(method, frames: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -181,8 +184,6 @@ def measure_loaded(method, batches: list[dict[str, torch.Tensor]], out: str | Pa
 
 
 def _save_npz(path: Path, **arrays) -> Path:
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -202,8 +203,6 @@ def _video_clip(method, batches, path: Path, frames: int = 12) -> Path:
     strip = torch.cat([true, pad, pred], dim=3).permute(0, 2, 3, 1).numpy()
     scale = max(1, 128 // strip.shape[1])
     strip = strip.repeat(scale, axis=1).repeat(scale, axis=2)
-    import io
-
     buf = io.BytesIO()
     imageio.mimsave(buf, list(strip), format="GIF", duration=0.4, loop=0)
     atomic_write_bytes(path, buf.getvalue())

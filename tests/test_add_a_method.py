@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_module() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Adding a method"):]
+    section = text[text.index("## Job 2: add a method"):]
     section = section[:section.index("\n## ", 3)]
     m = re.search(r"```python\n(.*?)```", section, flags=re.S)
-    assert m, "the README's 'Adding a method' has no python block"
+    assert m, "the README's 'Job 2: add a method' has no python block"
     lines = m.group(1).splitlines()
     indent = min(len(ln) - len(ln.lstrip()) for ln in lines if ln.strip())
     return "\n".join(ln[indent:] for ln in lines) + "\n"

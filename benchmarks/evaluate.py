@@ -1,6 +1,6 @@
 """Parallel LIBERO evaluation of a policy, in-distribution and OOD.
 
-Layout: the policy lives in the main process; a pool of ``num_workers`` spawned processes
+Layout: the policy lives in the main process; a pool of ``opts.workers`` spawned processes
 each owns one :class:`~uwmbench.benchmarks.libero.envs.LiberoEnv` (kept across rollouts of the
 same task and condition). At every replanning point a worker sends its observation history;
 the main process stacks the observations of all workers that are waiting, calls
@@ -15,8 +15,10 @@ a rerun with the same output folder skips the rollouts already there.
 
 Python::
 
-    df = evaluate("runs/dp/checkpoints/latest", ["book_caddy"], conditions=("id", "ood"),
-                  n_rollouts=50, num_workers=4, out_dir="eval/dp")
+    from uwmbench.benchmarks.evaluate import EvalOptions, evaluate
+
+    opts = EvalOptions(n_rollouts=50, conditions=["id", "ood"], workers=4, max_steps=600, replan_every=8)
+    df = evaluate("runs/dp/checkpoints/latest", ["book_caddy"], opts, out_dir="eval/dp")
 
 CLI: ``uwmbench evaluate checkpoint=PATH tasks=[book_caddy] conditions=[id,ood] n_rollouts=50
 workers=2 out=DIR`` (hydra config ``configs/evaluate.yaml``).
@@ -29,21 +31,19 @@ file per job: the runner interface a benchmark implements (``runner.py``; LIBERO
 """
 from __future__ import annotations
 
-from uwmbench.rows import ROLLOUT_KEY as ROW_KEY
-from uwmbench.rows import ROLLOUT_KEY_DEFAULTS as ROW_KEY_DEFAULTS
 from uwmbench.rows import ROLLOUTS_FILE, RolloutRow, append_jsonl, read_jsonl
-from uwmbench.rows import rollout_key as _row_key
+from uwmbench.schemas import EvalOptions
 
 from .evaluation.cli import EvaluateConfig, main
 from .evaluation.core import MODES, evaluate, summarize
 from .evaluation.libero_runner import LiberoRunner, demo_init_overlap
-from .evaluation.policy import (WEIGHTS, BatchedPolicy, _checkpoint_flip, _Policy, _resolve_policy,
-                                checkpoint_frame_size)
-from .evaluation.reference import DemoReference, _Reference, _reference_path
+from .evaluation.policy import WEIGHTS, BatchedPolicy, checkpoint_flip, checkpoint_frame_size, resolve_policy
+from .evaluation.reference import DemoReference, reference_path
 from .evaluation.runner import (EpisodeStart, RolloutEnv, RolloutJob, Runner, RunnerSettings, TaskInfo,
                                 WorkerSettings, rollout_seed)
 
-__all__ = ["evaluate", "rollout_seed", "summarize", "append_jsonl", "read_jsonl", "main", "EvaluateConfig",
-           "checkpoint_frame_size", "demo_init_overlap", "ROLLOUTS_FILE", "RolloutRow", "Runner", "RolloutEnv",
-           "RolloutJob", "RunnerSettings", "TaskInfo", "EpisodeStart", "LiberoRunner", "BatchedPolicy",
-           "DemoReference", "MODES", "WEIGHTS"]
+__all__ = ["evaluate", "EvalOptions", "rollout_seed", "summarize", "append_jsonl", "read_jsonl", "main",
+           "EvaluateConfig", "checkpoint_frame_size", "checkpoint_flip", "resolve_policy", "reference_path",
+           "demo_init_overlap", "ROLLOUTS_FILE", "RolloutRow", "Runner", "RolloutEnv", "RolloutJob", "RunnerSettings",
+           "TaskInfo", "EpisodeStart", "LiberoRunner", "BatchedPolicy", "DemoReference", "MODES", "WEIGHTS",
+           "WorkerSettings"]

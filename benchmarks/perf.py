@@ -44,7 +44,7 @@ import yaml
 from uwmbench.config import ConfigError, typed
 from uwmbench.fileio import atomic_write_text as _atomic_write, markdown_table
 from uwmbench.methods.base import build_method, registered_methods
-from .evaluate import evaluate
+from .evaluate import EvalOptions, evaluate
 
 VARIANTS = ("serial_full", "serial_lazy", "pool_lazy")
 
@@ -58,7 +58,7 @@ class PerfEvalConfig:
     workers: int = 2
     method: str = "bc"
     method_size: str = "tiny"
-    replan_every: int = 16
+    replan_every: int = EvalOptions.replan_every   # the evaluator's default (the public code's 16)
     camera_size: int = 128
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     engine: str = "fast"       # of the lazy variants; serial_full is always robosuite's own code
@@ -97,10 +97,10 @@ def run_eval_perf(cfg: PerfEvalConfig):
         reset_mode = "rebuild" if variant == "serial_full" else "scene"
         engine = "robosuite" if variant == "serial_full" else cfg.engine
         t0 = time.time()
-        df = evaluate(method, [cfg.task], conditions=[cfg.condition], n_rollouts=cfg.rollouts, seed=cfg.seed,
-                      num_workers=workers, max_steps=cfg.steps, replan_every=cfg.replan_every,
-                      camera_size=cfg.camera_size, render=render, out_dir=None, progress=True, reset_mode=reset_mode,
-                      engine=engine)
+        opts = EvalOptions(conditions=[cfg.condition], n_rollouts=cfg.rollouts, seed=cfg.seed, workers=workers,
+                           max_steps=cfg.steps, replan_every=cfg.replan_every, camera_size=cfg.camera_size,
+                           render=render, engine=engine)
+        df = evaluate(method, [cfg.task], opts, out_dir=None, progress=True, reset_mode=reset_mode)
         wall = time.time() - t0
         steps = int(df["steps"].sum())
         sizes = df.attrs.get("policy_batch_sizes", [])

@@ -49,7 +49,7 @@ SIM_STEP_S = 0.15  # LIBERO env step with two 128x128 cameras on one CPU core (m
 POLICY_LATENCY_CPU_S: dict[str, float] = {"uwm": 9.3, "dp": 3.3, "pad": 27.5, "gr1": 1.8}
 
 
-from uwmbench.schemas import Resources, ScaleSpec, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)
+from uwmbench.schemas import EvalOptions, Resources, ScaleSpec, SweepSpec, default_workers  # noqa: E402  (configs/sweep/*.yaml's schema)
 
 
 def runs_home() -> str:
@@ -321,11 +321,11 @@ def estimate_cell(cell: Cell, gpus: int | None = None) -> dict[str, float]:
     pre_h = train_h(pre, 1) if pre.get("enabled") and not pre.get("checkpoint") else 0.0
     fin_h = train_h(fin, n_tasks) if fin.get("enabled", True) else 0.0
     n_roll = int(ev.get("n_rollouts", 0)) * len(ev.get("conditions", [])) * n_tasks * len(ev.get("modes") or ["policy"])
-    max_steps = int(ev.get("max_steps") or 1000)
+    max_steps = int(ev.get("max_steps") or EvalOptions.max_steps)   # null (the benchmark's length): priced at the default
     workers = max(1, int(ev.get("workers") or default_workers()))
     if on_gpu or size == "paper":
         lat = (POLICY_LATENCY_S if on_gpu else POLICY_LATENCY_CPU_S).get(m) if size == "paper" else None
-        calls = n_roll * math.ceil(max_steps / int(ev.get("replan_every") or 16))
+        calls = n_roll * math.ceil(max_steps / int(ev.get("replan_every") or EvalOptions.replan_every))
         pol_h = calls * lat / 3600 if lat else (0.0 if n_roll == 0 else nan)
         ev_cpu_h = n_roll * max_steps * SIM_STEP_S / 3600 + (0.0 if on_gpu else pol_h)
         ev_gpu_h = pol_h if on_gpu else 0.0

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import dataclasses
 import glob
-import inspect
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from uwmbench.benchmarks.train import train
 from uwmbench.config import ConfigError, check_config, check_method_section, dump_yaml, error_message, load_config, to_container, typed
 from uwmbench.fileio import atomic_write_text as _atomic_write
 from uwmbench.methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class, make_config
-from uwmbench.run_dir import EvalDir, RunDir, Stages
+from uwmbench.run_dir import RunDir, Stages
 from uwmbench.schemas import PrepareConfig, RunEvalConfig, StageConfig
 from .lease import run_lease
 from .store import ResultsStore
@@ -279,15 +278,7 @@ def _hdf5_files(fin: StageConfig, pre: StageConfig, task: str) -> list[str]:
 def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, meta: dict, out_dir: Path,
               reference: str | None = None, train_files: Sequence[str] = (), conditions: Sequence[str] | None = None,
               episodes: Sequence[int] | None = None):
-    kwargs: dict[str, Any] = {}
-    if episodes is not None:
-        kwargs["episodes"] = list(episodes)
     conditions = list(ev.conditions if conditions is None else conditions)
-    if mode != "policy":
-        if "mode" not in inspect.signature(evaluate).parameters:
-            raise ConfigError(f"evaluate.modes contains {mode!r}, but uwmbench.benchmarks.evaluate.evaluate() has no "
-                              "`mode` parameter in this build (only policy rollouts are available)")
-        kwargs["mode"] = mode
     if mode == "inverse_dynamics":
         if not reference:
             raise ConfigError(f"evaluate.modes contains inverse_dynamics but finetune.sources has no hdf5 source "
@@ -300,7 +291,6 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
         if len(conditions) < len(ev.conditions):
             log.info("task %s: inverse_dynamics evaluated in-distribution only (reference %s has no OOD demos)",
                      task, reference)
-        kwargs["reference"] = reference
     if mode == "policy" and "id" in conditions and not ev.runner:  # LIBERO's init states
         from uwmbench.benchmarks.evaluate import demo_init_overlap
 
@@ -312,10 +302,9 @@ def _evaluate(ckpt: str, task: str, ev: EvalConfig, mode: str, seed: int, sink, 
                         "%s = init state %d): the ID numbers of this run are train-on-test. Collect demos from "
                         "random placements (uwmbench collect, the default).", task, len(overlap), *overlap[0])
             log.warning("!" * 78)
-    if ev.videos:
-        kwargs["video_dir"] = str(EvalDir(out_dir).videos)
-    return evaluate(ckpt, [task], **{**ev.evaluate_kwargs(), "conditions": conditions}, row_sink=sink, run_meta=meta,
-                    out_dir=str(out_dir), **kwargs)
+    opts = dataclasses.replace(ev, modes=[mode], conditions=conditions,
+                               reference=reference if mode == "inverse_dynamics" else None)
+    return evaluate(ckpt, [task], opts, row_sink=sink, run_meta=meta, out_dir=str(out_dir), episodes=episodes)
 
 
 _WARNED_OPEN_LOOP: set[tuple[str, int]] = set()

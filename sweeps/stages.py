@@ -38,7 +38,7 @@ import pandas as pd
 
 from uwmbench.config import ConfigError
 from uwmbench.run_dir import RunDir, Stages
-from uwmbench.schemas import Resources, StageConfig
+from uwmbench.schemas import EvalOptions, Resources, StageConfig
 from .grids import (POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell,
                     estimate_cell, rates_cpu)
 from .launch import (ACTIVE_STATES, _Checkpointable, _record, cancel, hold_slot, job_state, make_executor,
@@ -209,8 +209,9 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
                 for mode in ev.modes:
                     for cond, a, b in eval_chunks(ev, mode, per_job):
                         n = b - a + 1
-                        calls = n * math.ceil(ev.max_steps / ev.replan_every)
-                        sim_h = n * ev.max_steps * SIM_STEP_S / 3600 / max(1, workers)
+                        steps = ev.max_steps or EvalOptions.max_steps   # null: priced at the default
+                        calls = n * math.ceil(steps / ev.replan_every)
+                        sim_h = n * steps * SIM_STEP_S / 3600 / max(1, workers)
                         pol_h = calls * lat / 3600 if lat else (0.0 if not paper else float("nan"))
                         wall = sim_h + pol_h  # policy calls and env steps alternate
                         if cpu_est is not None and not rg:  # small presets: measured s/env step, policy included

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -145,10 +146,10 @@ def test_checkpoint_records_its_frame_size(ckpt64):
 
 
 def test_other_camera_size_is_refused_naming_both(ckpt64, capsys, tmp_path):
-    from uwmbench.benchmarks.evaluate import evaluate
+    from uwmbench.benchmarks.evaluate import EvalOptions, evaluate
 
     with pytest.raises(ConfigError, match="64x64.*camera_size=128"):
-        evaluate(ckpt64, ["book_caddy"], conditions=["id"], n_rollouts=1, camera_size=128, num_workers=0)
+        evaluate(ckpt64, ["book_caddy"], EvalOptions(conditions=["id"], n_rollouts=1, camera_size=128, workers=0))
     assert main(["evaluate", f"checkpoint={ckpt64}", "camera_size=128", "tasks=[book_caddy]", "conditions=[id]",
                  "n_rollouts=1", "workers=0", f"out={tmp_path / 'eval'}"]) == 2
     lines = _err_lines(capsys)
@@ -160,23 +161,24 @@ def test_matching_size_resize_and_old_checkpoints_pass_the_check(ckpt64, tmp_pat
     """No rollouts (episodes=[]): only the start-up checks run, no simulator."""
     import shutil
 
-    from uwmbench.benchmarks.evaluate import evaluate
+    from uwmbench.benchmarks.evaluate import EvalOptions, evaluate
 
-    kw = dict(conditions=["id"], episodes=[], num_workers=0, progress=False)
-    assert len(evaluate(ckpt64, ["book_caddy"], camera_size=64, **kw)) == 0
+    kw = dict(episodes=[], progress=False)
+    opts = EvalOptions(conditions=["id"], workers=0)
+    assert len(evaluate(ckpt64, ["book_caddy"], replace(opts, camera_size=64), **kw)) == 0
     with caplog.at_level(logging.INFO, logger="uwmbench.benchmarks.evaluate"):
-        assert len(evaluate(ckpt64, ["book_caddy"], camera_size=128, resize_frames=True, **kw)) == 0
+        assert len(evaluate(ckpt64, ["book_caddy"], replace(opts, camera_size=128, resize_frames=True), **kw)) == 0
     assert "resized to the training size 64x64" in caplog.text
     old = tmp_path / "old"
     shutil.copytree(ckpt64, old)
     (old / "meta.json").unlink()  # a checkpoint written before frame_size was stored
-    assert len(evaluate(str(old), ["book_caddy"], camera_size=128, **kw)) == 0
+    assert len(evaluate(str(old), ["book_caddy"], replace(opts, camera_size=128), **kw)) == 0
 
 
 def test_policy_resizes_frames_to_the_training_size():
     from types import SimpleNamespace
 
-    from uwmbench.benchmarks.evaluate import _Policy
+    from uwmbench.benchmarks.evaluate import BatchedPolicy as _Policy
 
     class Recorder:
         cfg = SimpleNamespace(views=VIEWS, obs_frames=2, action_horizon=4, next_frames=2)

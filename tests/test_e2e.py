@@ -45,7 +45,7 @@ def _break(path: str, how: str) -> dict:
 def test_trained_policy_reproduces_its_demo(tmp_path, monkeypatch):
     pytest.importorskip("libero.libero")
     monkeypatch.setenv("UWMBENCH_CACHE", str(tmp_path / "cache"))
-    from uwmbench.benchmarks.evaluate import evaluate
+    from uwmbench.benchmarks.evaluate import EvalOptions, evaluate
     from uwmbench.benchmarks.libero.collect import CollectConfig, collect
     from uwmbench.benchmarks.train import train
     from uwmbench.config import load_config
@@ -62,8 +62,8 @@ def test_trained_policy_reproduces_its_demo(tmp_path, monkeypatch):
         "trainer.lr=1e-3", f"trainer.ckpt_every={STEPS}", "trainer.val_every=100000", "trainer.log_every=50",
         "seed=0", f"run_dir={tmp_path / 'run'}"])
     summary = train(cfg)
-    df = evaluate(str(tmp_path / "run"), [TASK], conditions=["id"], n_rollouts=1, num_workers=0, max_steps=150,
-                  init_from=str(demo), flip_vertical=True, out_dir=tmp_path / "eval", progress=False)
+    opts = EvalOptions(conditions=["id"], n_rollouts=1, workers=0, max_steps=150, flip_vertical=True)
+    df = evaluate(str(tmp_path / "run"), [TASK], opts, init_from=str(demo), out_dir=tmp_path / "eval", progress=False)
     assert df.loc[0, "init_source"] == str(demo)
     assert bool(df.loc[0, "success"]), (f"the policy did not reproduce its training demo (final loss "
                                         f"{summary.get('final_loss')}, {int(df.loc[0, 'steps'])} steps)")

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from dataclasses import replace
+
 from uwmbench.benchmarks.evaluate import (
-    ROLLOUTS_FILE, append_jsonl, evaluate, read_jsonl, rollout_seed, summarize,
+    ROLLOUTS_FILE, EvalOptions, append_jsonl, evaluate, read_jsonl, rollout_seed, summarize,
 )
 from uwmbench.benchmarks.evaluation.policy import policy_seed
 from uwmbench.methods.base import (
@@ -83,13 +85,15 @@ def test_summarize():
 def test_bad_arguments_fail_early():
     m = build_method("test_constant_policy")
     with pytest.raises(ValueError, match="conditions"):
-        evaluate(m, ["book_caddy"], conditions=["train"], n_rollouts=1)
+        evaluate(m, ["book_caddy"], EvalOptions(conditions=["train"], n_rollouts=1))
     with pytest.raises(ValueError, match="replan_every=17"):
-        evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, replan_every=17)
+        evaluate(m, ["book_caddy"], EvalOptions(conditions=["id"], n_rollouts=1, replan_every=17))
     with pytest.raises(ValueError, match="obs_frames=3"):
-        evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, obs_frames=3)
+        evaluate(m, ["book_caddy"], EvalOptions(conditions=["id"], n_rollouts=1, obs_frames=3))
     with pytest.raises(ValueError, match="engine='mujoco'"):
-        evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, engine="mujoco")
+        evaluate(m, ["book_caddy"], EvalOptions(conditions=["id"], n_rollouts=1, engine="mujoco"))
+    with pytest.raises(TypeError, match="EvalOptions"):                 # no keyword aliases: one schema
+        evaluate(m, ["book_caddy"], {"conditions": ["id"]})
 
 
 def test_batcher_waits_for_stepping_workers_only_while_cheaper_than_a_policy_call():
@@ -135,10 +139,10 @@ def test_runner_interface_is_what_evaluate_uses(tmp_path):
     from uwmbench.rows import ROLLOUT_COLUMNS, RolloutRow, append_jsonl, rollout_key
 
     m = build_method("test_constant_policy")               # a[0] = 0.2: x grows 0.02 per step
-    kw = dict(conditions=["id"], n_rollouts=6, camera_size=8, runner=ReachRunner(), progress=False,
-              run_meta={"run_id": "toy", "seed": 3})
+    opts = EvalOptions(conditions=["id"], n_rollouts=6, camera_size=8, max_steps=None)   # the toy's 30 steps
+    kw = dict(runner=ReachRunner(), progress=False, run_meta={"run_id": "toy", "seed": 3})
     sunk = []
-    df = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "serial", row_sink=sunk.append, **kw)
+    df = evaluate(m, ["reach"], replace(opts, workers=0), out_dir=tmp_path / "serial", row_sink=sunk.append, **kw)
     assert df["success"].tolist() == [False] * 4 + [True] * 2        # x0 = 0.1 * episode, 30 steps
     assert df["steps"].tolist() == [30] * 5 + [25] and df["init_state_index"].tolist() == list(range(6))
     # replanning at t=0 and t=16; frames rendered only when the policy reads them (2 views per call)
@@ -149,16 +153,16 @@ def test_runner_interface_is_what_evaluate_uses(tmp_path):
     assert [RolloutRow.from_dict(r).to_dict() == r for r in sunk] == [True] * 6
     # the same rollouts in two spawned workers, policy calls batched in this process
     m.batches.clear()
-    pooled = evaluate(m, ["reach"], num_workers=2, out_dir=tmp_path / "pool", **kw)
+    pooled = evaluate(m, ["reach"], replace(opts, workers=2), out_dir=tmp_path / "pool", **kw)
     cols = ["episode", "success", "steps", "n_policy_calls", "n_renders", "rollout_seed"]
     assert pooled[cols].equals(df[cols]) and sum(b[0] for b in m.batches) == 12
     with pytest.raises(ValueError, match="conditions"):                 # conditions are the runner's
-        evaluate(m, ["reach"], **{**kw, "conditions": ["ood"]})
+        evaluate(m, ["reach"], replace(opts, conditions=["ood"]), **kw)
     # a rollout written twice (a re-evaluation): the rerun keeps the row written last, runs nothing
     first = read_jsonl(tmp_path / "serial" / ROLLOUTS_FILE)[0]
     append_jsonl(tmp_path / "serial" / ROLLOUTS_FILE, {**first, "success": True, "written_at": first["written_at"] + 1})
     m.batches.clear()
-    again = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "serial", **kw)
+    again = evaluate(m, ["reach"], replace(opts, workers=0), out_dir=tmp_path / "serial", **kw)
     assert m.batches == [] and len(again) == 6 and bool(again.loc[0, "success"]) is True
     assert rollout_key(again.loc[0].to_dict()) == rollout_key(first)
 
@@ -168,8 +172,8 @@ def test_two_rollouts_in_two_workers(tmp_path):
     pytest.importorskip("libero.libero")
     method = build_method("test_constant_policy")
     rows = []
-    df = evaluate(method, ["book_caddy"], conditions=["id"], n_rollouts=2, seed=0, num_workers=2, max_steps=20,
-                  out_dir=tmp_path, row_sink=rows.append,
+    opts = EvalOptions(conditions=["id"], n_rollouts=2, seed=0, workers=2, max_steps=20)
+    df = evaluate(method, ["book_caddy"], opts, out_dir=tmp_path, row_sink=rows.append,
                   run_meta={"run_id": "r1", "sweep": "s", "cell": "c", "variant": "v", "seed": 7})
     assert len(df) == 2 and len(rows) == 2
     assert sorted(df["episode"]) == [0, 1] and (df["steps"] == 20).all() and (~df["success"]).all()
@@ -189,8 +193,7 @@ def test_two_rollouts_in_two_workers(tmp_path):
         assert col in on_disk[0], col
     # a rerun skips what is done
     method.batches.clear()
-    again = evaluate(method, ["book_caddy"], conditions=["id"], n_rollouts=2, seed=0, num_workers=2, max_steps=20,
-                     out_dir=tmp_path, run_meta={"run_id": "r1", "sweep": "s", "cell": "c", "variant": "v", "seed": 7})
+    again = evaluate(method, ["book_caddy"], opts, out_dir=tmp_path, run_meta={"run_id": "r1", "sweep": "s", "cell": "c", "variant": "v", "seed": 7})
     assert len(again) == 2 and method.batches == [] and len((tmp_path / ROLLOUTS_FILE).read_text().splitlines()) == 2
 
 
@@ -243,18 +246,19 @@ def _write_reference(path, frames: dict, states: np.ndarray, demos=("demo_0",), 
 def test_inverse_dynamics_refuses_methods_without_the_capability(tmp_path):
     m = build_method("test_constant_policy")
     with pytest.raises(ValueError, match="does not declare the 'inverse_dynamics' capability"):
-        evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, mode="inverse_dynamics",
-                 reference=str(tmp_path / "none.hdf5"), out_dir=tmp_path / "out")
+        evaluate(m, ["book_caddy"], EvalOptions(conditions=["id"], n_rollouts=1, modes=["inverse_dynamics"],
+                                                reference=str(tmp_path / "none.hdf5")), out_dir=tmp_path / "out")
     assert not (tmp_path / "out" / ROLLOUTS_FILE).exists()
     with pytest.raises(ValueError, match="needs reference"):
-        evaluate(build_method("test_tracking_invdyn"), ["book_caddy"], conditions=["id"], n_rollouts=1,
-                 mode="inverse_dynamics")
-    with pytest.raises(ValueError, match="mode="):
-        evaluate(m, ["book_caddy"], conditions=["id"], n_rollouts=1, mode="tracking")
+        evaluate(build_method("test_tracking_invdyn"), ["book_caddy"],
+                 EvalOptions(conditions=["id"], n_rollouts=1, modes=["inverse_dynamics"]))
+    with pytest.raises(ValueError, match="modes="):
+        evaluate(m, ["book_caddy"], EvalOptions(conditions=["id"], n_rollouts=1, modes=["tracking"]))
 
 
 def test_reference_frames_indices_clamping_and_resize(tmp_path):
-    from uwmbench.benchmarks.evaluate import _Reference, _reference_path
+    from uwmbench.benchmarks.evaluate import DemoReference as _Reference
+    from uwmbench.benchmarks.evaluate import reference_path as _reference_path
 
     rng = np.random.default_rng(0)
     views = ("agentview_rgb", "eye_in_hand_rgb")
@@ -319,8 +323,9 @@ def test_inverse_dynamics_tracks_reference_frames(tmp_path):
 def _check_tracking(method, ref, frames, T, out):
     views = ("agentview_rgb", "eye_in_hand_rgb")
     ha, tn = method.cfg.action_horizon, method.cfg.next_frames
-    df = evaluate(method, ["book_caddy"], conditions=["id"], n_rollouts=1, seed=0, num_workers=0, max_steps=20,
-                  settle_steps=0, mode="inverse_dynamics", reference=str(ref), out_dir=out, progress=False)
+    opts = EvalOptions(conditions=["id"], n_rollouts=1, seed=0, workers=0, max_steps=20, settle_steps=0,
+                       modes=["inverse_dynamics"], reference=str(ref))
+    df = evaluate(method, ["book_caddy"], opts, out_dir=out, progress=False)
     assert len(df) == 1 and df.loc[0, "mode"] == "inverse_dynamics" and df.loc[0, "steps"] == 20
     assert df.loc[0, "reference_demo"] == "demo_0" and df.loc[0, "n_policy_calls"] == 2
     assert len(method.calls) == 2  # replanning at t=0 and t=16
@@ -441,11 +446,13 @@ def test_sampled_rollouts_do_not_depend_on_batching_or_workers(tmp_path):
     from toy_runner import ReachRunner
 
     m = build_method("test_noisy_policy")
-    kw = dict(conditions=["id"], n_rollouts=8, camera_size=4, runner=ReachRunner(), progress=False, replan_every=4)
-    serial = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "serial", **kw)
+    opts = EvalOptions(conditions=["id"], n_rollouts=8, camera_size=4, replan_every=4, max_steps=None)
+    kw = dict(runner=ReachRunner(), progress=False)
+    serial = evaluate(m, ["reach"], replace(opts, workers=0), out_dir=tmp_path / "serial", **kw)
     # the same episodes queued in reverse order: drawn from one global RNG in call order, each
     # episode would get other noise (whether or not the pool batches two workers' calls)
-    pooled = evaluate(m, ["reach"], num_workers=2, out_dir=tmp_path / "pool", episodes=list(range(8))[::-1], **kw)
+    pooled = evaluate(m, ["reach"], replace(opts, workers=2), out_dir=tmp_path / "pool", episodes=list(range(8))[::-1],
+                      **kw)
     cols = ["episode", "rollout_seed", "success", "steps", "n_policy_calls"]
     assert pooled[cols].equals(serial[cols])
     assert serial["steps"].nunique() > 1                     # the noise does change the rollouts
@@ -491,15 +498,16 @@ def test_videos_selected_by_outcome_are_rerun_and_linked(tmp_path):
     from toy_runner import ReachRunner
 
     m = build_method("test_noisy_policy")
-    kw = dict(conditions=["id"], n_rollouts=8, camera_size=4, runner=ReachRunner(), progress=False, replan_every=4)
-    plain = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "plain", **kw)
+    opts = EvalOptions(conditions=["id"], n_rollouts=8, camera_size=4, replan_every=4, max_steps=None, workers=0)
+    kw = dict(runner=ReachRunner(), progress=False)
+    plain = evaluate(m, ["reach"], opts, out_dir=tmp_path / "plain", **kw)
     ok = plain.loc[plain["success"], "episode"].tolist()
     fail = plain.loc[~plain["success"], "episode"].tolist()
     assert len(ok) >= 2 and len(fail) >= 2, plain                     # both outcomes to choose from
     sunk = []
     out = tmp_path / "outcome"
-    df = evaluate(m, ["reach"], num_workers=2, out_dir=out, video_dir=out / "videos", video_episodes=1,
-                  video_select="outcome", row_sink=sunk.append, **kw)
+    by_outcome = replace(opts, videos=1, video_select="outcome")
+    df = evaluate(m, ["reach"], replace(by_outcome, workers=2), out_dir=out, row_sink=sunk.append, **kw)   # <out>/videos
     cols = ["episode", "success", "steps"]
     assert df[cols].equals(plain[cols]) and df.attrs["video_mismatches"] == []
     linked = df[df["video"].astype(str).str.len() > 0]
@@ -508,17 +516,16 @@ def test_videos_selected_by_outcome_are_rerun_and_linked(tmp_path):
         assert Path(r["video"]).is_file() and Path(r["video"]).stem.endswith("_success" if r["success"] else "_fail")
     assert sorted(p.name for p in (out / "videos").iterdir()) == sorted(Path(v).name for v in linked["video"])
     # the jsonl's latest rows carry the videos (a resumed evaluate reads them back) and the sink got them
-    again = evaluate(m, ["reach"], num_workers=0, out_dir=out, video_dir=out / "videos", video_episodes=1,
-                     video_select="outcome", **kw)
+    again = evaluate(m, ["reach"], by_outcome, out_dir=out, video_dir=out / "videos", **kw)
     assert again[cols + ["video"]].equals(df[cols + ["video"]])
     assert len(sunk) == 8 + 2 and sorted(r["episode"] for r in sunk[8:]) == linked["episode"].tolist()
     # first (the default) records episodes 0..K-1 live
-    first = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "first", video_dir=tmp_path / "fv",
-                     video_episodes=2, **kw)
+    first = evaluate(m, ["reach"], replace(opts, videos=2), out_dir=tmp_path / "first", video_dir=tmp_path / "fv",
+                     **kw)
     assert (first["video"].astype(str).str.len() > 0).tolist() == [True, True] + [False] * 6
-    every = evaluate(m, ["reach"], num_workers=0, out_dir=tmp_path / "every", video_dir=tmp_path / "ev",
-                     video_episodes=None, video_select="outcome", **kw)   # all: recorded live, not twice
+    every = evaluate(m, ["reach"], replace(opts, videos=-1, video_select="outcome"), out_dir=tmp_path / "every",
+                     video_dir=tmp_path / "ev", **kw)   # all: recorded live, not twice
     assert (every["video"].astype(str).str.len() > 0).all()
     assert every.attrs["policy_calls"] == every["n_policy_calls"].sum()      # no second pass
     with pytest.raises(ValueError, match="video_select"):
-        evaluate(m, ["reach"], video_select="best", **kw)
+        evaluate(m, ["reach"], replace(opts, video_select="best"), **kw)

@@ -146,7 +146,8 @@ def test_action_normaliser_and_folder_contents(imported):
     uwm = load_method(imported["uwm"])
     assert uwm.cfg.action_norm == "none" and bool((uwm.action_normalizer.scale == 1).all())
 
-    from uwmbench.benchmarks.evaluate import _checkpoint_flip, checkpoint_frame_size
+    from uwmbench.benchmarks.evaluate import checkpoint_flip as _checkpoint_flip
+    from uwmbench.benchmarks.evaluate import checkpoint_frame_size
     ckpt = resolve_checkpoint(imported["gr1"])  # the --out folder works as checkpoint=...
     assert ckpt.parent.name == "checkpoints" and (ckpt / "model.safetensors").is_file()
     assert checkpoint_frame_size(ckpt) == (32, 32)

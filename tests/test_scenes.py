@@ -58,12 +58,12 @@ def test_episode_is_independent_of_earlier_episodes_and_workers(tmp_path):
     """moka_moka (flat stove fixture): episode 1 alone, after episode 0 in the same worker, and in a
     pool of 2 workers gets bit-identical observations."""
     pytest.importorskip("libero.libero")
-    from uwmbench.benchmarks.evaluate import evaluate
+    from uwmbench.benchmarks.evaluate import EvalOptions, evaluate
 
     def seen(episodes, workers):
         m = build_method("test_hashing_policy")
-        df = evaluate(m, ["moka_moka"], conditions=["id"], episodes=episodes, seed=0, num_workers=workers,
-                      max_steps=17, progress=False)
+        df = evaluate(m, ["moka_moka"], EvalOptions(conditions=["id"], seed=0, workers=workers, max_steps=17),
+                      episodes=episodes, progress=False)
         assert (df["reset_s"] > 0).all()
         return m.seen
 

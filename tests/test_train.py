@@ -72,7 +72,8 @@ def test_validation_and_checkpoint_contents(tmp_path):
     # the evaluator rolls out the EMA weights of a checkpoint trained with EMA (rows say so)
     from safetensors.torch import load_file
 
-    from uwmbench.benchmarks.evaluate import _resolve_policy, _row_key
+    from uwmbench.benchmarks.evaluate import resolve_policy as _resolve_policy
+    from uwmbench.rows import rollout_key as _row_key
     from uwmbench.config import ConfigError
     ema = load_file(str(ck / "ema.safetensors"))
     raw = load_file(str(ck / "model.safetensors"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from uwmbench.analysis.report import make_report
 from uwmbench.benchmarks.data import data_config_from, split_episodes
-from uwmbench.benchmarks.evaluate import evaluate
+from uwmbench.benchmarks.evaluate import EvalOptions, evaluate
 from uwmbench.benchmarks.fit_vae import fit_vae
 from uwmbench.methods import get_method_class
 from uwmbench.sweeps.protocol import run_protocol
@@ -216,9 +216,9 @@ def memorise(run: Path, data: Path, task: str, method: str, cfg: dict, val_fract
             "variant": "default", "seed": int(cfg["seed"]), "size": str(cfg["method_size"])}
     n, ok = 0, 0
     for rep in range(int(cfg.get("memorise", 1))):   # the same starts, another rollout seed each time
-        df = evaluate(str(run), [task], conditions=["id"], episodes=episodes, num_workers=int(cfg["workers"]),
-                      max_steps=int(ev["max_steps"]), replan_every=int(ev["replan_every"]), init_from=str(data),
-                      seed=rep, out_dir=run.parent.parent / "eval" / "memorise" / f"seed{rep}",
+        opts = EvalOptions(conditions=["id"], workers=int(cfg["workers"]), max_steps=int(ev["max_steps"]),
+                           replan_every=int(ev["replan_every"]), seed=rep)
+        df = evaluate(str(run), [task], opts, episodes=episodes, init_from=str(data), out_dir=run.parent.parent / "eval" / "memorise" / f"seed{rep}",
                       run_meta={**meta, "run_id": f"{meta['run_id']}/seed{rep}"},
                       row_sink=ResultsStore(store_dir).rollout_sink(), progress=True)
         n, ok = n + len(df), ok + int(df["success"].sum())

@@ -148,7 +148,7 @@ class EvalOptions:
     modes: List[str] = field(default_factory=lambda: ["policy"])  # policy | inverse_dynamics (tracks `reference` demos)
     seed: int = 0                       # evaluation seed: rollout seeds derive from (seed, task, condition, episode)
     workers: Optional[int] = None       # env processes (2+ GB RAM each); null: usable cores, at most 8; 0: serial
-    max_steps: int = 1000               # step budget per rollout (the paper: up to 1000)
+    max_steps: Optional[int] = 1000     # step budget per rollout (the paper: up to 1000); null: the benchmark's episode length
     replan_every: int = 16              # actions of each chunk executed open loop (public UWM code: 16)
     obs_frames: Optional[int] = None    # default: the method's obs_frames
     camera_size: Optional[int] = None   # null: the checkpoint's training frame size (its meta.json), else 128
@@ -170,7 +170,7 @@ class EvalOptions:
         for k in ("n_rollouts", "settle_steps"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"evaluate.{k}={getattr(self, k)} must be >= 0")
-        if self.max_steps < 1 or self.replan_every < 1:
+        if (self.max_steps is not None and self.max_steps < 1) or self.replan_every < 1:
             raise ConfigError(f"evaluate.max_steps={self.max_steps} and evaluate.replan_every={self.replan_every} must be >= 1")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"evaluate.workers={self.workers} must be >= 0 (0: serial)")
@@ -194,19 +194,6 @@ class EvalOptions:
     @property
     def n_workers(self) -> int:
         return default_workers() if self.workers is None else int(self.workers)
-
-    def evaluate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``benchmarks.evaluate.evaluate`` for these settings (all but the
-        mode, its reference, the video folder and what to evaluate)."""
-        return dict(conditions=list(self.conditions), n_rollouts=self.n_rollouts, seed=self.seed,
-                    num_workers=self.n_workers, max_steps=self.max_steps, replan_every=self.replan_every,
-                    obs_frames=self.obs_frames, camera_size=self.camera_size, resize_frames=self.resize_frames,
-                    render=self.render, engine=self.engine, settle_steps=self.settle_steps,
-                    ood_margin=self.ood_margin,
-                    ood_seed=self.ood_seed, flip_vertical=self.flip_vertical, device=self.device,
-                    weights=self.weights, video_episodes=None if self.videos < 0 else self.videos,
-                    video_select=self.video_select,
-                    runner=self.make_runner())
 
     def make_runner(self) -> Any:
         """The evaluator's runner: None (evaluate() builds LIBERO's) or an instance of ``runner``."""

@@ -47,16 +47,10 @@ def main(argv: list[str]) -> int:
     meta = {"run_id": cfg.run_id, "sweep": cfg.sweep_name, "cell": cfg.cell, "variant": cfg.variant}
     if cfg.train_seed is not None:
         meta["seed"] = cfg.train_seed
-    dfs = []
     from uwmbench.sweeps.lease import run_lease
     with run_lease(out.path, "uwmbench evaluate"):  # one process per output folder (its rows resume)
-        for mode in cfg.modes:
-            dfs.append(evaluate(policy, cfg.tasks, mode=mode, run_meta=meta, out_dir=out.path, resume=cfg.resume,
-                                init_from=cfg.init_from if mode == "policy" else None,
-                                reference=cfg.reference if mode == "inverse_dynamics" else None,
-                                video_dir=out.videos if cfg.videos else None, **cfg.evaluate_kwargs()))
-    import pandas as pd
-    df = pd.concat(dfs, ignore_index=True) if len(dfs) > 1 else dfs[0]
+        df = evaluate(policy, cfg.tasks, cfg, run_meta=meta, out_dir=out.path, resume=cfg.resume,
+                      init_from=cfg.init_from, runner=runner if not cfg.runner else None)
     summary = summarize(df)
     md = markdown_table(summary, "{:.3f}")
     atomic_write_text(out.summary_csv, summary.to_csv(index=False))

@@ -181,7 +181,4 @@ def checkpoint_frame_size(ckpt: str | os.PathLike) -> tuple[int, int] | None:
     return h, w
 
 
-_Policy = BatchedPolicy  # the single-file evaluator's names
-_resolve_policy = resolve_policy
-_checkpoint_flip = checkpoint_flip
 _auto_device = auto_device

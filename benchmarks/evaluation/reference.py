@@ -171,5 +171,3 @@ def reference_path(reference: Any, task: str, condition: str, n_tasks: int, n_co
     return ref.replace("{task}", task).replace("{condition}", condition)
 
 
-_Reference = DemoReference  # the single-file evaluator's names
-_reference_path = reference_path

@@ -1,7 +1,7 @@
 """``uwmbench report <results> [--out DIR]``: every table and figure in one folder, with an index
 page in Markdown (index.md) and static HTML (index.html).
 
-<results> is a results-store root (``uwmbench.sweeps.store.ResultsStore``, when that module
+<results> is a results-store root (``uwmbench.store.ResultsStore``, when that module
 exists), or a folder / file of result rows: every ``*.jsonl`` / ``*.csv`` under the folder is
 read and classified by its columns (rollout rows: method, task, seed, success; run rows:
 run_id, status; training metrics: step + loss or val/* columns); every ``*.npz`` with keys
@@ -82,7 +82,7 @@ def _metrics_label(path: Path, root: Path, depth: int = 2) -> str:
 
 def _from_store(root: Path, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     try:
-        from uwmbench.sweeps.store import ResultsStore  # another module of this package
+        from uwmbench.store import ResultsStore  # another module of this package
     except ImportError:
         return None
     try:

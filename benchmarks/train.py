@@ -45,7 +45,7 @@ from tqdm import tqdm
 from uwmbench.config import ConfigError, ConfigPathError, build_method_from_config, dump_yaml, load_config, to_container, typed
 from uwmbench.methods.base import Method, config_to_dict
 from uwmbench.run_dir import CheckpointDir, RunDir
-from uwmbench.sweeps.lease import run_lease
+from uwmbench.lease import run_lease
 from .checkpoint import atomic_write_text, load_weights_into, save_checkpoint
 from .data import build_datasets, data_config_from, make_loader
 from .data_sources import check_source_paths
@@ -454,7 +454,7 @@ def train_in_job(cfg: Any, run_dir: str | os.PathLike) -> dict[str, Any]:
 
     import submitit
 
-    from uwmbench.sweeps.lease import run_lease
+    from uwmbench.lease import run_lease
     env = submitit.JobEnvironment()
     world = env.num_tasks
     if world > 1:

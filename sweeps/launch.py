@@ -36,8 +36,8 @@ from submitit.helpers import DelayedSubmission
 
 from uwmbench.config import ConfigError, load_config
 from uwmbench.run_dir import RunDir
-from .lease import pid_alive
-from .store import _writer_id
+from uwmbench.lease import pid_alive
+from uwmbench.store import _writer_id
 
 log = logging.getLogger(__name__)
 

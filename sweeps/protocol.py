@@ -37,8 +37,8 @@ from uwmbench.fileio import atomic_write_text as _atomic_write
 from uwmbench.methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class, make_config
 from uwmbench.run_dir import RunDir, Stages
 from uwmbench.schemas import PrepareConfig, RunEvalConfig, StageConfig
-from .lease import run_lease
-from .store import ResultsStore
+from uwmbench.lease import run_lease
+from uwmbench.store import ResultsStore
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from uwmbench.sweeps import stages as stages_mod
 from .grids import compose_cell, format_job_table, sweep_names
 from .launch import ACTIVE_STATES, cancel, is_active, job_state, launch_cells, max_parallel_of, record_cancel, submissions
 from .protocol import _resolve, check_run
-from .store import ResultsStore
+from uwmbench.store import ResultsStore
 
 log = logging.getLogger(__name__)
 

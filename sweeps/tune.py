@@ -42,7 +42,7 @@ from uwmbench.run_dir import RunDir
 from uwmbench.schemas import DataConfig, TrainerConfig, method_schema
 from .grids import Resources
 from .launch import make_executor
-from .lease import run_lease
+from uwmbench.lease import run_lease
 from .sweep import load_launcher
 
 log = logging.getLogger(__name__)

@@ -313,7 +313,7 @@ def test_report_without_data_skips_not_crashes(tmp_path):
 
 
 def test_results_store_sweep_labels_and_modes(tmp_path):
-    from uwmbench.sweeps.store import ResultsStore
+    from uwmbench.store import ResultsStore
 
     root = tmp_path / "store"
     st = ResultsStore(root)

@@ -78,7 +78,7 @@ def test_every_method_has_a_small_preset_for_a_cpu():
 
 
 def test_methods_table_with_speed_columns():
-    from uwmbench.methods.cli import format_table
+    from uwmbench.benchmarks.methods_cli import format_table
 
     rows = [dict(method="a", size="small", trainable=10, frozen=0, ratio_to_uwm=1.0, capabilities=["policy"],
                  train_steps_per_s=3.5, policy_ms=12.0, speed_batch=32, speed_device="cpu x2 threads")]

@@ -11,7 +11,7 @@ import cloudpickle
 import pytest
 
 from uwmbench.sweeps import grids, launch, sweep as sweep_cli
-from uwmbench.sweeps.store import ResultsStore
+from uwmbench.store import ResultsStore
 
 pytest_plugins = ["conftest_slurm"]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # cell functions below travel by value

@@ -1,4 +1,4 @@
-"""Run-folder leases (sweeps/lease.py): one process per run folder; a second holder is refused
+"""Run-folder leases (uwmbench/lease.py): one process per run folder; a second holder is refused
 with the holder's name, a stale lease (dead pid on this host, old heartbeat) is taken over by
 exactly one contender, the heartbeat refreshes the lease and notices a take-over, and
 `uwmbench run` / `uwmbench train` refuse a leased folder."""
@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from uwmbench.sweeps.lease import LEASE_FILE, LeaseHeld, RunLease, read_lease
+from uwmbench.lease import LEASE_FILE, LeaseHeld, RunLease, read_lease
 
 pytest_plugins = ["conftest_slurm"]
 
 HOLDER = """
 import sys, time
-from uwmbench.sweeps.lease import RunLease
+from uwmbench.lease import RunLease
 lease = RunLease(sys.argv[1], "test holder", heartbeat_s=0.2, timeout_s=30).acquire()
 print("held", flush=True)
 time.sleep(600)

@@ -3,6 +3,7 @@ keys fails here), and the strict config spine: typos fail at composition in ever
 (`uwmbench <cmd>`, `sweep --dry-run`, `hydra -m`, `tune`) with the key named."""
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import subprocess
@@ -48,6 +49,7 @@ def readme_commands() -> list[str]:
     return sorted(set(out))
 
 
+@functools.lru_cache(maxsize=None)   # one interpreter start per subcommand, not per README line
 def _help(*sub: str) -> str:
     r = subprocess.run([sys.executable, "-m", "uwmbench", *sub, "--help"], capture_output=True, text=True,
                        timeout=300, cwd=ROOT)

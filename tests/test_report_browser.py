@@ -37,7 +37,7 @@ def _need_browser():
 
 
 def _store(root: Path) -> Path:
-    from uwmbench.sweeps.store import ResultsStore
+    from uwmbench.store import ResultsStore
 
     rows = []
     for m, wins in (("uwm", {"id": 2, "ood": 1}), ("dp", {"id": 1, "ood": 0})):

@@ -13,7 +13,7 @@ from uwmbench.analysis import report
 from uwmbench.rows import (ROLLOUT_COLUMNS, ROLLOUT_KEY, RUN_COLUMNS, RolloutRow, RunRow, append_jsonl, latest_frame,
                            latest_rows, pick_run_row, read_jsonl, rollout_key)
 from uwmbench.run_dir import CheckpointDir, EvalDir, RunDir
-from uwmbench.sweeps.store import ResultsStore
+from uwmbench.store import ResultsStore
 
 
 def _row(ep=0, success=True, **kw):

@@ -7,7 +7,7 @@ import pytest
 from conftest_slurm import wait_until
 
 from uwmbench.sweeps import grids, protocol, stages, sweep as sweep_cli
-from uwmbench.sweeps.store import ResultsStore
+from uwmbench.store import ResultsStore
 
 pytest_plugins = ["conftest_slurm"]
 

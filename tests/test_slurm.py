@@ -10,7 +10,7 @@ import cloudpickle
 import pytest
 
 from uwmbench.sweeps import grids, launch, sweep as sweep_cli
-from uwmbench.sweeps.store import ResultsStore
+from uwmbench.store import ResultsStore
 
 pytest_plugins = ["conftest_slurm"]
 

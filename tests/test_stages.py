@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from uwmbench.sweeps import grids, protocol, stages, sweep as sweep_cli
-from uwmbench.sweeps.store import ResultsStore
+from uwmbench.store import ResultsStore
 
 from conftest_slurm import write_smoke_hdf5, wait_until
 

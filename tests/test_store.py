@@ -4,7 +4,7 @@ import multiprocessing as mp
 
 import pytest
 
-from uwmbench.sweeps.store import ROLLOUT_COLUMNS, RUN_COLUMNS, ResultsStore
+from uwmbench.store import ROLLOUT_COLUMNS, RUN_COLUMNS, ResultsStore
 
 
 def _row(run_id, ep, success=True, **kw):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from uwmbench.sweeps import grids, sweep as sweep_cli
-from uwmbench.sweeps.store import ResultsStore
+from uwmbench.store import ResultsStore
 
 pytest_plugins = ["conftest_slurm"]
 

@@ -18,7 +18,7 @@ import sys
 
 # name -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "methods": ("uwmbench.methods.cli", "main", "list registered methods, capabilities and parameter counts"),
+    "methods": ("uwmbench.benchmarks.methods_cli", "main", "list registered methods, capabilities and parameter counts"),
     "train": ("uwmbench.benchmarks.train", "main", "train a method on HDF5 demos (hydra config: train)"),
     "fit-vae": ("uwmbench.benchmarks.fit_vae", "main", "fit a small AutoencoderKL on a dataset's frames (offline latent encoder)"),
     "cache-latents": ("uwmbench.benchmarks.latent_cache", "main", "precompute the VAE latent cache of a dataset"),

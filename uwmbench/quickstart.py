@@ -30,7 +30,7 @@ from uwmbench.benchmarks.evaluate import EvalOptions, evaluate
 from uwmbench.benchmarks.fit_vae import fit_vae
 from uwmbench.methods import get_method_class
 from uwmbench.sweeps.protocol import run_protocol
-from uwmbench.sweeps.store import ResultsStore
+from uwmbench.store import ResultsStore
 from .config import load_config, to_container
 from .run_dir import RunDir
 

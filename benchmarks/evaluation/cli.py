@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     meta = {"run_id": cfg.run_id, "sweep": cfg.sweep_name, "cell": cfg.cell, "variant": cfg.variant}
     if cfg.train_seed is not None:
         meta["seed"] = cfg.train_seed
-    from uwmbench.sweeps.lease import run_lease
+    from uwmbench.lease import run_lease
     with run_lease(out.path, "uwmbench evaluate"):  # one process per output folder (its rows resume)
         df = evaluate(policy, cfg.tasks, cfg, run_meta=meta, out_dir=out.path, resume=cfg.resume,
                       init_from=cfg.init_from, runner=runner if not cfg.runner else None)

@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from .base import ALL_CAPABILITIES, OFFLINE_VAE_ARCH, human_count, make_config, registered_methods  # noqa: F401
+from uwmbench.methods.base import ALL_CAPABILITIES, OFFLINE_VAE_ARCH, human_count, make_config, registered_methods  # noqa: F401
 
 
 def method_table(size: str) -> list[dict]:
@@ -31,7 +31,7 @@ def add_speed(rows: list[dict], batch: int = 32, steps: int = 5, warmup: int = 2
     """Measure each method's train step (forward + backward + AdamW, fp32, latent cache on) and
     its policy latency (one observation) on this machine; adds ``train_steps_per_s``,
     ``policy_ms`` and ``speed_batch``/``speed_device``."""
-    from uwmbench.benchmarks.perf_train import measure
+    from .perf_train import measure
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for r in rows:

@@ -1,0 +1,92 @@
+"""Layers one way: no module imports a module of a higher layer, at the top of the file or inside
+a function (a function-local import is still an import; hiding an upward import in a function
+does not make it legal). The layers, bottom to top:
+
+0. methods     the model zoo and the method contract (imports nothing of the harness)
+1. core        uwmbench/{config, schemas, rows, run_dir, fileio, lease, store}: config spine, rows,
+               run folders, leases, the results store
+2. benchmarks  data, training, LIBERO, the evaluator, speed benchmarks, per-run tools
+3. sweeps      protocol runs, grids, stage graphs, launchers, tuning;
+   analysis    tables, statistics, figures, the report (beside sweeps: neither imports the other)
+4. app         uwmbench/{cli, quickstart, __main__}: entry points that compose the layers below
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"methods": "methods", "benchmarks": "benchmarks", "sweeps": "sweeps", "analysis": "analysis",
+           "configs": "configs"}
+APP = {"cli", "quickstart", "__main__"}
+RANK = {"methods": 0, "configs": 0, "core": 1, "benchmarks": 2, "sweeps": 3, "analysis": 3, "app": 4}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts) if parts[0] == "uwmbench" else ".".join(["uwmbench", *parts])
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return "core"
+    if parts[1] in FOLDERS:
+        return parts[1]
+    return "app" if parts[1] in APP else "core"
+
+
+def imports(path: Path, mod: str | None = None):
+    """(line, imported module) of every import of a uwmbench module in ``path`` (module ``mod``)."""
+    mod = mod or module_name(path)
+    package = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                targets = [".".join(base + ([node.module] if node.module else []))]
+            else:
+                targets = [node.module or ""]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        for t in targets:
+            if t == "uwmbench" or t.startswith("uwmbench."):
+                yield node.lineno, t
+
+
+def project_files() -> list[Path]:
+    files = sorted((ROOT / "uwmbench").glob("*.py"))
+    for folder in FOLDERS:
+        files += sorted((ROOT / folder).rglob("*.py"))
+    return files
+
+
+def test_layer_table_covers_every_module():
+    names = {layer(module_name(p)) for p in project_files()}
+    assert names <= set(RANK), names
+    assert {"methods", "core", "benchmarks", "sweeps", "analysis", "app"} <= names
+
+
+def test_no_module_imports_a_higher_layer():
+    bad = []
+    for path in project_files():
+        src = layer(module_name(path))
+        for line, target in imports(path):
+            dst = layer(target)
+            if RANK[dst] > RANK[src] or (RANK[dst] == RANK[src] and dst != src):
+                bad.append(f"{path.relative_to(ROOT)}:{line} ({src}) imports {target} ({dst})")
+    assert not bad, "imports against the layers (see this file's docstring):\n" + "\n".join(bad)
+
+
+def test_the_checker_sees_function_local_and_relative_imports(tmp_path):
+    """The rule cannot pass vacuously: an upward import inside a function, and a relative one, are found."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from uwmbench.sweeps.protocol import run_protocol\n    from ..sweeps import grids\n")
+    found = [t for _, t in imports(probe, "uwmbench.benchmarks.probe")]
+    assert found == ["uwmbench.sweeps.protocol", "uwmbench.sweeps"]
+    assert all(RANK[layer(t)] > RANK["benchmarks"] for t in found)

@@ -157,84 +157,36 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     data_cfg = data_config_from(full.get("data", {}))
     check_source_paths(data_cfg.sources)  # a misspelt path fails before a model is built
 
-    # distributed (torchrun, or a submitit job with N tasks: uwmbench.sweeps.launch.submit_training)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+    world, rank, device, use_bf16 = _process_facts(tcfg)
     is_main = rank == 0
-    if tcfg.device == "auto":
-        # LOCAL_RANK modulo the visible GPUs: also right when the scheduler binds one GPU per task
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % max(1, torch.cuda.device_count())}"
-                              if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(tcfg.device)
-        except RuntimeError as e:
-            raise ConfigError(f"trainer.device={tcfg.device!r}: {e}") from None
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = tcfg.tf32
-        torch.backends.cudnn.allow_tf32 = tcfg.tf32
-    use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and device.type == "cuda")
 
     seed_everything(seed)
     name = mcfg.get("name")
-    method = build_method_from_config(mcfg)
-    data = build_datasets(data_cfg, method)
+    method, data = _method_and_data(mcfg, data_cfg, device)
     frame_size = [int(x) for x in data.frame_shape] if data.frame_shape else None
     run_dir.mkdir(parents=True, exist_ok=True)  # after the data checks: bad input leaves no empty run folder
-    method.action_normalizer.set_stats(data.action_stats)
-    method.to(device)
 
     rd = RunDir(run_dir)
     resume = rd.latest_checkpoint()
-    if resume is not None and rd.summary.is_file():
-        prev = rd.read_summary()
-        if prev.get("completed") and int(prev.get("steps", -1)) >= tcfg.steps:
-            if is_main:
-                log.info("%s already finished (%d steps): nothing to do", run_dir, prev["steps"])
-            return prev
+    prev = (rd.read_summary() or {}) if resume is not None and rd.summary.is_file() else {}
+    if prev.get("completed") and int(prev.get("steps", -1)) >= tcfg.steps:
+        if is_main:
+            log.info("%s already finished (%d steps): nothing to do", run_dir, prev["steps"])
+        return prev
     if resume is None and tcfg.init_from:
-        try:
-            load_weights_into(method, tcfg.init_from)
-        except ConfigPathError as e:
-            raise ConfigPathError(f"trainer.init_from={tcfg.init_from}: {e}") from None
-        method.action_normalizer.set_stats(data.action_stats)  # finetune data defines the action range
+        _init_from(method, tcfg.init_from, data.action_stats)
 
-    params = method.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas),
-                            fused=True if tcfg.fused_optimizer else None)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg))
-    ema = None
-    if tcfg.ema > 0:
-        ema = {k: p.detach().clone() for k, p in method.named_parameters() if p.requires_grad}
-
+    params, opt, sched, ema = _optimizer(method, tcfg)
     start_step = 0
     if resume is not None:
-        from safetensors.torch import load_file, load_model
-        files = CheckpointDir(resume)
-        load_model(method, str(files.model), strict=True, device=str(device))
-        st = torch.load(files.trainer_state, map_location="cpu", weights_only=False)
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        set_rng_state(st["rng"])
-        start_step = int(st["step"])
-        if ema is not None and files.has_ema:
-            ema = {k: v.to(device) for k, v in load_file(str(files.ema)).items()}
+        start_step, ema = _restore(resume, method, opt, sched, ema, device)
         if is_main:
             log.info("resuming %s from %s (step %d)", run_dir, resume, start_step)
 
     config_yaml = dump_yaml({**full, "run_dir": str(run_dir), "method": config_to_dict(method.cfg)})
     if is_main:
         atomic_write_text(rd.config, config_yaml)
-    model = _LossModule(method)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                          find_unused_parameters=True)
-    if tcfg.compile:
-        model = torch.compile(model)
+    model = _wrap(method, world, device, tcfg.compile)
 
     metrics = MetricsWriter(rd.metrics, start_step if resume else None) if is_main else None
     tb = _tensorboard(run_dir) if (is_main and tcfg.tensorboard) else None
@@ -255,21 +207,7 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         batch = to_device(batch, device)
         if world > 1:  # per-process draws (augmentation, noise) as a function of (seed, step, rank)
             torch.manual_seed(_step_seed(seed, step, rank))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, terms = model(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step} ({terms})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else None
-        opt.step()
-        cur_lr = sched.get_last_lr()[0]  # the LR this step used
-        sched.step()
-        if ema is not None:
-            with torch.no_grad():
-                for k, p in method.named_parameters():
-                    if k in ema:
-                        ema[k].lerp_(p.detach(), 1 - tcfg.ema)
+        loss, terms, gnorm, cur_lr = _step(model, batch, step, opt, sched, params, method, ema, tcfg, device, use_bf16)
         step += 1
         last_loss = float(loss.detach())
         if world > 1:  # log the global batch's loss: the mean over the processes (equal batches)
@@ -277,10 +215,9 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         bar.update(1)
         if is_main and (step % tcfg.log_every == 0 or step == tcfg.steps):
             row = {"step": step, "loss": last_loss, "lr": cur_lr,
-                   **{k: float(v) for k, v in terms.items() if k != "loss"}}
-            if gnorm is not None:
-                row["grad_norm"] = float(gnorm)
-            row["samples_per_s"] = tcfg.batch_size * world * (step - start_step) / max(1e-9, time.time() - t0)
+                   **{k: float(v) for k, v in terms.items() if k != "loss"},
+                   **({} if gnorm is None else {"grad_norm": float(gnorm)}),
+                   "samples_per_s": tcfg.batch_size * world * (step - start_step) / max(1e-9, time.time() - t0)}
             metrics.write(row)
             _log_external(tb, wb, row, step)
             bar.set_postfix(loss=f"{last_loss:.4f}")
@@ -301,16 +238,114 @@ def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
                "checkpoint": str(ckpt) if ckpt else None, "val": val, "completed": step >= tcfg.steps,
                "interrupted": stopped_early, "frame_size": frame_size}
     if is_main and not stopped_early:
-        if data.val is not None and not val:
-            val = validate(method, data.val, tcfg, device, seed, use_bf16, ema)
-            summary["val"] = val
-            metrics.write({"step": step, **val})
+        if data.val is not None and not val:  # a run shorter than val_every: validate once at the end
+            summary["val"] = validate(method, data.val, tcfg, device, seed, use_bf16, ema)
+            metrics.write({"step": step, **summary["val"]})
         atomic_write_text(rd.summary, json.dumps(summary, indent=2, default=str))
-    if tb is not None:
-        tb.close()
-    if wb is not None:
-        wb.finish()
+    for closer in (getattr(tb, "close", None), getattr(wb, "finish", None)):
+        if closer is not None:
+            closer()
     return summary
+
+
+def _step(model, batch, step: int, opt, sched, params, method: Method, ema: dict | None, tcfg: TrainerConfig,
+          device, use_bf16: bool):
+    """One optimisation step: loss (bf16 autocast when asked), backward, clipping, optimizer and
+    schedule, EMA update. -> (loss, loss terms, grad norm or None, the LR this step used)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        loss, terms = model(batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()} at step {step} ({terms})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip) if tcfg.grad_clip > 0 else None
+    opt.step()
+    cur_lr = sched.get_last_lr()[0]
+    sched.step()
+    if ema is not None:
+        with torch.no_grad():
+            for k, p in method.named_parameters():
+                if k in ema:
+                    ema[k].lerp_(p.detach(), 1 - tcfg.ema)
+    return loss, terms, gnorm, cur_lr
+
+
+def _method_and_data(mcfg: dict, data_cfg, device):
+    """The method from its config section and the datasets it reads (their checks run here), the
+    action statistics set from the training data, the method on ``device``."""
+    method = build_method_from_config(mcfg)
+    data = build_datasets(data_cfg, method)
+    method.action_normalizer.set_stats(data.action_stats)
+    return method.to(device), data
+
+
+def _init_from(method: Method, source: str, action_stats) -> None:
+    """Finetuning: weights from ``trainer.init_from``; the finetune data defines the action range."""
+    try:
+        load_weights_into(method, source)
+    except ConfigPathError as e:
+        raise ConfigPathError(f"trainer.init_from={source}: {e}") from None
+    method.action_normalizer.set_stats(action_stats)
+
+
+def _optimizer(method: Method, tcfg: TrainerConfig):
+    """AdamW over the trainable parameters, the LR schedule, and the EMA weights (None without EMA)."""
+    params = method.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=tuple(tcfg.betas),
+                            fused=True if tcfg.fused_optimizer else None)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg))
+    ema = ({k: p.detach().clone() for k, p in method.named_parameters() if p.requires_grad}
+           if tcfg.ema > 0 else None)
+    return params, opt, sched, ema
+
+
+def _wrap(method: Method, world: int, device, compile_: bool):
+    """The module the loop calls: the method's loss, under DDP with several processes, compiled if asked."""
+    model: Any = _LossModule(method)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                          find_unused_parameters=True)
+    return torch.compile(model) if compile_ else model
+
+
+def _process_facts(tcfg: TrainerConfig) -> tuple[int, int, Any, bool]:
+    """(world size, rank, device, bf16 autocast) of this training process; joins the process group
+    when launched data-parallel (torchrun, or a submitit job with N tasks: sweeps/launch.py)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if tcfg.device == "auto":
+        # LOCAL_RANK modulo the visible GPUs: also right when the scheduler binds one GPU per task
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % max(1, torch.cuda.device_count())}"
+                              if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(tcfg.device)
+        except RuntimeError as e:
+            raise ConfigError(f"trainer.device={tcfg.device!r}: {e}") from None
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = tcfg.tf32
+        torch.backends.cudnn.allow_tf32 = tcfg.tf32
+    use_bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and device.type == "cuda")
+    return world, rank, device, use_bf16
+
+
+def _restore(resume: Path, method: Method, opt, sched, ema: dict | None, device) -> tuple[int, dict | None]:
+    """Weights, optimizer, schedule, RNG state and EMA weights of checkpoint ``resume``; -> (step, ema)."""
+    from safetensors.torch import load_file, load_model
+
+    files = CheckpointDir(resume)
+    load_model(method, str(files.model), strict=True, device=str(device))
+    st = torch.load(files.trainer_state, map_location="cpu", weights_only=False)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    set_rng_state(st["rng"])
+    if ema is not None and files.has_ema:
+        ema = {k: v.to(device) for k, v in load_file(str(files.ema)).items()}
+    return int(st["step"]), ema
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:

@@ -118,9 +118,8 @@ def _atomic_replace_dir(tmp: Path, out: Path) -> None:
         os.rename(tmp, out)
 
 
-def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    from diffusers import AutoencoderKL  # noqa: F401  (fail early if missing)
-
+def _checked(cfg: dict[str, Any]) -> tuple[str, str, int, int, int, int]:
+    """(out, preset, image_size, resize, steps, batch_size), each checked, naming the bad key."""
     out = cfg.get("out")
     if out in (None, "", "???"):
         raise ConfigError("fit-vae: give out=FOLDER")
@@ -137,6 +136,68 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     steps, bs = int(cfg.get("steps", 2000)), int(cfg.get("batch_size", 32))
     if steps < 0 or bs < 1:
         raise ConfigError(f"fit-vae: steps={steps} must be >= 0 and batch_size={bs} >= 1")
+    return str(out), preset, size, resize, steps, bs
+
+
+def _resume(partial: Path, ident: dict[str, Any], vae, opt, gen: torch.Generator) -> int:
+    """The step an interrupted fit with the same settings (``ident``) reached, its state loaded; else 0."""
+    if not partial.exists():
+        return 0
+    try:
+        st = torch.load(partial, map_location="cpu", weights_only=False)
+    except Exception as e:  # a torn file cannot happen (atomic replace), but an old format can
+        log.warning("fit-vae: ignoring unreadable partial state %s (%s)", partial, e)
+        return 0
+    if st.get("ident") != ident:
+        log.warning("fit-vae: %s was written with other settings; starting again", partial)
+        return 0
+    vae.load_state_dict(st["vae"])
+    opt.load_state_dict(st["opt"])
+    gen.set_state(st["gen"])
+    torch.set_rng_state(st["torch_rng"])
+    log.info("fit-vae: resuming from step %d/%d (%s)", int(st["step"]), ident["steps"], partial)
+    return int(st["step"])
+
+
+def _vae_loss(vae, x: torch.Tensor, kl_w: float) -> tuple[torch.Tensor, tuple[float, float, float]]:
+    """L1 + MSE reconstruction of a posterior sample + ``kl_w`` x KL per pixel; -> (loss, (l1, mse, kl))."""
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample(generator=None)).sample
+    l1 = (rec - x).abs().mean()
+    mse = ((rec - x) ** 2).mean()
+    kl = post.kl().mean() / (x.shape[-1] * x.shape[-2])
+    return l1 + mse + kl_w * kl, (float(l1.detach()), float(mse.detach()), float(kl.detach()))
+
+
+@torch.no_grad()
+def _latents_std(vae, pre: ImagePreprocessor, frames: torch.Tensor, device) -> float:
+    """Standard deviation of the latents (posterior modes) of ``frames``: sets the scaling factor."""
+    zs = []
+    for i in range(0, frames.shape[0], 64):
+        x = pre(frames[i:i + 64].to(device).unsqueeze(1), train=False)[:, 0]
+        zs.append(vae.encode(x).latent_dist.mode().float().cpu())
+    return float(torch.cat(zs).std())
+
+
+@torch.no_grad()
+def _psnr_of(enc: LatentEncoder, pre: ImagePreprocessor, frames: torch.Tensor, device) -> tuple[float, float]:
+    """Reconstruction PSNR through the saved encoder: over all pixels, and the mean per image."""
+    se, n, per = 0.0, 0, []
+    for i in range(0, frames.shape[0], 64):
+        fr = frames[i:i + 64].to(device)
+        target = pre(fr.unsqueeze(1), train=False)[:, 0]
+        recon = enc.decode(enc.encode(fr)).float() / 127.5 - 1.0
+        err = ((recon - target) / 2) ** 2  # on the [0, 1] scale
+        se += float(err.sum())
+        n += err.numel()
+        per += [_psnr(float(e)) for e in err.flatten(1).mean(1)]
+    return _psnr(se / n), float(np.mean(per))
+
+
+def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    from diffusers import AutoencoderKL  # noqa: F401  (fail early if missing)
+
+    out, preset, size, resize, steps, bs = _checked(cfg)
     views = tuple(cfg.get("views") or ("agentview_rgb", "eye_in_hand_rgb"))
     seed = int(cfg.get("seed", 0))
     dev_name = cfg.get("device", "auto")
@@ -172,22 +233,7 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     ident = dict(preset=preset, image_size=size, resize=resize, steps=steps, batch_size=bs, seed=seed,
                  lr=float(cfg.get("lr", 1e-3)), kl_weight=kl_w, views=list(views), sources=info["sources"],
                  train_frames=info["train_frames"])
-    start = 0
-    if partial.exists():
-        try:
-            st = torch.load(partial, map_location="cpu", weights_only=False)
-        except Exception as e:  # a torn file cannot happen (atomic replace), but an old format can
-            log.warning("fit-vae: ignoring unreadable partial state %s (%s)", partial, e)
-            st = None
-        if st is not None and st.get("ident") == ident:
-            vae.load_state_dict(st["vae"])
-            opt.load_state_dict(st["opt"])
-            gen.set_state(st["gen"])
-            torch.set_rng_state(st["torch_rng"])
-            start = int(st["step"])
-            log.info("fit-vae: resuming from step %d/%d (%s)", start, steps, partial)
-        elif st is not None:
-            log.warning("fit-vae: %s was written with other settings; starting again", partial)
+    start = _resume(partial, ident, vae, opt, gen)
 
     def save_partial(step_done: int) -> None:
         tmp_state = partial.with_name(partial.name + f".tmp-{os.getpid()}")
@@ -201,13 +247,7 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     for step in bar:
         idx = torch.randint(0, train.shape[0], (bs,), generator=gen)
         x = pre(train[idx].to(device).unsqueeze(1), train=True, generator=gen)[:, 0]
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=None)).sample
-        l1 = (rec - x).abs().mean()
-        mse = ((rec - x) ** 2).mean()
-        kl = post.kl().mean() / (x.shape[-1] * x.shape[-2])
-        loss = l1 + mse + kl_w * kl
-        l1_v, mse_v, kl_v = float(l1.detach()), float(mse.detach()), float(kl.detach())
+        loss, (l1_v, mse_v, kl_v) = _vae_loss(vae, x, kl_w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -224,16 +264,8 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     bar.close()
     vae.eval()
 
-    @torch.no_grad()
-    def latents_std(frames: torch.Tensor) -> float:
-        zs = []
-        for i in range(0, frames.shape[0], 64):
-            x = pre(frames[i:i + 64].to(device).unsqueeze(1), train=False)[:, 0]
-            zs.append(vae.encode(x).latent_dist.mode().float().cpu())
-        return float(torch.cat(zs).std())
-
     sub = train[torch.randperm(train.shape[0], generator=gen)[:512]]
-    std = latents_std(sub)
+    std = _latents_std(vae, pre, sub, device)
     scaling = 1.0 / max(std, 1e-6)
     vae.register_to_config(scaling_factor=scaling)
 
@@ -242,22 +274,8 @@ def fit_vae(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
         vae.to("cpu").save_pretrained(str(tmp))
         # evaluate through the saved folder, exactly as a method will load it
         enc = LatentEncoder(str(tmp), resize, size, extra_scale=1.0).to(device)
-
-        @torch.no_grad()
-        def psnr_of(frames: torch.Tensor) -> tuple[float, float]:
-            se, n, per = 0.0, 0, []
-            for i in range(0, frames.shape[0], 64):
-                fr = frames[i:i + 64].to(device)
-                target = pre(fr.unsqueeze(1), train=False)[:, 0]
-                recon = enc.decode(enc.encode(fr)).float() / 127.5 - 1.0
-                err = ((recon - target) / 2) ** 2  # on the [0, 1] scale
-                se += float(err.sum())
-                n += err.numel()
-                per += [_psnr(float(e)) for e in err.flatten(1).mean(1)]
-            return _psnr(se / n), float(np.mean(per))
-
-        psnr, psnr_img = psnr_of(hold)
-        psnr_train, _ = psnr_of(train[: hold.shape[0]])
+        psnr, psnr_img = _psnr_of(enc, pre, hold, device)
+        psnr_train, _ = _psnr_of(enc, pre, train[: hold.shape[0]], device)
         result = dict(psnr_holdout_db=round(psnr, 3), psnr_holdout_per_image_db=round(psnr_img, 3),
                       psnr_train_db=round(psnr_train, 3), latent_std_before_scaling=std, scaling_factor=scaling,
                       preset=preset, image_size=size, resize=resize, steps=steps, batch_size=bs,

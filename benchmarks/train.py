@@ -148,7 +148,6 @@ class _LossModule(torch.nn.Module):
 # ----------------------------------------------------------------------------- main loop
 def train(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (or resume) a run. ``cfg``: the composed ``train`` config (DictConfig or dict)."""
-
     full = to_container(cfg)
     tcfg = typed(full.get("trainer", {}), TrainerConfig, "trainer")
     mcfg = dict(full["method"])

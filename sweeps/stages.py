@@ -129,6 +129,17 @@ def cell_gpus(cell: Cell, launcher: dict[str, Any]) -> int:
     return int(g if g is not None else cell.resources.gpus)
 
 
+def _data_node(key: str, c: Cell, prep: dict[str, Any], rd: RunDir, n_collect: int, vae: bool) -> StageNode:
+    """The data stage making ``n_collect`` tasks' demos (and a VAE): CPU only, priced from measured rates."""
+    hours = (n_collect * float(prep.get("episodes", 50)) * rates_cpu("collect_s_per_demo")
+             + (float(prep.get("vae_steps", 800)) * rates_cpu("vae_s_per_step") if vae else 0.0)) / 3600
+    cpus = max(1, int(prep.get("workers", 2)))
+    return StageNode(key=key, stage="data", kind="data", cell=c, cells=[], deps=[],
+                     marker=(str(rd.stages_file), "data"),
+                     resources=Resources(gpus=0, cpus=cpus, mem_gb=3 * cpus + 4, time_h=max(1.0, 2 * hours)),
+                     cpu_partition=True, cpu_h=cpus * hours)
+
+
 def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[str, Any],
                 fulls: dict[str, dict[str, Any]] | None = None) -> list[StageNode]:
     """The stage nodes of ``cells`` in dependency order (pretrain, finetune, evaluate, row)."""
@@ -159,15 +170,7 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
         if collect or vae:  # the data stage: one job per distinct set of files to make, shared by its cells
             dkey = "_data/" + hashlib.sha1(json.dumps([collect, vae]).encode()).hexdigest()[:10]
             if dkey not in datas:
-                prep = full.get("prepare") or {}
-                hours = (len(collect) * float(prep.get("episodes", 50)) * rates_cpu("collect_s_per_demo")
-                         + (float(prep.get("vae_steps", 800)) * rates_cpu("vae_s_per_step") if vae else 0.0)) / 3600
-                cpus = max(1, int(prep.get("workers", 2)))
-                datas[dkey] = StageNode(key=dkey, stage="data", kind="data", cell=c, cells=[], deps=[],
-                                        marker=(str(rd.stages_file), "data"),
-                                        resources=Resources(gpus=0, cpus=cpus, mem_gb=3 * cpus + 4,
-                                                            time_h=max(1.0, 2 * hours)),
-                                        cpu_partition=True, cpu_h=cpus * hours)
+                datas[dkey] = _data_node(dkey, c, full.get("prepare") or {}, rd, len(collect), bool(vae))
                 nodes.append(datas[dkey])
             datas[dkey].cells.append(c.cell)
             deps = [dkey]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 from importlib import resources as ires
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -149,7 +149,7 @@ def cancel_cells(name: str, cells: list, store, subs: dict[str, dict], store_roo
     return 0
 
 
-def main(argv: list[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uwmbench sweep", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("name", nargs="?", help="sweep name (configs/sweep/<name>.yaml)")
@@ -166,11 +166,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--skip-data-check", action="store_true",
                    help="do not require the cells' data files to exist (e.g. to see a dry run's estimates before downloading)")
     p.add_argument("overrides", nargs="*")
-    a = p.parse_intermixed_args(argv)
-    if a.list or not a.name:
-        for n in sweep_names():
-            print(n)
-        return 0 if a.list else 2
+    return p
+
+
+def _split_overrides(a: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Settle the launcher, store and runs folders (command line, else the scale's, else the
+    defaults) on ``a``; -> (launcher overrides, run overrides)."""
     # `launcher=slurm` (hydra's group syntax) selects the launcher like `--launcher slurm`; it is
     # not a key of the cells' run config (passed to them it made every job fail, or run locally)
     chosen = [o.split("=", 1)[1] for o in a.overrides if o.startswith("launcher=")]
@@ -191,91 +192,141 @@ def main(argv: list[str]) -> int:
     for o in run_ov:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")
+    return launcher_ov, run_ov
+
+
+@dataclass
+class _Sweep:
+    """One invocation's view of a sweep: its cells, the launcher, the store and what was submitted."""
+    a: argparse.Namespace
+    cells: list
+    launcher: dict
+    store: ResultsStore
+    subs: dict          # per-cell submissions
+    ssubs: dict         # stage-graph submissions
+    fulls: Any          # the cells' full configs with shared pretraining folders (None when not needed)
+
+    @property
+    def stage_mode(self) -> bool:
+        return bool(self.launcher.get("stage_jobs"))
+
+    def graph(self):
+        return stages_mod.build_graph(self.cells, self.a.store, self.a.runs, self.launcher, self.fulls)
+
+    def done_cells(self) -> set:
+        return {c for c, r in self.store.cell_states(self.a.name).items() if r.get("status") == "done"}
+
+
+def main(argv: list[str]) -> int:
+    a = _parser().parse_intermixed_args(argv)
+    if a.list or not a.name:
+        for n in sweep_names():
+            print(n)
+        return 0 if a.list else 2
+    launcher_ov, run_ov = _split_overrides(a)
     cells = grids.expand_sweep(a.name, run_ov, estimate=False)
     launcher = load_launcher(a.launcher, launcher_ov)
     for c in cells:  # the GPUs a cell's jobs get under this launcher: one figure for both dry-run tables
         c.resources.gpus = stages_mod.cell_gpus(c, launcher)
     if a.dry_run:
         grids.estimate_cells(cells)
-    stage_mode = bool(launcher.get("stage_jobs"))
-    if stage_mode and a.cell_fn and not (a.status or a.dry_run or a.cancel is not None):
+    inspecting = a.status or a.cancel is not None
+    if launcher.get("stage_jobs") and a.cell_fn and not (inspecting or a.dry_run):
         raise ConfigError("--cell-fn runs one function per cell: use launcher.stage_jobs=false with it")
-    store = ResultsStore(a.store)
-    subs = submissions(a.store, a.name)
-    ssubs = stages_mod.stage_submissions(a.store, a.name)
-    if ssubs and (a.status or a.cancel is not None):  # the graph as it was submitted
-        last = max(ssubs.values(), key=lambda r: r.get("time", 0))
+    sw = _Sweep(a, cells, launcher, ResultsStore(a.store), submissions(a.store, a.name),
+                stages_mod.stage_submissions(a.store, a.name), None)
+    if sw.ssubs and inspecting:  # the graph as it was submitted
+        last = max(sw.ssubs.values(), key=lambda r: r.get("time", 0))
         launcher["rollouts_per_job"] = last.get("rollouts_per_job", launcher.get("rollouts_per_job"))
-    fulls = None
-    if a.dry_run or not (a.status or a.cancel is not None) or ssubs:
+    if a.dry_run or not inspecting or sw.ssubs:
         # cells that pretrain the same share one pretrain folder (pretrain.run_dir), in both modes
-        fulls = stages_mod.share_pretraining(cells, a.store, a.runs)
-    if a.dry_run or not (a.status or a.cancel is not None):
+        sw.fulls = stages_mod.share_pretraining(cells, a.store, a.runs)
+    if a.dry_run or not inspecting:
         check_cells(cells, a.store, a.runs, data=not a.skip_data_check)
     if a.dry_run:
-        nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
-        data_h = sum(n.cpu_h / max(1, n.resources.cpus) for n in nodes if n.kind == "data")
-        par = max_parallel_of(launcher) if a.launcher == "local" else None
-        print(format_job_table(a.name, cells, data_h=data_h, parallel=par or None))
-        print(stages_mod.format_stage_table(nodes, launcher))
-        todo = plan(cells, store, subs, check_jobs=False)
-        n_done = sum(1 for _, act in todo if act == "done")
-        how = (f"{len(nodes)} stage jobs chained with dependencies" if stage_mode else
-               f"{len(cells)} jobs, one per cell running its stages in order (launcher.stage_jobs=true: the stage jobs above)")
-        print(f"launcher: {a.launcher} ({how}); store {a.store}: {n_done} of {len(cells)} cells done; "
-              "dry run, nothing launched")
-        if a.launcher == "slurm":
-            print("slurm: " + ", ".join(f"{k}={v}" for k, v in launcher.items() if v not in (None, [], {})))
-        return 0
+        return _dry_run(sw)
     if a.cancel is not None:
-        if ssubs:
-            names = [w for w in a.cancel.split(",") if w]
-            nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
-            n = stages_mod.cancel_stages(nodes, ssubs, a.store, a.name, names or None)
-            print(f"sweep {a.name}: {n} stage job(s) cancelled; a later `uwmbench sweep {a.name}` re-queues them")
-            if not subs:
-                return 0
-        return cancel_cells(a.name, cells, store, subs, a.store, a.cancel)
+        return _cancel(sw)
     if a.status:
-        df = status_table(a.name, cells, store, subs)
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(df.to_string(index=False))
-            if ssubs:
-                nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
-                sdf = stages_mod.status_table(nodes, ssubs, done_cells={
-                    c for c, r in store.cell_states(a.name).items() if r.get("status") == "done"})
-                print(sdf.to_string(index=False))
-                by = sdf.groupby(["kind", "state"]).size()
-                print("stages: " + "; ".join(f"{k} {st}: {v}" for (k, st), v in by.items()))
-        counts = df["status"].value_counts().to_dict()
-        print(f"sweep {a.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
-              f"; {len(store.rollout_records())} rollout rows in {a.store}")
-        return 0
-    if stage_mode:
-        nodes = stages_mod.build_graph(cells, a.store, a.runs, launcher, fulls)
-        done_cells = {c for c, r in store.cell_states(a.name).items() if r.get("status") == "done"}
-        sp = stages_mod.plan_stages(nodes, ssubs, done_cells=done_cells)
-        done = sum(1 for v in sp.values() if v == "done")
-        active = sum(1 for v in sp.values() if v == "active")
-        sub = stages_mod.submit_graph(nodes, launcher, a.store, a.runs, a.name, threads=a.threads, subs=ssubs,
-                                      done_cells=done_cells)
-        if not sub:
-            print(f"sweep {a.name}: nothing to launch ({len(nodes)} stages done or in flight)")
+        return _status(sw)
+    return _launch_stages(sw) if sw.stage_mode else _launch_cells(sw)
+
+
+def _dry_run(sw: _Sweep) -> int:
+    a, cells = sw.a, sw.cells
+    nodes = sw.graph()
+    data_h = sum(n.cpu_h / max(1, n.resources.cpus) for n in nodes if n.kind == "data")
+    par = max_parallel_of(sw.launcher) if a.launcher == "local" else None
+    print(format_job_table(a.name, cells, data_h=data_h, parallel=par or None))
+    print(stages_mod.format_stage_table(nodes, sw.launcher))
+    todo = plan(cells, sw.store, sw.subs, check_jobs=False)
+    n_done = sum(1 for _, act in todo if act == "done")
+    how = (f"{len(nodes)} stage jobs chained with dependencies" if sw.stage_mode else
+           f"{len(cells)} jobs, one per cell running its stages in order (launcher.stage_jobs=true: the stage jobs above)")
+    print(f"launcher: {a.launcher} ({how}); store {a.store}: {n_done} of {len(cells)} cells done; "
+          "dry run, nothing launched")
+    if a.launcher == "slurm":
+        print("slurm: " + ", ".join(f"{k}={v}" for k, v in sw.launcher.items() if v not in (None, [], {})))
+    return 0
+
+
+def _cancel(sw: _Sweep) -> int:
+    a = sw.a
+    if sw.ssubs:
+        names = [w for w in a.cancel.split(",") if w]
+        n = stages_mod.cancel_stages(sw.graph(), sw.ssubs, a.store, a.name, names or None)
+        print(f"sweep {a.name}: {n} stage job(s) cancelled; a later `uwmbench sweep {a.name}` re-queues them")
+        if not sw.subs:
             return 0
-        kinds = pd.Series([n.kind for n, _ in sub]).value_counts().to_dict()
-        print(f"sweep {a.name}: submitted {len(sub)} stage job(s) on {a.launcher} ("
-              + ", ".join(f"{v} {k}" for k, v in kinds.items()) + f"; {done} stages done, {active} in flight)")
-        print(f"follow with: uwmbench sweep {a.name} --status --launcher {a.launcher} --store {a.store}")
+    return cancel_cells(a.name, sw.cells, sw.store, sw.subs, a.store, a.cancel)
+
+
+def _status(sw: _Sweep) -> int:
+    a = sw.a
+    df = status_table(a.name, sw.cells, sw.store, sw.subs)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df.to_string(index=False))
+        if sw.ssubs:
+            sdf = stages_mod.status_table(sw.graph(), sw.ssubs, done_cells=sw.done_cells())
+            print(sdf.to_string(index=False))
+            by = sdf.groupby(["kind", "state"]).size()
+            print("stages: " + "; ".join(f"{k} {st}: {v}" for (k, st), v in by.items()))
+    counts = df["status"].value_counts().to_dict()
+    print(f"sweep {a.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
+          f"; {len(sw.store.rollout_records())} rollout rows in {a.store}")
+    return 0
+
+
+def _launch_stages(sw: _Sweep) -> int:
+    a = sw.a
+    nodes = sw.graph()
+    done_cells = sw.done_cells()
+    sp = stages_mod.plan_stages(nodes, sw.ssubs, done_cells=done_cells)
+    done = sum(1 for v in sp.values() if v == "done")
+    active = sum(1 for v in sp.values() if v == "active")
+    sub = stages_mod.submit_graph(nodes, sw.launcher, a.store, a.runs, a.name, threads=a.threads, subs=sw.ssubs,
+                                  done_cells=done_cells)
+    if not sub:
+        print(f"sweep {a.name}: nothing to launch ({len(nodes)} stages done or in flight)")
         return 0
-    todo = plan(cells, store, subs)
+    kinds = pd.Series([n.kind for n, _ in sub]).value_counts().to_dict()
+    print(f"sweep {a.name}: submitted {len(sub)} stage job(s) on {a.launcher} ("
+          + ", ".join(f"{v} {k}" for k, v in kinds.items()) + f"; {done} stages done, {active} in flight)")
+    print(f"follow with: uwmbench sweep {a.name} --status --launcher {a.launcher} --store {a.store}")
+    return 0
+
+
+def _launch_cells(sw: _Sweep) -> int:
+    a = sw.a
+    todo = plan(sw.cells, sw.store, sw.subs)
     to_launch = [c for c, act in todo if act.startswith("launch")]
     for c, act in todo:
         log.info("%-28s %s", c.cell, act)
     if not to_launch:
-        print(f"sweep {a.name}: nothing to launch ({len(cells)} cells done or in flight)")
+        print(f"sweep {a.name}: nothing to launch ({len(sw.cells)} cells done or in flight)")
         return 0
     kw = {"cell_fn": a.cell_fn} if a.cell_fn else {}
-    jobs = launch_cells(to_launch, launcher, a.store, a.runs, threads=a.threads, **kw)
+    jobs = launch_cells(to_launch, sw.launcher, a.store, a.runs, threads=a.threads, **kw)
     print(f"sweep {a.name}: launched {len(jobs)} job(s) on {a.launcher} "
           f"({sum(1 for _, x in todo if x == 'done')} done, {sum(1 for _, x in todo if x == 'active')} in flight): "
           + ", ".join(f"{c.cell}={j.job_id}" for c, j in jobs))

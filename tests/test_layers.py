@@ -1,4 +1,4 @@
-"""Layers one way: no module imports a module of a higher layer, at the top of the file or inside
+"""Layers one way, and functions of one job. No module imports a module of a higher layer, at the top of the file or inside
 a function (a function-local import is still an import; hiding an upward import in a function
 does not make it legal). The layers, bottom to top:
 
@@ -90,3 +90,15 @@ def test_the_checker_sees_function_local_and_relative_imports(tmp_path):
     found = [t for _, t in imports(probe, "uwmbench.benchmarks.probe")]
     assert found == ["uwmbench.sweeps.protocol", "uwmbench.sweeps"]
     assert all(RANK[layer(t)] > RANK["benchmarks"] for t in found)
+
+
+def test_no_function_reaches_100_lines():
+    """A function of 100 lines or more is several jobs in one: split it (the evaluator's core was 322)."""
+    long = []
+    for path in project_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n >= 100:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
+    assert not long, "\n".join(long)

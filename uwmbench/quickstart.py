@@ -126,24 +126,7 @@ def main(argv: list[str]) -> int:
              "train + rollouts")
     runs: dict[str, Path] = {}
     for method in cfg["methods"]:
-        ov = [f"method={method}", f"method.size={cfg['method_size']}", f"method.image_size={size}",
-              f"method.resize={resize}", f"run_id=quickstart/{method}", "sweep_name=main", f"seed={cfg['seed']}",
-              f"tasks=['{task}']", f"runs_root={out / 'runs'}", f"store={store_dir}", "pretrain.enabled=false",
-              f"finetune.sources=[{{path:'{data}',kind:hdf5,weight:1.0}}]", f"data.val_fraction={val_fraction}",
-              f"finetune.trainer.steps={t['steps']}", f"finetune.trainer.batch_size={t['batch_size']}",
-              f"finetune.trainer.lr={t['lr']}", "finetune.trainer.schedule=cosine", "finetune.trainer.warmup_steps=50",
-              f"finetune.trainer.ema={t.get('ema', 0.0)}",
-              "finetune.trainer.grad_clip=1.0", "finetune.trainer.device=cpu",
-              f"finetune.trainer.ckpt_every={t['ckpt_every']}", f"finetune.trainer.val_every={t['val_every']}",
-              "finetune.trainer.val_batches=1",
-              f"evaluate.n_rollouts={ev['n_rollouts']}", f"evaluate.max_steps={ev['max_steps']}",
-              f"evaluate.replan_every={ev['replan_every']}", f"evaluate.workers={cfg['workers']}",
-              f"evaluate.conditions=[{','.join(ev['conditions'])}]", "evaluate.videos=1",
-              "evaluate.diagnose_windows=0", "evaluate.diagnose_first_obs=0"]
-        if method == "dp" or "color_jitter" in {f.name for f in dataclasses.fields(get_method_class(method).config_class)}:
-            ov.append("method.color_jitter=0.0")
-        if "vae" in {f.name for f in dataclasses.fields(get_method_class(method).config_class)}:
-            ov.append(f"method.vae={vae_dir}")
+        ov = _run_overrides(cfg, method, task, data, out, store_dir, vae_dir, val_fraction)
         print(f"  -- {method}", flush=True)
         run_protocol(load_config("run", ov))
         runs[method] = RunDir(out / "runs" / "quickstart" / method).finetune(task).path
@@ -175,6 +158,34 @@ def main(argv: list[str]) -> int:
     ro = ResultsStore(store_dir).rollouts()
     print("\n" + closing_summary(cfg, ro, modes, index, st.summary(), time.time() - st.t0))
     return 0
+
+
+def _run_overrides(cfg: dict, method: str, task: str, data: Path, out: Path, store_dir: Path, vae_dir: Path,
+                   val_fraction: float) -> list[str]:
+    """The `uwmbench run` overrides of one method's protocol run: train on the demos (the held-out
+    ones as the validation split), then roll out from new placements."""
+    size = int(cfg["image_size"])
+    resize = size + size // 8
+    t, ev = cfg["train"], cfg["evaluate"]
+    ov = [f"method={method}", f"method.size={cfg['method_size']}", f"method.image_size={size}",
+          f"method.resize={resize}", f"run_id=quickstart/{method}", "sweep_name=main", f"seed={cfg['seed']}",
+          f"tasks=['{task}']", f"runs_root={out / 'runs'}", f"store={store_dir}", "pretrain.enabled=false",
+          f"finetune.sources=[{{path:'{data}',kind:hdf5,weight:1.0}}]", f"data.val_fraction={val_fraction}",
+          f"finetune.trainer.steps={t['steps']}", f"finetune.trainer.batch_size={t['batch_size']}",
+          f"finetune.trainer.lr={t['lr']}", "finetune.trainer.schedule=cosine", "finetune.trainer.warmup_steps=50",
+          f"finetune.trainer.ema={t.get('ema', 0.0)}",
+          "finetune.trainer.grad_clip=1.0", "finetune.trainer.device=cpu",
+          f"finetune.trainer.ckpt_every={t['ckpt_every']}", f"finetune.trainer.val_every={t['val_every']}",
+          "finetune.trainer.val_batches=1",
+          f"evaluate.n_rollouts={ev['n_rollouts']}", f"evaluate.max_steps={ev['max_steps']}",
+          f"evaluate.replan_every={ev['replan_every']}", f"evaluate.workers={cfg['workers']}",
+          f"evaluate.conditions=[{','.join(ev['conditions'])}]", "evaluate.videos=1",
+          "evaluate.diagnose_windows=0", "evaluate.diagnose_first_obs=0"]
+    if method == "dp" or "color_jitter" in {f.name for f in dataclasses.fields(get_method_class(method).config_class)}:
+        ov.append("method.color_jitter=0.0")
+    if "vae" in {f.name for f in dataclasses.fields(get_method_class(method).config_class)}:
+        ov.append(f"method.vae={vae_dir}")
+    return ov
 
 
 def _file_name(task: str) -> str:

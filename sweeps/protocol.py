@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -427,14 +427,53 @@ def shared_pretrain_dir(full: dict[str, Any]) -> Path | None:
             f"{full['method']['name']}-s{full['seed']}-{pretrain_hash(full)}").absolute()
 
 
-def pretrain_place(full: dict[str, Any], pre: StageConfig) -> tuple[RunDir, Stages]:
-    """(trainer folder, stages file) of the run's pretraining: ``pretrain.run_dir`` (shared) or
-    ``<run>/pretrain`` with the run's own stages.json."""
-    if pre.run_dir:
-        d = RunDir(pre.run_dir)
-        return d, Stages(d.path / RunDir.STAGES)
-    rd = RunDir(run_dir_of(full))
-    return rd.pretrain, rd.stages()
+@dataclass
+class Run:
+    """One protocol run, typed once from its composed config and passed to every stage: the
+    resolved config, its checked sections, the run folder, the results store."""
+    full: dict[str, Any]
+    pre: StageConfig
+    fin: StageConfig
+    ev: RunEvalConfig
+    dir: RunDir
+    store: ResultsStore
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Run":
+        full = _resolve(cfg)
+        pre, fin, ev = check_run(full, data=False)
+        return cls(full, pre, fin, ev, RunDir(run_dir_of(full)), ResultsStore(full["store"]))
+
+    run_id = property(lambda self: str(self.full["run_id"]))
+    seed = property(lambda self: int(self.full["seed"]))
+    tasks = property(lambda self: list(self.full["tasks"]))
+    rank0 = property(lambda self: _is_rank0())   # this process records (a data-parallel job: rank 0)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The columns every row of this run carries."""
+        return _meta(self.full)
+
+    def row(self, **cols: Any) -> dict[str, Any]:
+        """The run's row in the store with ``cols`` (status, error, job facts, ...)."""
+        return {**self.meta, "task": ",".join(self.tasks), **cols}
+
+    def check_inputs(self) -> None:
+        check_inputs(self.full, self.pre, self.fin)
+
+    def pretrain_place(self) -> tuple[RunDir, Stages]:
+        """(trainer folder, stages file) of the run's pretraining: ``pretrain.run_dir`` (shared) or
+        ``<run>/pretrain`` with the run's own stages.json."""
+        if self.pre.run_dir:
+            d = RunDir(self.pre.run_dir)
+            return d, Stages(d.path / RunDir.STAGES)
+        return self.dir.pretrain, self.dir.stages()
+
+    def train_config(self, stage: StageConfig, task: str | None, trainer: dict[str, Any], where: str) -> dict[str, Any]:
+        """The ``uwmbench train`` config of one training stage of this run."""
+        data_common = {k: v for k, v in (self.full.get("data") or {}).items() if k != "sources"}
+        return {"method": self.full["method"], "seed": self.full["seed"], "trainer": trainer,
+                "data": {**data_common, "sources": _sources(stage, task, self.full.get("video_sets"), where)}}
 
 
 def _stage_result(s: dict[str, Any], t0: float) -> dict[str, Any]:
@@ -442,17 +481,16 @@ def _stage_result(s: dict[str, Any], t0: float) -> dict[str, Any]:
             "val": _val_columns(s.get("val")), "elapsed_s": time.time() - t0}
 
 
-def stage_pretrain(full: dict[str, Any], pre: StageConfig) -> tuple[str | None, dict[str, Any] | None]:
+def stage_pretrain(run: Run) -> tuple[str | None, dict[str, Any] | None]:
     """(checkpoint to finetune from, the pretrain result): trains when it has not been trained
     (a shared ``pretrain.run_dir`` trained by one run at a time; the others wait and reuse it)."""
+    pre = run.pre
     if not pre.enabled or pre.checkpoint:
         return (str(pre.checkpoint) if pre.checkpoint else None), None
-    pdir, st = pretrain_place(full, pre)
+    pdir, st = run.pretrain_place()
     res = st.get("pretrain")
     if res is None:
-        data_common = {k: v for k, v in (full.get("data") or {}).items() if k != "sources"}
-        tcfg = {"method": full["method"], "seed": full["seed"], "trainer": dataclasses.asdict(pre.trainer),
-                "data": {**data_common, "sources": _sources(pre, None, full.get("video_sets"), "pretrain")}}
+        tcfg = run.train_config(pre, None, dataclasses.asdict(pre.trainer), "pretrain")
         ctx = run_lease(pdir.path / "_stage", "pretrain (shared by the runs of a sweep)", wait_s=float("inf")) \
             if pre.run_dir and not in_multitask_job() else contextlib.nullcontext()
         with ctx:  # a shared pretrain: whoever holds it trains; the others wait, then reuse its result
@@ -460,7 +498,7 @@ def stage_pretrain(full: dict[str, Any], pre: StageConfig) -> tuple[str | None, 
             if res is None:
                 t0 = time.time()
                 res = _stage_result(_train(tcfg, pdir.path, pre, "pretrain"), t0)
-                if _is_rank0():  # a data-parallel job: rank 0 records
+                if run.rank0:  # a data-parallel job: rank 0 records
                     st.put("pretrain", res)
     return res["checkpoint"], res
 
@@ -470,10 +508,9 @@ def _no_finetune(init_from: str | None) -> dict[str, Any]:
     return {"checkpoint": init_from, "steps": 0, "final_loss": None, "val": {}}
 
 
-def stage_finetune(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev: RunEvalConfig, task: str,
-                   init_from: str | None) -> dict[str, Any]:
+def stage_finetune(run: Run, task: str, init_from: str | None) -> dict[str, Any]:
     """Finetune on ``task`` (resumes; skipped when finished) and its diagnostics; the result."""
-    rd = RunDir(run_dir_of(full))
+    fin, ev, rd = run.fin, run.ev, run.dir
     stages = rd.stages()
     key = f"finetune/{task}"
     res = stages.get(key) if fin.enabled else _no_finetune(init_from)
@@ -481,22 +518,20 @@ def stage_finetune(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev:
         trainer = dataclasses.asdict(fin.trainer)
         if init_from:
             trainer["init_from"] = str(init_from)
-        data_common = {k: v for k, v in (full.get("data") or {}).items() if k != "sources"}
-        tcfg = {"method": full["method"], "seed": full["seed"], "trainer": trainer,
-                "data": {**data_common, "sources": _sources(fin, task, full.get("video_sets"), "finetune")}}
         t0 = time.time()
-        res = _stage_result(_train(tcfg, rd.finetune(task).path, fin, "finetune"), t0)
-        if not _is_rank0():
+        res = _stage_result(_train(run.train_config(fin, task, trainer, "finetune"), rd.finetune(task).path, fin,
+                                   "finetune"), t0)
+        if not run.rank0:
             return res  # a data-parallel job: rank 0 records and diagnoses
         stages.put(key, res)
     if not res.get("checkpoint"):
-        raise ConfigError(f"run {full['run_id']}: no checkpoint to evaluate for task {task} "
+        raise ConfigError(f"run {run.run_id}: no checkpoint to evaluate for task {task} "
                           "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
     dkey = f"diagnostics/{task}"
     if ev.n_rollouts > 0 and ev.diagnose_windows > 0 and fin.enabled and not stages.reload().get(dkey):
         from uwmbench.benchmarks.diagnose import diagnose
         d = diagnose(res["checkpoint"], out=rd.diagnostics(task), windows=ev.diagnose_windows,
-                     first_obs=ev.diagnose_first_obs, seed=int(full["seed"]))
+                     first_obs=ev.diagnose_first_obs, seed=run.seed)
         stages.put(dkey, {"open_loop": [{k: v for k, v in s.items() if not isinstance(v, list)}
                                         for s in d["open_loop"]]})
     return res
@@ -516,18 +551,17 @@ def eval_chunks(ev: RunEvalConfig, mode: str, per_job: int) -> list[tuple[str, i
             for lo in range(0, ev.n_rollouts, per_job)]
 
 
-def stage_evaluate(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev: RunEvalConfig, store: ResultsStore,
-                   meta: dict[str, Any], task: str, mode: str, res: dict[str, Any],
+def stage_evaluate(run: Run, task: str, mode: str, res: dict[str, Any],
                    chunk: tuple[str, int, int] | None = None) -> dict[str, Any]:
     """Roll out the task's checkpoint in ``mode`` (every condition, or one ``chunk``); rows go to
     the store as they come; the result is recorded in stages.json."""
-    rd = RunDir(run_dir_of(full))
+    rd = run.dir
     key = f"eval/{task}/{mode}" + (f"/{chunk[0]}/{chunk[1]}-{chunk[2]}" if chunk else "")
-    m = {**meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
+    m = {**run.meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
     out = rd.eval_chunk(task, mode, *chunk) if chunk else rd.eval(task, mode)
     t0 = time.time()
-    df = _evaluate(str(res["checkpoint"]), task, ev, mode, int(full["seed"]), store.rollout_sink(m), m, out.path,
-                   reference=_reference_source(fin, task), train_files=_hdf5_files(fin, pre, task),
+    df = _evaluate(str(res["checkpoint"]), task, run.ev, mode, run.seed, run.store.rollout_sink(m), m, out.path,
+                   reference=_reference_source(run.fin, task), train_files=_hdf5_files(run.fin, run.pre, task),
                    conditions=[chunk[0]] if chunk else None,
                    episodes=list(range(chunk[1], chunk[2] + 1)) if chunk else None)
     r = {"rollouts": int(len(df)), "successes": int(df["success"].sum()) if len(df) else 0,
@@ -536,14 +570,14 @@ def stage_evaluate(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev:
     return r
 
 
-def gather_chunks(full: dict[str, Any], ev: RunEvalConfig, task: str, mode: str, per_job: int) -> dict[str, Any]:
+def gather_chunks(run: Run, task: str, mode: str, per_job: int) -> dict[str, Any]:
     """``eval/<task>/<mode>`` from its finished rollout chunks (stage jobs); raises StageNotReady
     naming the missing ones."""
-    stages = RunDir(run_dir_of(full)).stages()
-    keys = [f"eval/{task}/{mode}/{c}/{a}-{b}" for c, a, b in eval_chunks(ev, mode, per_job)]
+    stages = run.dir.stages()
+    keys = [f"eval/{task}/{mode}/{c}/{a}-{b}" for c, a, b in eval_chunks(run.ev, mode, per_job)]
     missing = [k for k in keys if not stages.get(k)]
     if missing:
-        raise StageNotReady(f"run {full['run_id']}: rollout chunk(s) not finished: {missing[:5]}"
+        raise StageNotReady(f"run {run.run_id}: rollout chunk(s) not finished: {missing[:5]}"
                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     parts = [stages.get(k) for k in keys]
     n = sum(p["rollouts"] for p in parts)
@@ -554,21 +588,22 @@ def gather_chunks(full: dict[str, Any], ev: RunEvalConfig, task: str, mode: str,
     return r
 
 
-def run_row(full: dict[str, Any], ev: RunEvalConfig, meta: dict[str, Any], per_task: dict[str, dict[str, Any]],
-            pre_res: dict[str, Any] | None, wall_time_s: float, job: dict[str, Any]) -> dict[str, Any]:
+def run_row(run: Run, per_task: dict[str, dict[str, Any]], pre_res: dict[str, Any] | None, wall_time_s: float,
+            job: dict[str, Any]) -> dict[str, Any]:
     """The run's row in the store (status done)."""
+    ev = run.ev
     vals: dict[str, list[float]] = {}
     for r in per_task.values():
         for k, v in (r.get("val") or {}).items():
             vals.setdefault(k, []).append(v)
     losses = [r["final_loss"] for r in per_task.values() if r.get("final_loss") is not None]
     pre_res = pre_res or {}
-    row = {**meta, "task": ",".join(full["tasks"]), "status": "done",
+    row = {**run.meta, "task": ",".join(run.tasks), "status": "done",
            "train_steps": int(sum(r.get("steps") or 0 for r in per_task.values()) + (pre_res.get("steps") or 0)),
            "final_loss": float(sum(losses) / len(losses)) if losses else None,
            **{k: sum(v) / len(v) for k, v in vals.items()},
            "wall_time_s": wall_time_s, "error": "",
-           "evaluated": ev.n_rollouts > 0, "run_dir": str(run_dir_of(full)),
+           "evaluated": ev.n_rollouts > 0, "run_dir": str(run.dir.path),
            "checkpoints": json.dumps({t: str(r.get("checkpoint")) for t, r in per_task.items()}),
            "host": job["host"], "job_id": job["job_id"]}
     if ev.forward_dynamics_error:
@@ -591,29 +626,23 @@ def _job_info(run_dir: Path) -> dict[str, Any]:
 
 def run_protocol(cfg: Any) -> dict[str, Any]:
     """Run (or resume, or skip if finished) one protocol run; returns its run row."""
-
-    full = _resolve(cfg)
-    pre, fin, ev = check_run(full, data=False)
-    run_dir = run_dir_of(full)
-    store = ResultsStore(full["store"])
-    meta = _meta(full)
-    done_file = RunDir(run_dir).done
+    run = Run.from_config(cfg)
+    done_file = run.dir.done
     if done_file.is_file():
         row = json.loads(done_file.read_text())
-        log.info("run %s is finished (%s): nothing to do", full["run_id"], done_file)
-        store.set_run(row)  # no-op if the store has it; restores it into a fresh store
+        log.info("run %s is finished (%s): nothing to do", run.run_id, done_file)
+        run.store.set_run(row)  # no-op if the store has it; restores it into a fresh store
         return row
     try:  # missing data or checkpoints fail now, before anything is trained; the store says why
-        check_inputs(full, pre, fin)
+        run.check_inputs()
     except ConfigError as e:
-        store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed",
-                       "error": "".join(traceback.format_exception(e))})
+        run.store.set_run(run.row(status="failed", error="".join(traceback.format_exception(e))))
         raise
-    with run_lease(run_dir, "uwmbench run"):  # one process per run folder (LeaseHeld names the holder)
+    with run_lease(run.dir.path, "uwmbench run"):  # one process per run folder (LeaseHeld names the holder)
         if done_file.is_file():  # finished by the holder we waited for
             return json.loads(done_file.read_text())
-        with _run_log(full, store, meta):
-            return _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file)
+        with _run_log(run):
+            return _run_stages(run)
 
 
 def _config_yaml(full: dict[str, Any]) -> str:
@@ -652,11 +681,11 @@ def _only_added_nulls(stored: str, new: str) -> list[str] | None:
 
 
 @contextlib.contextmanager
-def _run_log(full: dict[str, Any], store: ResultsStore, meta: dict[str, Any]):
+def _run_log(run: Run):
     """Store the run's config (refusing a different one once the run has checkpoints) and append
     this process's log to ``run.log`` while the body runs."""
-    config_yaml = _config_yaml(full)
-    rd = RunDir(run_dir_of(full))
+    config_yaml = _config_yaml(run.full)
+    rd = run.dir
     cfg_file = rd.config
     if cfg_file.is_file() and cfg_file.read_text() != config_yaml:
         # a changed config may only replace one that produced nothing yet (e.g. a run that failed at start)
@@ -664,17 +693,17 @@ def _run_log(full: dict[str, Any], store: ResultsStore, meta: dict[str, Any]):
         added = _only_added_nulls(cfg_file.read_text(), config_yaml)
         if added is not None:  # written by an older uwmbench: keys added since, at null; the run is the same
             log.info("run %s: config.yaml predates keys %s (null here): the same run, rewritten with them",
-                     full["run_id"], added)
+                     run.run_id, added)
         elif progress:
             import difflib
             diff = "".join(list(difflib.unified_diff(cfg_file.read_text().splitlines(True),
                                                      config_yaml.splitlines(True), "stored", "new"))[:40])
             msg = (f"run folder {rd.path} holds a different config and has checkpoints; use another run_id, "
                    f"the same config, or delete the folder:\n{diff}")
-            store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed", "error": msg})
+            run.store.set_run(run.row(status="failed", error=msg))
             raise ConfigError(msg)
         log.warning("run %s: config changed since the last attempt (which left no checkpoints): replacing it",
-                    full["run_id"])
+                    run.run_id)
     if not cfg_file.is_file() or cfg_file.read_text() != config_yaml:
         _atomic_write(cfg_file, config_yaml)
     handler = logging.FileHandler(rd.run_log)  # every attempt (and every stage job) appends its log here
@@ -687,40 +716,41 @@ def _run_log(full: dict[str, Any], store: ResultsStore, meta: dict[str, Any]):
         handler.close()
 
 
-def _run_stages(full, pre, fin, ev, run_dir, store, meta, done_file) -> dict[str, Any]:
-    rd = RunDir(run_dir)
+def _run_stages(run: Run) -> dict[str, Any]:
+    """Every stage of the run in this process, in order (a local run of a cell: the stage graph
+    executed in one process), then the run row and DONE."""
+    rd, ev = run.dir, run.ev
     stages = rd.stages()
     elapsed_before = float(stages.get("elapsed_s") or 0.0)
     t0 = time.time()
-    job = _job_info(run_dir)
+    job = _job_info(rd.path)
     _atomic_write(rd.worker, json.dumps(job))
-    store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", **job})
+    run.store.set_run(run.row(status="running", **job))
     try:
-        if any(prepare_targets(full)):
-            stages.put("data", stage_prepare(full))
-        init_from, pre_res = stage_pretrain(full, pre)
+        if any(prepare_targets(run.full)):
+            stages.put("data", stage_prepare(run.full))
+        init_from, pre_res = stage_pretrain(run)
         per_task = {}
-        for task in full["tasks"]:
-            res = stage_finetune(full, pre, fin, ev, task, init_from)
+        for task in run.tasks:
+            res = stage_finetune(run, task, init_from)
             if ev.n_rollouts > 0:
                 for mode in ev.modes:
                     if not rd.stages().get(f"eval/{task}/{mode}"):
-                        stage_evaluate(full, pre, fin, ev, store, meta, task, mode, res)
+                        stage_evaluate(run, task, mode, res)
             else:
                 log.info("run %s task %s: evaluate.n_rollouts=0, no rollouts (offline validation metrics only)",
-                         full["run_id"], task)
+                         run.run_id, task)
             per_task[task] = res
-        row = run_row(full, ev, meta, per_task, pre_res, elapsed_before + time.time() - t0, job)
-        store.set_run(row)
-        _atomic_write(done_file, json.dumps(row, default=str))
+        row = run_row(run, per_task, pre_res, elapsed_before + time.time() - t0, job)
+        run.store.set_run(row)
+        _atomic_write(rd.done, json.dumps(row, default=str))
         return row
     except BaseException as e:
         stages.put("elapsed_s", elapsed_before + time.time() - t0)
         if isinstance(e, (RunInterrupted, KeyboardInterrupt, SystemExit)):
             raise  # resumable: the run stays "running" until it is resumed
-        store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed",
-                       "wall_time_s": elapsed_before + time.time() - t0,
-                       "error": "".join(traceback.format_exception(e)), **job})
+        run.store.set_run(run.row(status="failed", wall_time_s=elapsed_before + time.time() - t0,
+                                  error="".join(traceback.format_exception(e)), **job))
         raise
 
 
@@ -742,72 +772,73 @@ def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any
     finished (else :class:`StageNotReady`); it resumes like the whole run does (checkpoints, written
     rollouts) and records its result in stages.json; ``row`` gathers the rollout chunks and writes
     the run row and DONE. Returns the stage's result."""
-    full = _resolve(cfg)
-    pre, fin, ev = check_run(full, data=False)
+    run = Run.from_config(cfg)
     spec = parse_stage(stage)
-    rd = RunDir(run_dir_of(full))
-    store = ResultsStore(full["store"])
-    meta = _meta(full)
+    rd = run.dir
     if rd.done.is_file():
-        log.info("run %s is finished (%s): stage %s has nothing to do", full["run_id"], rd.done, stage)
+        log.info("run %s is finished (%s): stage %s has nothing to do", run.run_id, rd.done, stage)
         return json.loads(rd.done.read_text())
     if spec["kind"] == "data":  # shared by the cells that need the same files: a marker beside them
-        res = stage_prepare(full)
+        res = stage_prepare(run.full)
         rd.stages().put("data", res)
         return res
     if spec["kind"] == "pretrain":
-        check_inputs(full, pre, fin)
-        return stage_pretrain(full, pre)[1] or {}
-    with _run_log(full, store, meta):
+        run.check_inputs()
+        return stage_pretrain(run)[1] or {}
+    with _run_log(run):
         job = _job_info(rd.path)
-        t0 = time.time()
         try:
-            pre_res = None
-            if pre.enabled and not pre.checkpoint:  # this run pretrains: that stage must have finished
-                pre_dir, pre_stages = pretrain_place(full, pre)
-                pre_res = pre_stages.get("pretrain")
-                if pre_res is None:
-                    raise StageNotReady(f"run {full['run_id']}: stage {stage} needs the pretraining in "
-                                        f"{pre_dir.path}, which has not finished")
-            init_from = pre_res["checkpoint"] if pre_res else pre.checkpoint
-            if spec["kind"] == "finetune":
-                check_inputs(full, pre, fin)
-                store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "running", "stage": stage, **job})
-                return stage_finetune(full, pre, fin, ev, spec["task"], init_from)
-            per_task = {}
-            for task in full["tasks"]:
-                res = rd.stages().get(f"finetune/{task}") if fin.enabled else _no_finetune(init_from)
-                if not res:
-                    raise StageNotReady(f"run {full['run_id']}: stage {stage} needs finetune/{task}, not finished")
-                per_task[task] = res
-            if spec["kind"] == "evaluate":
-                key = f"eval/{spec['task']}/{spec['mode']}/{spec['chunk'][0]}/{spec['chunk'][1]}-{spec['chunk'][2]}"
-                done = rd.stages().get(key)
-                if done:
-                    return done
-                with run_lease(rd.eval_chunk(spec["task"], spec["mode"], *spec["chunk"]).path, f"stage {stage}"):
-                    return stage_evaluate(full, pre, fin, ev, store, meta, spec["task"], spec["mode"],
-                                          per_task[spec["task"]], chunk=spec["chunk"])
-            # row: every chunk finished -> per-(task, mode) results, the run row, DONE
-            with run_lease(rd.path, "stage row"):
-                if ev.n_rollouts > 0:
-                    for task in full["tasks"]:
-                        for mode in ev.modes:
-                            gather_chunks(full, ev, task, mode, rollouts_per_job)
-                st = rd.stages()
-                parts = [r.get("elapsed_s", 0.0) for k, r in st.data.items()
-                         if isinstance(r, dict) and (k.startswith("finetune/") or k.count("/") == 4)]
-                wall = sum(parts) + (pre_res or {}).get("elapsed_s", 0.0) + time.time() - t0
-                row = run_row(full, ev, meta, per_task, pre_res, wall, job)
-                row["stage_jobs"] = True  # wall_time_s: the stage jobs' times summed
-                store.set_run(row)
-                _atomic_write(rd.done, json.dumps(row, default=str))
-                return row
+            return _run_stage_job(run, stage, spec, job, rollouts_per_job)
         except BaseException as e:
             if not isinstance(e, (RunInterrupted, KeyboardInterrupt, SystemExit)):
-                store.set_run({**meta, "task": ",".join(full["tasks"]), "status": "failed", "stage": stage,
-                               "error": f"stage {stage}: " + "".join(traceback.format_exception(e)), **job})
+                run.store.set_run(run.row(status="failed", stage=stage, **job,
+                                          error=f"stage {stage}: " + "".join(traceback.format_exception(e))))
             raise
+
+
+def _run_stage_job(run: Run, stage: str, spec: dict[str, Any], job: dict[str, Any], rollouts_per_job: int) -> dict[str, Any]:
+    """A finetune, rollout-chunk or row stage, once the stages it needs have finished."""
+    rd, pre, t0 = run.dir, run.pre, time.time()
+    pre_res = None
+    if pre.enabled and not pre.checkpoint:  # this run pretrains: that stage must have finished
+        pre_dir, pre_stages = run.pretrain_place()
+        pre_res = pre_stages.get("pretrain")
+        if pre_res is None:
+            raise StageNotReady(f"run {run.run_id}: stage {stage} needs the pretraining in "
+                                f"{pre_dir.path}, which has not finished")
+    init_from = pre_res["checkpoint"] if pre_res else pre.checkpoint
+    if spec["kind"] == "finetune":
+        run.check_inputs()
+        run.store.set_run(run.row(status="running", stage=stage, **job))
+        return stage_finetune(run, spec["task"], init_from)
+    per_task = {}
+    for task in run.tasks:
+        res = rd.stages().get(f"finetune/{task}") if run.fin.enabled else _no_finetune(init_from)
+        if not res:
+            raise StageNotReady(f"run {run.run_id}: stage {stage} needs finetune/{task}, not finished")
+        per_task[task] = res
+    if spec["kind"] == "evaluate":
+        key = f"eval/{spec['task']}/{spec['mode']}/{spec['chunk'][0]}/{spec['chunk'][1]}-{spec['chunk'][2]}"
+        done = rd.stages().get(key)
+        if done:
+            return done
+        with run_lease(rd.eval_chunk(spec["task"], spec["mode"], *spec["chunk"]).path, f"stage {stage}"):
+            return stage_evaluate(run, spec["task"], spec["mode"], per_task[spec["task"]], chunk=spec["chunk"])
+    # row: every chunk finished -> per-(task, mode) results, the run row, DONE
+    with run_lease(rd.path, "stage row"):
+        if run.ev.n_rollouts > 0:
+            for task in run.tasks:
+                for mode in run.ev.modes:
+                    gather_chunks(run, task, mode, rollouts_per_job)
+        st = rd.stages()
+        parts = [r.get("elapsed_s", 0.0) for k, r in st.data.items()
+                 if isinstance(r, dict) and (k.startswith("finetune/") or k.count("/") == 4)]
+        wall = sum(parts) + (pre_res or {}).get("elapsed_s", 0.0) + time.time() - t0
+        row = run_row(run, per_task, pre_res, wall, job)
+        row["stage_jobs"] = True  # wall_time_s: the stage jobs' times summed
+        run.store.set_run(row)
+        _atomic_write(rd.done, json.dumps(row, default=str))
+        return row
 
 
 def main(argv: list[str]) -> int:

@@ -35,7 +35,7 @@ from uwmbench.benchmarks.train import train
 from uwmbench.config import ConfigError, check_config, check_method_section, dump_yaml, error_message, load_config, to_container, typed
 from uwmbench.fileio import atomic_write_text as _atomic_write
 from uwmbench.methods import FORWARD_DYNAMICS, INVERSE_DYNAMICS, get_method_class, make_config
-from uwmbench.run_dir import RunDir, Stages
+from uwmbench.run_dir import RunDir, StageKey, Stages
 from uwmbench.schemas import PrepareConfig, RunEvalConfig, StageConfig
 from uwmbench.lease import run_lease
 from uwmbench.store import ResultsStore
@@ -512,7 +512,7 @@ def stage_finetune(run: Run, task: str, init_from: str | None) -> dict[str, Any]
     """Finetune on ``task`` (resumes; skipped when finished) and its diagnostics; the result."""
     fin, ev, rd = run.fin, run.ev, run.dir
     stages = rd.stages()
-    key = f"finetune/{task}"
+    key = StageKey.finetune(task)
     res = stages.get(key) if fin.enabled else _no_finetune(init_from)
     if res is None:
         trainer = dataclasses.asdict(fin.trainer)
@@ -527,7 +527,7 @@ def stage_finetune(run: Run, task: str, init_from: str | None) -> dict[str, Any]
     if not res.get("checkpoint"):
         raise ConfigError(f"run {run.run_id}: no checkpoint to evaluate for task {task} "
                           "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
-    dkey = f"diagnostics/{task}"
+    dkey = StageKey.diagnostics(task)
     if ev.n_rollouts > 0 and ev.diagnose_windows > 0 and fin.enabled and not stages.reload().get(dkey):
         from uwmbench.benchmarks.diagnose import diagnose
         d = diagnose(res["checkpoint"], out=rd.diagnostics(task), windows=ev.diagnose_windows,
@@ -556,7 +556,7 @@ def stage_evaluate(run: Run, task: str, mode: str, res: dict[str, Any],
     """Roll out the task's checkpoint in ``mode`` (every condition, or one ``chunk``); rows go to
     the store as they come; the result is recorded in stages.json."""
     rd = run.dir
-    key = f"eval/{task}/{mode}" + (f"/{chunk[0]}/{chunk[1]}-{chunk[2]}" if chunk else "")
+    key = StageKey.eval(task, mode, chunk)
     m = {**run.meta, "task": task, "mode": mode, "checkpoint": str(res["checkpoint"])}
     out = rd.eval_chunk(task, mode, *chunk) if chunk else rd.eval(task, mode)
     t0 = time.time()
@@ -574,8 +574,8 @@ def gather_chunks(run: Run, task: str, mode: str, per_job: int) -> dict[str, Any
     """``eval/<task>/<mode>`` from its finished rollout chunks (stage jobs); raises StageNotReady
     naming the missing ones."""
     stages = run.dir.stages()
-    keys = [f"eval/{task}/{mode}/{c}/{a}-{b}" for c, a, b in eval_chunks(run.ev, mode, per_job)]
-    missing = [k for k in keys if not stages.get(k)]
+    keys = [StageKey.eval(task, mode, chunk) for chunk in eval_chunks(run.ev, mode, per_job)]
+    missing = [str(k) for k in keys if not stages.get(k)]
     if missing:
         raise StageNotReady(f"run {run.run_id}: rollout chunk(s) not finished: {missing[:5]}"
                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
@@ -584,7 +584,7 @@ def gather_chunks(run: Run, task: str, mode: str, per_job: int) -> dict[str, Any
     succ = sum(p.get("successes", 0) for p in parts)
     r = {"rollouts": n, "successes": succ, "success_rate": succ / n if n else None, "chunks": len(keys),
          "elapsed_s": sum(p.get("elapsed_s", 0.0) for p in parts)}
-    stages.put(f"eval/{task}/{mode}", r)
+    stages.put(StageKey.eval(task, mode), r)
     return r
 
 
@@ -735,7 +735,7 @@ def _run_stages(run: Run) -> dict[str, Any]:
             res = stage_finetune(run, task, init_from)
             if ev.n_rollouts > 0:
                 for mode in ev.modes:
-                    if not rd.stages().get(f"eval/{task}/{mode}"):
+                    if not rd.stages().get(StageKey.eval(task, mode)):
                         stage_evaluate(run, task, mode, res)
             else:
                 log.info("run %s task %s: evaluate.n_rollouts=0, no rollouts (offline validation metrics only)",
@@ -754,17 +754,22 @@ def _run_stages(run: Run) -> dict[str, Any]:
         raise
 
 
-def parse_stage(stage: str) -> dict[str, Any]:
-    """``data`` | ``pretrain`` | ``finetune/<task>`` | ``eval/<task>/<mode>/<condition>/<first>-<last>`` | ``row``."""
-    parts = stage.split("/")
-    if stage in ("data", "pretrain", "row"):
-        return {"kind": stage}
-    if parts[0] == "finetune" and len(parts) == 2:
-        return {"kind": "finetune", "task": parts[1]}
-    if parts[0] == "eval" and len(parts) == 5 and "-" in parts[4]:
-        a, b = parts[4].split("-", 1)
-        return {"kind": "evaluate", "task": parts[1], "mode": parts[2], "chunk": (parts[3], int(a), int(b))}
-    raise ValueError(f"stage {stage!r} is not data, pretrain, finetune/<task>, eval/<task>/<mode>/<cond>/<a>-<b> or row")
+def parse_stage(stage: str) -> StageKey:
+    """A stage job's stage: ``data`` | ``pretrain`` | ``finetune/<task>`` |
+    ``eval/<task>/<mode>/<condition>/<first>-<last>`` | ``row``."""
+    key = StageKey.parse(stage)
+    if key.kind == "diagnostics" or (key.kind == "eval" and key.chunk is None):
+        raise ValueError(f"stage {stage!r} is not a stage job: data, pretrain, finetune/<task>, "
+                         "eval/<task>/<mode>/<cond>/<a>-<b> or row")
+    return key
+
+
+def _is_job_stage(key: str) -> bool:
+    try:
+        k = StageKey.parse(key)
+    except ValueError:
+        return False
+    return k.kind == "finetune" or k.chunk is not None
 
 
 def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any]:
@@ -778,11 +783,11 @@ def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any
     if rd.done.is_file():
         log.info("run %s is finished (%s): stage %s has nothing to do", run.run_id, rd.done, stage)
         return json.loads(rd.done.read_text())
-    if spec["kind"] == "data":  # shared by the cells that need the same files: a marker beside them
+    if spec.kind == "data":  # shared by the cells that need the same files: a marker beside them
         res = stage_prepare(run.full)
         rd.stages().put("data", res)
         return res
-    if spec["kind"] == "pretrain":
+    if spec.kind == "pretrain":
         run.check_inputs()
         return stage_pretrain(run)[1] or {}
     with _run_log(run):
@@ -796,7 +801,7 @@ def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any
             raise
 
 
-def _run_stage_job(run: Run, stage: str, spec: dict[str, Any], job: dict[str, Any], rollouts_per_job: int) -> dict[str, Any]:
+def _run_stage_job(run: Run, stage: str, spec: StageKey, job: dict[str, Any], rollouts_per_job: int) -> dict[str, Any]:
     """A finetune, rollout-chunk or row stage, once the stages it needs have finished."""
     rd, pre, t0 = run.dir, run.pre, time.time()
     pre_res = None
@@ -807,23 +812,22 @@ def _run_stage_job(run: Run, stage: str, spec: dict[str, Any], job: dict[str, An
             raise StageNotReady(f"run {run.run_id}: stage {stage} needs the pretraining in "
                                 f"{pre_dir.path}, which has not finished")
     init_from = pre_res["checkpoint"] if pre_res else pre.checkpoint
-    if spec["kind"] == "finetune":
+    if spec.kind == "finetune":
         run.check_inputs()
         run.store.set_run(run.row(status="running", stage=stage, **job))
-        return stage_finetune(run, spec["task"], init_from)
+        return stage_finetune(run, spec.task, init_from)
     per_task = {}
     for task in run.tasks:
-        res = rd.stages().get(f"finetune/{task}") if run.fin.enabled else _no_finetune(init_from)
+        res = rd.stages().get(StageKey.finetune(task)) if run.fin.enabled else _no_finetune(init_from)
         if not res:
             raise StageNotReady(f"run {run.run_id}: stage {stage} needs finetune/{task}, not finished")
         per_task[task] = res
-    if spec["kind"] == "evaluate":
-        key = f"eval/{spec['task']}/{spec['mode']}/{spec['chunk'][0]}/{spec['chunk'][1]}-{spec['chunk'][2]}"
-        done = rd.stages().get(key)
+    if spec.kind == "eval":
+        done = rd.stages().get(spec)
         if done:
             return done
-        with run_lease(rd.eval_chunk(spec["task"], spec["mode"], *spec["chunk"]).path, f"stage {stage}"):
-            return stage_evaluate(run, spec["task"], spec["mode"], per_task[spec["task"]], chunk=spec["chunk"])
+        with run_lease(rd.eval_chunk(spec.task, spec.mode, *spec.chunk).path, f"stage {stage}"):
+            return stage_evaluate(run, spec.task, spec.mode, per_task[spec.task], chunk=spec.chunk)
     # row: every chunk finished -> per-(task, mode) results, the run row, DONE
     with run_lease(rd.path, "stage row"):
         if run.ev.n_rollouts > 0:
@@ -831,8 +835,8 @@ def _run_stage_job(run: Run, stage: str, spec: dict[str, Any], job: dict[str, An
                 for mode in run.ev.modes:
                     gather_chunks(run, task, mode, rollouts_per_job)
         st = rd.stages()
-        parts = [r.get("elapsed_s", 0.0) for k, r in st.data.items()
-                 if isinstance(r, dict) and (k.startswith("finetune/") or k.count("/") == 4)]
+        parts = [r.get("elapsed_s", 0.0) for k, r in st.data.items()   # the stage jobs: finetunes and chunks
+                 if isinstance(r, dict) and _is_job_stage(k)]
         wall = sum(parts) + (pre_res or {}).get("elapsed_s", 0.0) + time.time() - t0
         row = run_row(run, per_task, pre_res, wall, job)
         row["stage_jobs"] = True  # wall_time_s: the stage jobs' times summed

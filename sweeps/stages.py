@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from uwmbench.config import ConfigError
-from uwmbench.run_dir import RunDir, Stages
+from uwmbench.run_dir import RunDir, StageKey, Stages
 from uwmbench.schemas import EvalOptions, Resources, StageConfig
 from .grids import (POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell,
                     estimate_cell, rates_cpu)
@@ -195,9 +195,10 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
             n_tasks = stage_tasks(fin, gpus)
             h = _train_h(method, paper, fin, n_tasks) if cpu_est is None else \
                 cpu_est["finetune_wall_h"] / max(1, len(full["tasks"]))  # CPU: wall-hours of the one process
-            k = f"{c.cell}/finetune/{task}"
-            nodes.append(StageNode(key=k, stage=f"finetune/{task}", kind="finetune", cell=c, cells=[c.cell],
-                                   deps=list(deps), marker=(str(rd.stages_file), f"finetune/{task}"),
+            sk = str(StageKey.finetune(task))
+            k = f"{c.cell}/{sk}"
+            nodes.append(StageNode(key=k, stage=sk, kind="finetune", cell=c, cells=[c.cell],
+                                   deps=list(deps), marker=(str(rd.stages_file), sk),
                                    resources=dataclasses.replace(train_res, gpus=n_tasks if gpus else 0),
                                    tasks=n_tasks, gpu_h=h if gpus else 0.0, cpu_h=h / n_tasks * train_res.cpus * n_tasks))
             fin_keys.append((task, k))
@@ -223,10 +224,11 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
                         res = Resources(gpus=rg, cpus=cpus,
                                         mem_gb=int(launcher.get("rollout_mem_gb") or (3 * max(1, workers) + 8)),
                                         time_h=float(time_h))
-                        k = f"{c.cell}/eval/{task}/{mode}/{cond}/{a}-{b}"
-                        nodes.append(StageNode(key=k, stage=f"eval/{task}/{mode}/{cond}/{a}-{b}", kind="evaluate",
+                        sk = str(StageKey.eval(task, mode, (cond, a, b)))
+                        k = f"{c.cell}/{sk}"
+                        nodes.append(StageNode(key=k, stage=sk, kind="evaluate",
                                                cell=c, cells=[c.cell], deps=tdeps,
-                                               marker=(str(rd.stages_file), f"eval/{task}/{mode}/{cond}/{a}-{b}"),
+                                               marker=(str(rd.stages_file), sk),
                                                resources=res, cpu_partition=True, rollouts=n,
                                                gpu_h=rg * wall, cpu_h=cpus * wall))
                         eval_keys.append(k)
@@ -246,7 +248,7 @@ def stage_table(nodes: list[StageNode], per_job: int) -> pd.DataFrame:
         ns = [n for n in nodes if n.kind == kind]
         if not ns:
             continue
-        groups = {(n.cell.cell, n.stage.split("/")[1]) for n in ns} if kind == "evaluate" else None
+        groups = {(n.cell.cell, StageKey.parse(n.stage).task) for n in ns} if kind == "evaluate" else None
         rows.append({"stage": kind, "jobs": len(ns),
                      "submitted_as": f"{len(groups)} arrays" if groups else f"{len(ns)} jobs",
                      "tasks/job": max(n.tasks for n in ns), "gpus/job": max(n.resources.gpus for n in ns),
@@ -405,7 +407,7 @@ def submit_graph(nodes: list[StageNode], launcher: dict[str, Any], store_root: s
     groups: dict[tuple, list[StageNode]] = {}
     for n in todo:
         gk = (n.kind, dataclasses.astuple(n.resources), n.tasks, tuple(n.deps),
-              (n.cell.cell, n.stage.split("/")[1]) if n.kind == "evaluate" else n.key)
+              (n.cell.cell, StageKey.parse(n.stage).task) if n.kind == "evaluate" else n.key)
         groups.setdefault(gk, []).append(n)
     submitted: list[tuple[StageNode, str]] = []
     for i, ((kind, *_), group) in enumerate(groups.items()):

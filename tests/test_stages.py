@@ -111,10 +111,21 @@ def test_chunks_cover_every_rollout_once():
     ch = protocol.eval_chunks(ev, "policy", 20)
     assert ch == [("id", 0, 19), ("id", 20, 39), ("id", 40, 49), ("ood", 0, 19), ("ood", 20, 39), ("ood", 40, 49)]
     assert protocol.eval_chunks(ev, "inverse_dynamics", 50) == [("id", 0, 49)]  # tracks the ID demos only
-    assert protocol.parse_stage("eval/book_caddy/policy/ood/20-39") == {
-        "kind": "evaluate", "task": "book_caddy", "mode": "policy", "chunk": ("ood", 20, 39)}
+    from uwmbench.run_dir import StageKey
+    key = protocol.parse_stage("eval/book_caddy/policy/ood/20-39")
+    assert (key.kind, key.task, key.mode, key.chunk) == ("eval", "book_caddy", "policy", ("ood", 20, 39))
     with pytest.raises(ValueError, match="stage"):
         protocol.parse_stage("eval/book_caddy")
+    with pytest.raises(ValueError, match="not a stage job"):
+        protocol.parse_stage("eval/book_caddy/policy")          # a (task, mode) result, gathered by `row`
+    # keys are typed values: they round-trip, also for task names with slashes (libero_10/<name>)
+    task = "libero_10/KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it"
+    for k in (StageKey("data"), StageKey("pretrain"), StageKey("row"), StageKey.finetune(task),
+              StageKey.diagnostics(task), StageKey.eval(task, "policy"), StageKey.eval(task, "inverse_dynamics"),
+              StageKey.eval(task, "policy", ("ood", 20, 39))):
+        assert StageKey.parse(str(k)) == k, k
+    assert str(StageKey.eval("book_caddy", "policy", ("id", 0, 24))) == "eval/book_caddy/policy/id/0-24"
+    assert protocol.parse_stage(f"finetune/{task}").task == task
 
 
 def test_protocol_on_another_benchmark_in_process(reach_data, tmp_path, monkeypatch):

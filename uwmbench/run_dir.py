@@ -27,8 +27,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from uwmbench.fileio import atomic_write_text
 from uwmbench.rows import ROLLOUTS_FILE, read_jsonl
@@ -91,24 +93,81 @@ class EvalDir:
         return read_jsonl(self.rollouts, skipped)
 
 
+@dataclass(frozen=True)
+class StageKey:
+    """The name of a stage, in ``stages.json`` and in a sweep's stage graph: ``data``, ``pretrain``,
+    ``finetune/<task>``, ``diagnostics/<task>``, ``eval/<task>/<mode>`` (a task's rollouts in one
+    mode), ``eval/<task>/<mode>/<condition>/<first>-<last>`` (a chunk of them: a stage job) or
+    ``row``. Task names may hold slashes (``libero_10/<name>``): keys are parsed from the right."""
+    kind: str                        # data | pretrain | finetune | diagnostics | eval | row
+    task: str | None = None
+    mode: str | None = None
+    condition: str | None = None     # eval chunks only
+    first: int | None = None
+    last: int | None = None
+
+    KINDS: ClassVar[tuple[str, ...]] = ("data", "pretrain", "finetune", "diagnostics", "eval", "row")
+
+    @classmethod
+    def finetune(cls, task: str) -> "StageKey":
+        return cls("finetune", task)
+
+    @classmethod
+    def diagnostics(cls, task: str) -> "StageKey":
+        return cls("diagnostics", task)
+
+    @classmethod
+    def eval(cls, task: str, mode: str, chunk: tuple[str, int, int] | None = None) -> "StageKey":
+        return cls("eval", task, mode) if chunk is None else cls("eval", task, mode, chunk[0], int(chunk[1]), int(chunk[2]))
+
+    @property
+    def chunk(self) -> tuple[str, int, int] | None:
+        """(condition, first, last) of an eval chunk, else None."""
+        return None if self.condition is None else (self.condition, int(self.first), int(self.last))
+
+    def __str__(self) -> str:
+        if self.kind in ("data", "pretrain", "row"):
+            return self.kind
+        if self.kind in ("finetune", "diagnostics"):
+            return f"{self.kind}/{self.task}"
+        base = f"eval/{self.task}/{self.mode}"
+        return base if self.chunk is None else f"{base}/{self.condition}/{self.first}-{self.last}"
+
+    @classmethod
+    def parse(cls, key: str) -> "StageKey":
+        kind, _, rest = str(key).partition("/")
+        if kind in ("data", "pretrain", "row") and not rest:
+            return cls(kind)
+        if kind in ("finetune", "diagnostics") and rest:
+            return cls(kind, rest)
+        parts = rest.split("/")
+        if kind == "eval" and len(parts) >= 4 and re.fullmatch(r"\d+-\d+", parts[-1]):
+            a, b = parts[-1].split("-")
+            return cls("eval", "/".join(parts[:-3]), parts[-3], parts[-2], int(a), int(b))
+        if kind == "eval" and len(parts) >= 2:
+            return cls("eval", "/".join(parts[:-1]), parts[-1])
+        raise ValueError(f"stage {key!r} is not data, pretrain, finetune/<task>, diagnostics/<task>, "
+                         "eval/<task>/<mode>, eval/<task>/<mode>/<condition>/<first>-<last> or row")
+
+
 class Stages:
     """``stages.json`` of a protocol run: results of finished stages (rewritten atomically on
     each change). Keys: ``pretrain``, ``finetune/<task>``, ``diagnostics/<task>``,
     ``eval/<task>/<mode>``, ``eval/<task>/<mode>/<condition>/<first>-<last>`` (a rollout chunk
-    of a stage job), ``elapsed_s``."""
+    of a stage job) (:class:`StageKey`), ``elapsed_s``."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
+    def get(self, key: "str | StageKey") -> Any:
+        return self.data.get(str(key))
 
     def reload(self) -> "Stages":
         self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         return self
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: "str | StageKey", value: Any) -> None:
         """Set one key. Stage jobs of one run write this file at once (rollout chunks of a
         sweep's stage graph): the file is re-read and rewritten under an exclusive lock
         (``stages.json.lock``), so no job's key is lost."""
@@ -119,7 +178,7 @@ class Stages:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self.reload()
-                self.data[key] = value
+                self.data[str(key)] = value
                 atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -274,4 +333,4 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-__all__ = ["RunDir", "CheckpointDir", "EvalDir", "Stages"]
+__all__ = ["RunDir", "CheckpointDir", "EvalDir", "Stages", "StageKey"]

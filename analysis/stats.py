@@ -253,7 +253,7 @@ def paired_comparisons(df: pd.DataFrame, reference: str = "uwm", n_boot: int = D
     for cond in conds:
         d = df if cond is None else df[df["condition"] == cond]
         ref = d[d["method"] == reference]
-        for base in [m for m in _ordered_methods(d["method"].unique()) if m != reference]:
+        for base in [m for m in order_methods(d["method"].unique()) if m != reference]:
             other = d[d["method"] == base]
             tasks = sorted(set(ref["task"]) & set(other["task"]))
             for t in [*tasks, "all"] if len(tasks) > 1 else tasks:
@@ -274,6 +274,12 @@ def paired_comparisons(df: pd.DataFrame, reference: str = "uwm", n_boot: int = D
     return out[cols]
 
 
-def _ordered_methods(methods) -> list[str]:
-    from .tables import order_methods  # tables imports this module: a top-level import would be a cycle
-    return order_methods(methods)
+METHOD_ORDER = ["uwm", "dp", "pad", "gr1", "bc"]   # the paper's column order; methods added later follow, sorted
+
+
+def order_methods(methods) -> list[str]:
+    """``methods`` (duplicates dropped) in the paper's order, then any others sorted."""
+    ms = list(dict.fromkeys(methods))
+    known = [m for m in METHOD_ORDER if m in ms]
+    return known + sorted(m for m in ms if m not in METHOD_ORDER)
+

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .stats import order_methods  # the tables show methods in the statistics' order
 from .paper import SWEEP_TO_PAPER_TABLE, load_paper_numbers, paper_variant
 from uwmbench.fileio import atomic_write_text
 
@@ -27,7 +28,6 @@ TASK_ORDER = ["book_caddy", "soup_cheese", "bowl_drawer", "moka_moka", "mug_mug"
 TASK_DISPLAY = {"book_caddy": "Book-Caddy", "soup_cheese": "Soup-Cheese", "bowl_drawer": "Bowl-Drawer",
                 "moka_moka": "Moka-Moka", "mug_mug": "Mug-Mug", "stack_bowls": "Stack-Bowls",
                 "block_cabinet": "Block-Cabinet", "average": "Average", "all": "All tasks"}
-METHOD_ORDER = ["uwm", "dp", "pad", "gr1", "bc"]
 METHOD_DISPLAY = {"uwm": "UWM", "dp": "DP", "pad": "PAD", "gr1": "GR1", "bc": "BC"}
 CONDITION_DISPLAY = {"id": "ID", "ood": "OOD", "real": "real robot", "all": "all"}
 _EMPTY_VARIANTS = {"", "default", "nan", "none_", "None"}
@@ -45,12 +45,6 @@ def display_method(m: str) -> str:
 
 def display_condition(c: str) -> str:
     return CONDITION_DISPLAY.get(c, str(c))
-
-
-def order_methods(methods) -> list[str]:
-    ms = list(dict.fromkeys(methods))
-    known = [m for m in METHOD_ORDER if m in ms]
-    return known + sorted(m for m in ms if m not in METHOD_ORDER)
 
 
 def order_tasks(tasks) -> list[str]:

@@ -34,7 +34,8 @@ from __future__ import annotations
 from uwmbench.rows import ROLLOUTS_FILE, RolloutRow, append_jsonl, read_jsonl
 from uwmbench.schemas import EvalOptions
 
-from .evaluation.cli import EvaluateConfig, main
+from .evaluation import cli as _cli
+from .evaluation.cli import EvaluateConfig
 from .evaluation.core import MODES, evaluate, summarize
 from .evaluation.libero_runner import LiberoRunner, demo_init_overlap
 from .evaluation.policy import WEIGHTS, BatchedPolicy, checkpoint_flip, checkpoint_frame_size, resolve_policy
@@ -47,3 +48,8 @@ __all__ = ["evaluate", "EvalOptions", "rollout_seed", "summarize", "append_jsonl
            "demo_init_overlap", "ROLLOUTS_FILE", "RolloutRow", "Runner", "RolloutEnv", "RolloutJob", "RunnerSettings",
            "TaskInfo", "EpisodeStart", "LiberoRunner", "BatchedPolicy", "DemoReference", "MODES", "WEIGHTS",
            "WorkerSettings"]
+
+
+def main(argv: list[str]) -> int:
+    """``uwmbench evaluate key=value ...`` (``--help`` prints this module's docstring and the keys)."""
+    return _cli.main(argv, doc=__doc__)

@@ -28,15 +28,18 @@ import signal
 import socket
 import subprocess
 import time
+from importlib import resources as ires
 from pathlib import Path
 from typing import Any
 
 import submitit
+from omegaconf import OmegaConf
 from submitit.helpers import DelayedSubmission
 
 from uwmbench.config import ConfigError, load_config
 from uwmbench.run_dir import RunDir
 from uwmbench.lease import pid_alive
+from uwmbench.schemas import LAUNCHER_SCHEMAS
 from uwmbench.store import _writer_id
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,28 @@ try:
     from submitit.helpers import Checkpointable as _Checkpointable
 except ImportError:  # pragma: no cover
     _Checkpointable = object  # type: ignore
+
+
+def load_launcher(name: str, overrides: list[str] = ()) -> dict[str, Any]:
+    """``configs/launcher/<name>.yaml`` under its schema, with ``launcher.<key>=value`` overrides."""
+    f = ires.files("uwmbench.configs").joinpath("launcher", f"{name}.yaml")
+    if not f.is_file():
+        raise ConfigError(f"unknown launcher {name!r} (no configs/launcher/{name}.yaml); use local or slurm")
+    base = OmegaConf.create(f.read_text())
+    schema = LAUNCHER_SCHEMAS.get(name)
+    dot = [o.split(".", 1)[1] for o in overrides]
+    for o in dot:
+        k = o.split("=", 1)[0]
+        if k.split(".")[0] not in base:
+            raise ConfigError(f"launcher.{k}: unknown key for launcher {name!r}; valid: {sorted(base)}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema) if schema else {}, base, OmegaConf.from_dotlist(dot))
+    except Exception as e:  # an ill-typed value, or a key the schema lacks
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"launcher {name!r} (configs/launcher/{name}.yaml + overrides): {msg}") from None
+    cfg = OmegaConf.to_container(merged, resolve=True)
+    cfg["name"] = name
+    return cfg
 
 
 def resolve_fn(spec: str):
@@ -136,7 +161,7 @@ def submit_training(train_cfg: Any, run_dir: str | os.PathLike, launcher: dict[s
     one node, one process per GPU (``gpus_per_task=1``; 0: CPU processes over gloo), running
     data-parallel through submitit's distributed environment. ``trainer.batch_size`` is the
     per-process batch: the global batch is ``n_tasks x trainer.batch_size``. ``launcher``: a
-    launcher config (``uwmbench.sweeps.sweep.load_launcher``); its cpus_per_task / mem_gb /
+    launcher config (:func:`load_launcher`); its cpus_per_task / mem_gb /
     timeout_min win over ``resources``. Returns the submitit job at once (``job.results()[0]``: rank
     0's training summary); its logs go to ``launcher.folder`` or ``<run_dir>/submitit``."""
     if n_tasks < 1:

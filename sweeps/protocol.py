@@ -236,8 +236,7 @@ def _train(train_cfg: dict[str, Any], run_dir: Path, stage: StageConfig | None =
 def _train_distributed(train_cfg: dict[str, Any], run_dir: Path, stage: StageConfig, where: str) -> dict[str, Any]:
     """The stage as ONE job with ``stage.gpus`` tasks (DDP; uwmbench.sweeps.launch.submit_training)
     on the ``stage.distributed`` launcher; this process waits for it."""
-    from uwmbench.sweeps.launch import submit_training
-    from uwmbench.sweeps.sweep import load_launcher
+    from uwmbench.sweeps.launch import load_launcher, submit_training
     launcher = load_launcher(stage.distributed)
     unknown = sorted(set(stage.launcher) - set(launcher))
     if unknown:

@@ -20,44 +20,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-from importlib import resources as ires
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from uwmbench.config import ConfigError
-from uwmbench.schemas import LAUNCHER_SCHEMAS
 from uwmbench.sweeps import grids  # grids.expand_sweep looked up at call time (tests spy on it)
 from uwmbench.sweeps import stages as stages_mod
 from .grids import compose_cell, format_job_table, sweep_names
-from .launch import ACTIVE_STATES, cancel, is_active, job_state, launch_cells, max_parallel_of, record_cancel, submissions
+from .launch import (ACTIVE_STATES, cancel, is_active, job_state, launch_cells, load_launcher, max_parallel_of, record_cancel,
+                     submissions)
 from .protocol import _resolve, check_run
 from uwmbench.store import ResultsStore
 
 log = logging.getLogger(__name__)
-
-
-def load_launcher(name: str, overrides: list[str] = ()) -> dict[str, Any]:
-    f = ires.files("uwmbench.configs").joinpath("launcher", f"{name}.yaml")
-    if not f.is_file():
-        raise ConfigError(f"unknown launcher {name!r} (no configs/launcher/{name}.yaml); use local or slurm")
-    base = OmegaConf.create(f.read_text())
-    schema = LAUNCHER_SCHEMAS.get(name)
-    dot = [o.split(".", 1)[1] for o in overrides]
-    for o in dot:
-        k = o.split("=", 1)[0]
-        if k.split(".")[0] not in base:
-            raise ConfigError(f"launcher.{k}: unknown key for launcher {name!r}; valid: {sorted(base)}")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema) if schema else {}, base, OmegaConf.from_dotlist(dot))
-    except Exception as e:  # an ill-typed value, or a key the schema lacks
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"launcher {name!r} (configs/launcher/{name}.yaml + overrides): {msg}") from None
-    cfg = OmegaConf.to_container(merged, resolve=True)
-    cfg["name"] = name
-    return cfg
 
 
 def check_cells(cells: list, store: str, runs_root: str, data: bool = True) -> None:

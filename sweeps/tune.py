@@ -43,7 +43,7 @@ from uwmbench.schemas import DataConfig, TrainerConfig, method_schema
 from .grids import Resources
 from .launch import make_executor
 from uwmbench.lease import run_lease
-from .sweep import load_launcher
+from .launch import load_launcher
 
 log = logging.getLogger(__name__)
 

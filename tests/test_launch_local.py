@@ -47,11 +47,11 @@ def _alive(pid):
 
 
 def test_max_parallel_default_and_cap(tmp_path, monkeypatch):
-    assert launch.max_parallel_of(sweep_cli.load_launcher("local")) == len(os.sched_getaffinity(0))
+    assert launch.max_parallel_of(launch.load_launcher("local")) == len(os.sched_getaffinity(0))
     assert launch.max_parallel_of({"max_parallel": 0}) == 0  # no cap
     monkeypatch.setenv("UWM_TEST_OUT", str(tmp_path))
     cells = grids.expand_sweep("smoke", ["data_root=/unused"], estimate=False)[:2]
-    launcher = sweep_cli.load_launcher("local", ["launcher.max_parallel=1"])
+    launcher = launch.load_launcher("local", ["launcher.max_parallel=1"])
     jobs = launch.launch_cells(cells, launcher, tmp_path / "store", tmp_path / "runs", cell_fn=interval_cell)
     for _, j in jobs:
         j.result()
@@ -73,7 +73,7 @@ def store_dir(tmp_path):
 def test_cancel_kills_the_worker_also_after_its_controller(tmp_path, store_dir, monkeypatch, capsys, wait_for):
     monkeypatch.setenv("UWM_TEST_OUT", str(tmp_path))
     cells = grids.expand_sweep("smoke", ["data_root=/unused"], estimate=False)[:2]
-    launch.launch_cells(cells, sweep_cli.load_launcher("local"), store_dir, tmp_path / "runs", cell_fn=sleeper_cell)
+    launch.launch_cells(cells, launch.load_launcher("local"), store_dir, tmp_path / "runs", cell_fn=sleeper_cell)
     subs = launch.submissions(store_dir, "smoke")
     pids = {c.cell: wait_for(lambda c=c: (tmp_path / f"{c.cell}.pids").is_file()
                              and list(map(int, (tmp_path / f"{c.cell}.pids").read_text().split())),

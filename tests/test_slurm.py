@@ -48,7 +48,7 @@ def test_smoke_sweep_failure_and_rerun(launcher_name, smoke_data, tmp_path, caps
     store_dir, runs = tmp_path / "store", tmp_path / "runs"
     cells = grids.expand_sweep("smoke", [f"data_root={smoke_data}"], estimate=False)
     t0 = time.time()
-    jobs = launch.launch_cells(cells, sweep_cli.load_launcher(launcher_name), store_dir, runs,
+    jobs = launch.launch_cells(cells, launch.load_launcher(launcher_name), store_dir, runs,
                                cell_fn=poisoned_cell, threads=1)
     assert time.time() - t0 < 30, "launch must return at once"
     store = ResultsStore(store_dir)
@@ -100,7 +100,7 @@ def test_preempted_job_requeues_and_resumes(launcher_name, smoke_data, tmp_path,
     steps = 300  # long enough that the preemption (after the 2nd checkpoint) lands mid-training
     cell = grids.expand_sweep("smoke", [f"data_root={smoke_data}", f"finetune.trainer.steps={steps}",
                                         "finetune.trainer.ckpt_every=3"], estimate=False)[0]
-    [(c, job)] = launch.launch_cells([cell], sweep_cli.load_launcher(launcher_name), store_dir, runs, threads=1)
+    [(c, job)] = launch.launch_cells([cell], launch.load_launcher(launcher_name), store_dir, runs, threads=1)
     ft = runs / c.run_id / "finetune" / "smoke"
     wait_for(lambda: len(glob.glob(str(ft / "checkpoints" / "step_*"))) >= 2, 600, "two checkpoints", poll=0.5)
     launch.preempt(job, runs / c.run_id)
@@ -187,7 +187,7 @@ def test_cancel_stops_the_job(launcher_name, tmp_path, monkeypatch, capsys, wait
     monkeypatch.setenv("UWM_TEST_OUT", str(tmp_path))
     store_dir = tmp_path / "store"
     [cell] = grids.expand_sweep("smoke", ["data_root=/unused"], estimate=False)[:1]
-    [(c, job)] = launch.launch_cells([cell], sweep_cli.load_launcher(launcher_name), store_dir, tmp_path / "runs",
+    [(c, job)] = launch.launch_cells([cell], launch.load_launcher(launcher_name), store_dir, tmp_path / "runs",
                                      cell_fn=sleeper_cell)
     try:
         pids = wait_for(lambda: (tmp_path / f"{c.cell}.pids").is_file()
@@ -274,7 +274,7 @@ def test_two_task_ddp_training_job_matches_one_process(launcher_name, tmp_path, 
             "trainer.grad_clip=1.0", "trainer.progress=false", "trainer.device=cpu"])
 
     t0 = time.time()
-    job = launch.submit_training(cfg(4), tmp_path / "ddp", sweep_cli.load_launcher(launcher_name), n_tasks=2,
+    job = launch.submit_training(cfg(4), tmp_path / "ddp", launch.load_launcher(launcher_name), n_tasks=2,
                                  gpus_per_task=0, resources={"cpus": 1, "mem_gb": 2, "time_h": 0.25}, threads=1)
     torch.set_num_threads(1)
     train(cfg(8), tmp_path / "single")  # meanwhile: one process, the same global batch

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from uwmbench.sweeps import grids, protocol, stages, sweep as sweep_cli
+from uwmbench.sweeps import grids, launch, protocol, stages, sweep as sweep_cli
 from uwmbench.store import ResultsStore
 
 from conftest_slurm import write_smoke_hdf5, wait_until
@@ -37,7 +37,7 @@ def main_graph(tmp_path_factory):
     """The main table's stage graph on the SLURM launcher's defaults (composed once: 12 cells)."""
     tmp = tmp_path_factory.mktemp("main")
     cells = grids.expand_sweep("main", [], estimate=False)
-    lcfg = sweep_cli.load_launcher("slurm")
+    lcfg = launch.load_launcher("slurm")
     return tmp, cells, stages.build_graph(cells, str(tmp / "store"), str(tmp / "runs"), lcfg), lcfg
 
 
@@ -74,7 +74,7 @@ def test_cells_with_the_same_pretraining_share_one_pretrain_job(tmp_path):
     b = dataclasses.replace(base, cell="b", overrides=base.overrides + ["finetune.trainer.steps=20"])
     c = dataclasses.replace(base, cell="c", overrides=base.overrides + ["pretrain.trainer.steps=7"])
     nodes = stages.build_graph([a, b, c], str(tmp_path / "store"), str(tmp_path / "runs"),
-                               sweep_cli.load_launcher("slurm"))
+                               launch.load_launcher("slurm"))
     pre = [n for n in nodes if n.kind == "pretrain"]
     assert len(pre) == 2 and sorted(len(n.cells) for n in pre) == [1, 2]
     shared = next(n for n in pre if len(n.cells) == 2)

@@ -13,24 +13,10 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import schemas
+from .errors import ConfigError, ConfigPathError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A bad config key or value (the message names it); ``uwmbench`` prints it on one line."""
-
-
-class ConfigKeyError(ConfigError, KeyError):
-    """A name given in the config (a task, a suite, ...) is unknown. Also a :class:`KeyError`, for
-    callers that catch that; ``str()`` is the plain message (no KeyError quotes)."""
-
-    __str__ = BaseException.__str__
-
-
-class ConfigPathError(ConfigError, FileNotFoundError):
-    """A path given in the config (``checkpoint=``, ``trainer.init_from=``, ``method.vae=``, ...)
-    does not exist or is not what the key expects. Also a :class:`FileNotFoundError`, for callers
-    that catch that."""
 
 
 _SCHEMAS = {"train": "TrainConfig", "run": "RunConfig", "evaluate": "EvaluateConfig", "tune": "TuneConfig"}
@@ -43,7 +29,6 @@ def register_schemas() -> None:
     method registered by a plugin is selectable as ``method=<name>`` everywhere."""
     from hydra.core.config_store import ConfigStore
 
-    from . import schemas
     from uwmbench.methods import registered_methods
 
     cs = ConfigStore.instance()

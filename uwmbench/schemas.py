@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 

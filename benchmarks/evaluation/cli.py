@@ -17,11 +17,11 @@ from .core import evaluate, summarize
 from .libero_runner import LiberoRunner
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], doc: str | None = None) -> int:
+    """``uwmbench evaluate``; ``doc``: the text ``--help`` prints above the options (the public
+    module's docstring, passed by :func:`uwmbench.benchmarks.evaluate.main`)."""
     if any(a in ("-h", "--help") for a in argv):
-        from uwmbench.benchmarks import evaluate as public
-
-        print(public.__doc__)
+        print(doc or __doc__)
         print("options (key=value):")
         for f in dataclasses.fields(EvaluateConfig):
             d = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]

@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from uwmbench.fileio import atomic_write_text
 from uwmbench.rows import ROLLOUTS_FILE, read_jsonl
@@ -105,8 +105,6 @@ class StageKey:
     condition: str | None = None     # eval chunks only
     first: int | None = None
     last: int | None = None
-
-    KINDS: ClassVar[tuple[str, ...]] = ("data", "pretrain", "finetune", "diagnostics", "eval", "row")
 
     @classmethod
     def finetune(cls, task: str) -> "StageKey":

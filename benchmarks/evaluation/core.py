@@ -97,7 +97,8 @@ def evaluate(policy: Any, tasks: Sequence[str] | str, opts: EvalOptions | None =
         mismatches += plan.mismatches
         frames.append(pd.DataFrame(rows))
     cols = list(ROLLOUT_COLUMNS)
-    df = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame(columns=cols)
+    frames = [f for f in frames if not f.empty]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     rest = [c for c in df.columns if c not in cols]
     keys = ["task", "condition", "episode"] + (["mode"] if len(opts.modes) > 1 else [])
     df = df[cols + rest].sort_values(keys, kind="stable").reset_index(drop=True)

@@ -81,69 +81,89 @@ def resolve_fn(spec: str):
     return getattr(importlib.import_module(mod), fn)
 
 
-class CellJob(_Checkpointable):
-    """One cell: compose the run config from ``overrides`` and call ``cell_fn`` on it."""
+class Job(_Checkpointable):
+    """A submitit job of uwmbench: the setup every job shares (logging, the inputs it waits for, a
+    local ``max_parallel`` slot, torch threads, the attempt count), then :meth:`run`. A
+    ``submitit.helpers.Checkpointable``: preempted or timed out (SIGUSR2), it is requeued as the
+    same call, and what it runs resumes from its own checkpoints (trainer checkpoints,
+    stages.json, written rollouts and rows)."""
 
-    def __init__(self, overrides: list[str], run_id: str, cell_fn: Any = DEFAULT_CELL_FN, config_name: str = "run",
-                 threads: int | None = None, slots: tuple[str, int] | None = None):
-        self.overrides = list(overrides)
-        self.run_id = run_id
-        self.cell_fn = cell_fn
-        self.config_name = config_name
+    what = "job"
+
+    def __init__(self, threads: int | None = None, slots: tuple[str, int] | None = None):
         self.threads = threads
         self.slots = slots  # (folder, n): run only while holding one of n slots (local max_parallel)
         self.attempt = 0
 
-    def __call__(self) -> dict:
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def wait_for_inputs(self) -> None:
+        """Block until the job's inputs exist (the local launcher's stand-in for SLURM's afterok)."""
+
+    def run(self) -> Any:
+        raise NotImplementedError
+
+    def __call__(self) -> Any:
         _logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"),
                              format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.wait_for_inputs()
         if getattr(self, "slots", None):
-            hold_slot(*self.slots, what=f"cell {self.run_id}")
-        self.attempt += 1
-        if self.threads:
-            import torch
-            torch.set_num_threads(self.threads)
-        log.info("cell %s: attempt %d (pid %d)", self.run_id, self.attempt, os.getpid())
-        cfg = load_config(self.config_name, self.overrides)
-        fn = resolve_fn(self.cell_fn) if isinstance(self.cell_fn, str) else self.cell_fn
-        return fn(cfg)
-
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        # The run's own checkpoints (trainer ckpt_every, stages.json, store rows) are what a
-        # requeued job resumes from: requeue the same call.
-        log.warning("cell %s: preempted or timed out, requeueing (attempt %d)", self.run_id, self.attempt)
-        return DelayedSubmission(self, *args, **kwargs)
-
-
-class TrainJob(_Checkpointable):
-    """A training run as one submitit job with N tasks (data parallel, one process per GPU):
-    each task runs :func:`uwmbench.benchmarks.train.train_in_job`. On preemption or time-out it
-    is requeued and resumes from the run's latest checkpoint."""
-
-    def __init__(self, train_cfg: Any, run_dir: str, threads: int | None = None):
-        from uwmbench.config import to_container
-        self.train_cfg = to_container(train_cfg) if not isinstance(train_cfg, dict) else dict(train_cfg)
-        self.run_dir = str(run_dir)
-        self.threads = threads
-        self.attempt = 0
-
-    def __call__(self) -> dict:
-        import logging as _logging
-        _logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"),
-                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            hold_slot(*self.slots, what=f"{self.what} {self.name}")
         self.attempt += 1
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
         if threads:
             import torch
             torch.set_num_threads(threads)
-        log.info("training job %s: attempt %d (pid %d)", self.run_dir, self.attempt, os.getpid())
-        from uwmbench.benchmarks.train import train_in_job
-        return train_in_job(self.train_cfg, self.run_dir)
+        log.info("%s %s: attempt %d (pid %d)", self.what, self.name, self.attempt, os.getpid())
+        return self.run()
 
     def checkpoint(self, *args: Any, **kwargs: Any):
-        log.warning("training job %s: preempted or timed out, requeueing (attempt %d)", self.run_dir, self.attempt)
-        from submitit.helpers import DelayedSubmission
+        log.warning("%s %s: preempted or timed out, requeueing (attempt %d); it resumes from its checkpoints",
+                    self.what, self.name, self.attempt)
         return DelayedSubmission(self, *args, **kwargs)
+
+
+class CellJob(Job):
+    """One cell: compose the run config from ``overrides`` and call ``cell_fn`` on it (the whole
+    protocol run in one process)."""
+
+    what = "cell"
+
+    def __init__(self, overrides: list[str], run_id: str, cell_fn: Any = DEFAULT_CELL_FN, config_name: str = "run",
+                 threads: int | None = None, slots: tuple[str, int] | None = None):
+        super().__init__(threads, slots)
+        self.overrides = list(overrides)
+        self.run_id = run_id
+        self.cell_fn = cell_fn
+        self.config_name = config_name
+
+    name = property(lambda self: self.run_id)
+
+    def run(self) -> Any:
+        cfg = load_config(self.config_name, self.overrides)
+        fn = resolve_fn(self.cell_fn) if isinstance(self.cell_fn, str) else self.cell_fn
+        return fn(cfg)
+
+
+class TrainJob(Job):
+    """A training run as one submitit job with N tasks (data parallel, one process per GPU):
+    each task runs :func:`uwmbench.benchmarks.train.train_in_job`."""
+
+    what = "training job"
+
+    def __init__(self, train_cfg: Any, run_dir: str, threads: int | None = None):
+        from uwmbench.config import to_container
+        super().__init__(threads)
+        self.train_cfg = to_container(train_cfg) if not isinstance(train_cfg, dict) else dict(train_cfg)
+        self.run_dir = str(run_dir)
+
+    name = property(lambda self: self.run_dir)
+
+    def run(self) -> Any:
+        from uwmbench.benchmarks.train import train_in_job
+        return train_in_job(self.train_cfg, self.run_dir)
 
 
 def training_resources(n_tasks: int, gpus_per_task: int, resources: Any = None):

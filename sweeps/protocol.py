@@ -460,6 +460,10 @@ class Run:
     def check_inputs(self) -> None:
         check_inputs(self.full, self.pre, self.fin)
 
+    def graph(self, per_job: int | None = None) -> list[tuple[StageKey, list[StageKey]]]:
+        """The run's stages in order (:func:`run_graph`)."""
+        return run_graph(self.full, self.pre, self.fin, self.ev, per_job)
+
     def pretrain_place(self) -> tuple[RunDir, Stages]:
         """(trainer folder, stages file) of the run's pretraining: ``pretrain.run_dir`` (shared) or
         ``<run>/pretrain`` with the run's own stages.json."""
@@ -610,6 +614,40 @@ def run_row(run: Run, per_task: dict[str, dict[str, Any]], pre_res: dict[str, An
     return row
 
 
+def run_graph(full: dict[str, Any], pre: StageConfig, fin: StageConfig, ev: RunEvalConfig,
+              per_job: int | None = None) -> list[tuple[StageKey, list[StageKey]]]:
+    """The stage graph of one run, in an order that runs: ``[(stage, the stages it needs)]``.
+
+    data (where ``prepare`` makes missing inputs) -> pretrain (unless given or off) ->
+    finetune/<task> -> eval/<task>/<mode> -> row. ``per_job=None``: one evaluation stage per (task,
+    mode) (the run executed in one process); else rollout chunks of ``per_job`` episodes
+    (``eval/<task>/<mode>/<condition>/<first>-<last>``, a stage job each). The local run
+    (:func:`run_protocol`) executes this list in order; a sweep's stage graph
+    (``sweeps/stages.py``) makes one job of each entry."""
+    graph: list[tuple[StageKey, list[StageKey]]] = []
+    deps: list[StageKey] = []
+    if any(prepare_targets(full)):
+        graph.append((StageKey("data"), []))
+        deps = [StageKey("data")]
+    if pre.enabled and not pre.checkpoint:
+        graph.append((StageKey("pretrain"), deps))
+        deps = [StageKey("pretrain")]
+    ends: list[StageKey] = []
+    for task in full["tasks"]:
+        tdeps = deps
+        if fin.enabled:
+            graph.append((StageKey.finetune(task), deps))
+            tdeps = [StageKey.finetune(task)]
+            ends.append(tdeps[0])
+        if ev.n_rollouts > 0:
+            evals = [StageKey.eval(task, mode, chunk) for mode in ev.modes
+                     for chunk in ([None] if per_job is None else eval_chunks(ev, mode, per_job))]
+            graph += [(k, tdeps) for k in evals]
+            ends = [e for e in ends if e not in tdeps] + evals
+    graph.append((StageKey("row"), ends or deps))
+    return graph
+
+
 def _meta(full: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": full["run_id"], "sweep": full.get("sweep_name"), "cell": full.get("cell"),
             "method": full["method"]["name"], "variant": full.get("variant") or "default", "seed": int(full["seed"]),
@@ -716,34 +754,22 @@ def _run_log(run: Run):
 
 
 def _run_stages(run: Run) -> dict[str, Any]:
-    """Every stage of the run in this process, in order (a local run of a cell: the stage graph
-    executed in one process), then the run row and DONE."""
-    rd, ev = run.dir, run.ev
+    """The run's stage graph executed in this process, in order (a local run of a cell), ending
+    with the run row and DONE; the row's wall time sums every attempt's."""
+    rd = run.dir
     stages = rd.stages()
     elapsed_before = float(stages.get("elapsed_s") or 0.0)
     t0 = time.time()
     job = _job_info(rd.path)
     _atomic_write(rd.worker, json.dumps(job))
     run.store.set_run(run.row(status="running", **job))
+    if run.ev.n_rollouts == 0:
+        log.info("run %s: evaluate.n_rollouts=0, no rollouts (offline validation metrics only)", run.run_id)
     try:
-        if any(prepare_targets(run.full)):
-            stages.put("data", stage_prepare(run.full))
-        init_from, pre_res = stage_pretrain(run)
-        per_task = {}
-        for task in run.tasks:
-            res = stage_finetune(run, task, init_from)
-            if ev.n_rollouts > 0:
-                for mode in ev.modes:
-                    if not rd.stages().get(StageKey.eval(task, mode)):
-                        stage_evaluate(run, task, mode, res)
-            else:
-                log.info("run %s task %s: evaluate.n_rollouts=0, no rollouts (offline validation metrics only)",
-                         run.run_id, task)
-            per_task[task] = res
-        row = run_row(run, per_task, pre_res, elapsed_before + time.time() - t0, job)
-        run.store.set_run(row)
-        _atomic_write(rd.done, json.dumps(row, default=str))
-        return row
+        res: dict[str, Any] = {}
+        for key, _ in run.graph():
+            res = execute_stage(run, key, None, job, lambda: elapsed_before + time.time() - t0)
+        return res  # the row
     except BaseException as e:
         stages.put("elapsed_s", elapsed_before + time.time() - t0)
         if isinstance(e, (RunInterrupted, KeyboardInterrupt, SystemExit)):
@@ -751,6 +777,73 @@ def _run_stages(run: Run) -> dict[str, Any]:
         run.store.set_run(run.row(status="failed", wall_time_s=elapsed_before + time.time() - t0,
                                   error="".join(traceback.format_exception(e)), **job))
         raise
+
+
+def _pretrained(run: Run, key: StageKey) -> tuple[str | None, dict[str, Any] | None]:
+    """(checkpoint to finetune from, the pretrain result) once the run's pretraining has finished."""
+    pre = run.pre
+    if not pre.enabled or pre.checkpoint:
+        return (str(pre.checkpoint) if pre.checkpoint else None), None
+    pre_dir, pre_stages = run.pretrain_place()
+    res = pre_stages.get("pretrain")
+    if res is None:
+        raise StageNotReady(f"run {run.run_id}: stage {key} needs the pretraining in {pre_dir.path}, "
+                            "which has not finished")
+    return res["checkpoint"], res
+
+
+def _finetuned(run: Run, key: StageKey, init_from: str | None, tasks: list[str]) -> dict[str, dict[str, Any]]:
+    """task -> its finetune result (the checkpoint to evaluate) once finished."""
+    out = {}
+    for task in tasks:
+        res = run.dir.stages().get(StageKey.finetune(task)) if run.fin.enabled else _no_finetune(init_from)
+        if not res:
+            raise StageNotReady(f"run {run.run_id}: stage {key} needs finetune/{task}, not finished")
+        if not res.get("checkpoint"):
+            raise ConfigError(f"run {run.run_id}: no checkpoint to evaluate for task {task} "
+                              "(finetune.enabled=false needs pretrain or pretrain.checkpoint)")
+        out[task] = res
+    return out
+
+
+def execute_stage(run: Run, key: StageKey, per_job: int | None, job: dict[str, Any],
+                  wall_s: Callable[[], float]) -> dict[str, Any]:
+    """Run one stage of :func:`run_graph` once the stages it needs have finished (else
+    :class:`StageNotReady`); a finished stage returns its recorded result. The one executor of
+    both a local run (``per_job=None``, the graph in order) and a sweep's stage jobs. ``row``
+    gathers the rollout chunks (stage jobs), writes the run row (wall time ``wall_s()``) and DONE."""
+    rd = run.dir
+    if key.kind == "data":
+        res = stage_prepare(run.full)
+        rd.stages().put("data", res)
+        return res
+    if key.kind == "pretrain":
+        return stage_pretrain(run)[1] or {}
+    init_from, pre_res = _pretrained(run, key)
+    if key.kind == "finetune":
+        return stage_finetune(run, key.task, init_from)
+    if key.kind == "eval":
+        done = rd.stages().get(key)
+        if done:
+            return done
+        res = _finetuned(run, key, init_from, [key.task])[key.task]
+        if key.chunk is None:
+            return stage_evaluate(run, key.task, key.mode, res)
+        with run_lease(rd.eval_chunk(key.task, key.mode, *key.chunk).path, f"stage {key}"):
+            return stage_evaluate(run, key.task, key.mode, res, chunk=key.chunk)
+    if key.kind != "row":
+        raise ValueError(f"stage {key} is not a stage of the run graph")
+    per_task = _finetuned(run, key, init_from, run.tasks)
+    if per_job is not None and run.ev.n_rollouts > 0:
+        for task in run.tasks:
+            for mode in run.ev.modes:
+                gather_chunks(run, task, mode, per_job)
+    row = run_row(run, per_task, pre_res, wall_s(), job)
+    if per_job is not None:
+        row["stage_jobs"] = True  # wall_time_s: the stage jobs' times summed
+    run.store.set_run(row)
+    _atomic_write(rd.done, json.dumps(row, default=str))
+    return row
 
 
 def parse_stage(stage: str) -> StageKey:
@@ -772,27 +865,29 @@ def _is_job_stage(key: str) -> bool:
 
 
 def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any]:
-    """Run ONE stage of a protocol run (a stage job of a sweep's stage graph): its inputs must be
-    finished (else :class:`StageNotReady`); it resumes like the whole run does (checkpoints, written
-    rollouts) and records its result in stages.json; ``row`` gathers the rollout chunks and writes
-    the run row and DONE. Returns the stage's result."""
+    """Run ONE stage of a protocol run (a stage job of a sweep's stage graph) with
+    :func:`execute_stage`: its inputs must be finished (else :class:`StageNotReady`); it resumes
+    like the whole run does (checkpoints, written rollouts) and records its result in stages.json;
+    ``row`` gathers the rollout chunks and writes the run row and DONE. Returns the stage's result."""
     run = Run.from_config(cfg)
-    spec = parse_stage(stage)
+    key = parse_stage(stage)
     rd = run.dir
     if rd.done.is_file():
         log.info("run %s is finished (%s): stage %s has nothing to do", run.run_id, rd.done, stage)
         return json.loads(rd.done.read_text())
-    if spec.kind == "data":  # shared by the cells that need the same files: a marker beside them
-        res = stage_prepare(run.full)
-        rd.stages().put("data", res)
-        return res
-    if spec.kind == "pretrain":
+    job, t0 = _job_info(rd.path), time.time()
+    if key.kind in ("pretrain", "finetune"):
         run.check_inputs()
-        return stage_pretrain(run)[1] or {}
+    if key.kind in ("data", "pretrain"):  # shared by several runs: no run log, no run row
+        return execute_stage(run, key, rollouts_per_job, job, lambda: 0.0)
     with _run_log(run):
-        job = _job_info(rd.path)
         try:
-            return _run_stage_job(run, stage, spec, job, rollouts_per_job)
+            if key.kind == "finetune":
+                run.store.set_run(run.row(status="running", stage=stage, **job))
+            if key.kind != "row":
+                return execute_stage(run, key, rollouts_per_job, job, lambda: 0.0)
+            with run_lease(rd.path, "stage row"):
+                return execute_stage(run, key, rollouts_per_job, job, lambda: _stage_jobs_wall(run, t0))
         except BaseException as e:
             if not isinstance(e, (RunInterrupted, KeyboardInterrupt, SystemExit)):
                 run.store.set_run(run.row(status="failed", stage=stage, **job,
@@ -800,48 +895,13 @@ def run_stage(cfg: Any, stage: str, rollouts_per_job: int = 25) -> dict[str, Any
             raise
 
 
-def _run_stage_job(run: Run, stage: str, spec: StageKey, job: dict[str, Any], rollouts_per_job: int) -> dict[str, Any]:
-    """A finetune, rollout-chunk or row stage, once the stages it needs have finished."""
-    rd, pre, t0 = run.dir, run.pre, time.time()
-    pre_res = None
-    if pre.enabled and not pre.checkpoint:  # this run pretrains: that stage must have finished
-        pre_dir, pre_stages = run.pretrain_place()
-        pre_res = pre_stages.get("pretrain")
-        if pre_res is None:
-            raise StageNotReady(f"run {run.run_id}: stage {stage} needs the pretraining in "
-                                f"{pre_dir.path}, which has not finished")
-    init_from = pre_res["checkpoint"] if pre_res else pre.checkpoint
-    if spec.kind == "finetune":
-        run.check_inputs()
-        run.store.set_run(run.row(status="running", stage=stage, **job))
-        return stage_finetune(run, spec.task, init_from)
-    per_task = {}
-    for task in run.tasks:
-        res = rd.stages().get(StageKey.finetune(task)) if run.fin.enabled else _no_finetune(init_from)
-        if not res:
-            raise StageNotReady(f"run {run.run_id}: stage {stage} needs finetune/{task}, not finished")
-        per_task[task] = res
-    if spec.kind == "eval":
-        done = rd.stages().get(spec)
-        if done:
-            return done
-        with run_lease(rd.eval_chunk(spec.task, spec.mode, *spec.chunk).path, f"stage {stage}"):
-            return stage_evaluate(run, spec.task, spec.mode, per_task[spec.task], chunk=spec.chunk)
-    # row: every chunk finished -> per-(task, mode) results, the run row, DONE
-    with run_lease(rd.path, "stage row"):
-        if run.ev.n_rollouts > 0:
-            for task in run.tasks:
-                for mode in run.ev.modes:
-                    gather_chunks(run, task, mode, rollouts_per_job)
-        st = rd.stages()
-        parts = [r.get("elapsed_s", 0.0) for k, r in st.data.items()   # the stage jobs: finetunes and chunks
-                 if isinstance(r, dict) and _is_job_stage(k)]
-        wall = sum(parts) + (pre_res or {}).get("elapsed_s", 0.0) + time.time() - t0
-        row = run_row(run, per_task, pre_res, wall, job)
-        row["stage_jobs"] = True  # wall_time_s: the stage jobs' times summed
-        run.store.set_run(row)
-        _atomic_write(rd.done, json.dumps(row, default=str))
-        return row
+def _stage_jobs_wall(run: Run, t0: float) -> float:
+    """A stage-job run's wall time: its finetune and rollout-chunk jobs and its pretraining, summed,
+    plus this row job's time so far."""
+    st = run.dir.stages()
+    parts = sum(r.get("elapsed_s", 0.0) for k, r in st.data.items() if isinstance(r, dict) and _is_job_stage(k))
+    pre = run.pretrain_place()[1].get("pretrain") if run.pre.enabled and not run.pre.checkpoint else None
+    return parts + (pre or {}).get("elapsed_s", 0.0) + time.time() - t0
 
 
 def main(argv: list[str]) -> int:

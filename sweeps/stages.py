@@ -41,13 +41,14 @@ from uwmbench.run_dir import RunDir, StageKey, Stages
 from uwmbench.schemas import EvalOptions, Resources, StageConfig
 from .grids import (POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell,
                     estimate_cell, rates_cpu)
-from .launch import (ACTIVE_STATES, _Checkpointable, _record, cancel, hold_slot, job_state, make_executor,
+from .launch import (ACTIVE_STATES, Job, _record, cancel, hold_slot, job_state, make_executor,
                      max_parallel_of, record_cancel)
-from .protocol import _resolve, check_run, eval_chunks, prepare_targets, run_dir_of, shared_pretrain_dir
+from .protocol import (StageNotReady, _resolve, check_run, prepare_targets, run_dir_of, run_graph, run_stage,
+                       shared_pretrain_dir)
 
 log = logging.getLogger(__name__)
 
-KINDS = ("data", "pretrain", "finetune", "evaluate", "row")
+KINDS = ("data", "pretrain", "finetune", "evaluate", "row")  # the order the sorted graph keeps
 
 
 @dataclass
@@ -140,6 +141,28 @@ def _data_node(key: str, c: Cell, prep: dict[str, Any], rd: RunDir, n_collect: i
                      cpu_partition=True, cpu_h=cpus * hours)
 
 
+def _chunk_cost(key: StageKey, full: dict[str, Any], ev: Any, launcher: dict[str, Any], paper: bool,
+                cpu_est: dict[str, float] | None) -> dict[str, Any]:
+    """Resources, rollouts and estimated GPU-/CPU-hours of one rollout-chunk job."""
+    method = full["method"]["name"]
+    workers = ev.workers if ev.workers is not None else 8
+    cpus = int(launcher.get("rollout_cpus") or (max(1, workers) + 1))
+    rg = int(launcher.get("rollout_gpus") or 0)
+    lat = (POLICY_LATENCY_S if rg else POLICY_LATENCY_CPU_S).get(method) if paper else None
+    n = key.last - key.first + 1
+    steps = ev.max_steps or EvalOptions.max_steps   # null: priced at the default
+    calls = n * math.ceil(steps / ev.replan_every)
+    sim_h = n * steps * SIM_STEP_S / 3600 / max(1, workers)
+    pol_h = calls * lat / 3600 if lat else (0.0 if not paper else float("nan"))
+    wall = sim_h + pol_h  # policy calls and env steps alternate
+    if cpu_est is not None and not rg:  # small presets: measured s/env step, policy included
+        wall = n * cpu_est["eval_s_per_rollout"] / 3600 / max(1, workers)
+    time_h = launcher.get("rollout_time_h") or max(1.0, 1.5 * wall if wall == wall else 4.0)
+    res = Resources(gpus=rg, cpus=cpus, mem_gb=int(launcher.get("rollout_mem_gb") or (3 * max(1, workers) + 8)),
+                    time_h=float(time_h))
+    return {"resources": res, "rollouts": n, "gpu_h": rg * wall, "cpu_h": cpus * wall}
+
+
 def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[str, Any],
                 fulls: dict[str, dict[str, Any]] | None = None) -> list[StageNode]:
     """The stage nodes of ``cells`` in dependency order (pretrain, finetune, evaluate, row)."""
@@ -165,77 +188,49 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
         cpu_est = cpu_ests.get(ekey) if (gpus == 0 and not paper) else None  # measured CPU rates (small presets)
         train_res = Resources(gpus=gpus, cpus=int(launcher.get("cpus_per_task") or c.resources.cpus),
                               mem_gb=int(launcher.get("mem_gb") or c.resources.mem_gb), time_h=c.resources.time_h)
-        deps: list[str] = []
-        collect, vae = prepare_targets(full)
-        if collect or vae:  # the data stage: one job per distinct set of files to make, shared by its cells
-            dkey = "_data/" + hashlib.sha1(json.dumps([collect, vae]).encode()).hexdigest()[:10]
-            if dkey not in datas:
-                datas[dkey] = _data_node(dkey, c, full.get("prepare") or {}, rd, len(collect), bool(vae))
-                nodes.append(datas[dkey])
-            datas[dkey].cells.append(c.cell)
-            deps = [dkey]
-        if pre.enabled and not pre.checkpoint:
-            pkey = f"_pretrain/{Path(pre.run_dir).name}"
-            if pkey not in pretrains:
-                n_tasks = stage_tasks(pre, gpus)
-                res = dataclasses.replace(train_res, gpus=n_tasks if gpus else 0)
-                h = _train_h(method, paper, pre, n_tasks) if cpu_est is None else cpu_est["pretrain_wall_h"]
-                wall = h / n_tasks if cpu_est is None else h
-                pretrains[pkey] = StageNode(
-                    key=pkey, stage="pretrain", kind="pretrain", cell=c, cells=[], deps=list(deps),
-                    marker=(str(Path(pre.run_dir) / RunDir.STAGES), "pretrain"), resources=res, tasks=n_tasks,
-                    gpu_h=h if res.gpus else 0.0, cpu_h=wall * res.cpus * n_tasks)
-                nodes.append(pretrains[pkey])
-            pretrains[pkey].cells.append(c.cell)
-            deps = [pkey]
-        fin_keys = []
-        for task in full["tasks"]:
-            if not fin.enabled:
-                break
-            n_tasks = stage_tasks(fin, gpus)
-            h = _train_h(method, paper, fin, n_tasks) if cpu_est is None else \
-                cpu_est["finetune_wall_h"] / max(1, len(full["tasks"]))  # CPU: wall-hours of the one process
-            sk = str(StageKey.finetune(task))
-            k = f"{c.cell}/{sk}"
-            nodes.append(StageNode(key=k, stage=sk, kind="finetune", cell=c, cells=[c.cell],
-                                   deps=list(deps), marker=(str(rd.stages_file), sk),
-                                   resources=dataclasses.replace(train_res, gpus=n_tasks if gpus else 0),
-                                   tasks=n_tasks, gpu_h=h if gpus else 0.0, cpu_h=h / n_tasks * train_res.cpus * n_tasks))
-            fin_keys.append((task, k))
-        eval_keys = []
-        if ev.n_rollouts > 0:
-            workers = ev.workers if ev.workers is not None else 8
-            cpus = int(launcher.get("rollout_cpus") or (max(1, workers) + 1))
-            rg = int(launcher.get("rollout_gpus") or 0)
-            lat = (POLICY_LATENCY_S if rg else POLICY_LATENCY_CPU_S).get(method) if paper else None
-            for task in full["tasks"]:
-                tdeps = [k for t, k in fin_keys if t == task] or list(deps)
-                for mode in ev.modes:
-                    for cond, a, b in eval_chunks(ev, mode, per_job):
-                        n = b - a + 1
-                        steps = ev.max_steps or EvalOptions.max_steps   # null: priced at the default
-                        calls = n * math.ceil(steps / ev.replan_every)
-                        sim_h = n * steps * SIM_STEP_S / 3600 / max(1, workers)
-                        pol_h = calls * lat / 3600 if lat else (0.0 if not paper else float("nan"))
-                        wall = sim_h + pol_h  # policy calls and env steps alternate
-                        if cpu_est is not None and not rg:  # small presets: measured s/env step, policy included
-                            wall = n * cpu_est["eval_s_per_rollout"] / 3600 / max(1, workers)
-                        time_h = launcher.get("rollout_time_h") or max(1.0, 1.5 * wall if wall == wall else 4.0)
-                        res = Resources(gpus=rg, cpus=cpus,
-                                        mem_gb=int(launcher.get("rollout_mem_gb") or (3 * max(1, workers) + 8)),
-                                        time_h=float(time_h))
-                        sk = str(StageKey.eval(task, mode, (cond, a, b)))
-                        k = f"{c.cell}/{sk}"
-                        nodes.append(StageNode(key=k, stage=sk, kind="evaluate",
-                                               cell=c, cells=[c.cell], deps=tdeps,
-                                               marker=(str(rd.stages_file), sk),
-                                               resources=res, cpu_partition=True, rollouts=n,
-                                               gpu_h=rg * wall, cpu_h=cpus * wall))
-                        eval_keys.append(k)
-        nodes.append(StageNode(key=f"{c.cell}/row", stage="row", kind="row", cell=c, cells=[c.cell],
-                               deps=eval_keys or [k for _, k in fin_keys] or list(deps),
-                               marker=(str(rd.done), None), resources=Resources(gpus=0, cpus=1, mem_gb=4, time_h=0.5),
-                               cpu_partition=True, cpu_h=0.05))
+        names: dict[StageKey, str] = {}   # the run graph's stages -> this sweep's node keys
+
+        def node(key: StageKey, deps: list[StageKey], kind: str, **kw: Any) -> StageNode:
+            names.setdefault(key, f"{c.cell}/{key}")
+            n = StageNode(key=names[key], stage=str(key), kind=kind, cell=c, cells=[c.cell],
+                          deps=[names[d] for d in deps], marker=(str(rd.stages_file), str(key)), **kw)
+            nodes.append(n)
+            return n
+
+        for key, deps in run_graph(full, pre, fin, ev, per_job):
+            if key.kind == "data":  # one job per distinct set of files to make, shared by its cells
+                collect, vae = prepare_targets(full)
+                names[key] = "_data/" + hashlib.sha1(json.dumps([collect, vae]).encode()).hexdigest()[:10]
+                if names[key] not in datas:
+                    datas[names[key]] = _data_node(names[key], c, full.get("prepare") or {}, rd, len(collect),
+                                                   bool(vae))
+                    nodes.append(datas[names[key]])
+                datas[names[key]].cells.append(c.cell)
+            elif key.kind == "pretrain":  # one job per method, seed and pretrain config, shared
+                names[key] = f"_pretrain/{Path(pre.run_dir).name}"
+                if names[key] not in pretrains:
+                    n_tasks = stage_tasks(pre, gpus)
+                    res = dataclasses.replace(train_res, gpus=n_tasks if gpus else 0)
+                    h = _train_h(method, paper, pre, n_tasks) if cpu_est is None else cpu_est["pretrain_wall_h"]
+                    wall = h / n_tasks if cpu_est is None else h
+                    pretrains[names[key]] = StageNode(
+                        key=names[key], stage="pretrain", kind="pretrain", cell=c, cells=[],
+                        deps=[names[d] for d in deps], marker=(str(Path(pre.run_dir) / RunDir.STAGES), "pretrain"),
+                        resources=res, tasks=n_tasks, gpu_h=h if res.gpus else 0.0, cpu_h=wall * res.cpus * n_tasks)
+                    nodes.append(pretrains[names[key]])
+                pretrains[names[key]].cells.append(c.cell)
+            elif key.kind == "finetune":
+                n_tasks = stage_tasks(fin, gpus)
+                h = _train_h(method, paper, fin, n_tasks) if cpu_est is None else \
+                    cpu_est["finetune_wall_h"] / max(1, len(full["tasks"]))  # CPU: wall-hours of the one process
+                node(key, deps, "finetune", resources=dataclasses.replace(train_res, gpus=n_tasks if gpus else 0),
+                     tasks=n_tasks, gpu_h=h if gpus else 0.0, cpu_h=h * train_res.cpus)
+            elif key.kind == "eval":
+                node(key, deps, "evaluate", cpu_partition=True, **_chunk_cost(key, full, ev, launcher, paper, cpu_est))
+            else:  # row: gathers the chunks, writes the run row and DONE
+                n = node(key, deps, "row", resources=Resources(gpus=0, cpus=1, mem_gb=4, time_h=0.5),
+                         cpu_partition=True, cpu_h=0.05)
+                n.marker = (str(rd.done), None)
     order = {k: i for i, k in enumerate(KINDS)}
     return sorted(nodes, key=lambda n: order[n.kind])  # stable: dependencies come first
 
@@ -290,18 +285,21 @@ def format_stage_table(nodes: list[StageNode], launcher: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- jobs
-class StageJob(_Checkpointable):
+class StageJob(Job):
     """One stage node as a job: wait for the stages it needs (local launcher; SLURM's afterok
     has done that), then ``protocol.run_stage``."""
+
+    what = "stage"
 
     def __init__(self, overrides: list[str], run_id: str, stage: str, rollouts_per_job: int,
                  waits: list[dict[str, Any]], store_root: str, sweep: str, threads: int | None = None,
                  slots: tuple[str, int] | None = None, poll_s: float = 2.0):
+        super().__init__(threads, slots)
         self.overrides = list(overrides)
         self.run_id, self.stage, self.rollouts_per_job = run_id, stage, rollouts_per_job
-        self.waits, self.store_root, self.sweep = waits, store_root, sweep
-        self.threads, self.slots, self.poll_s = threads, slots, poll_s
-        self.attempt = 0
+        self.waits, self.store_root, self.sweep, self.poll_s = waits, store_root, sweep, poll_s
+
+    name = property(lambda self: f"{self.run_id}/{self.stage}")
 
     def wait_for_inputs(self) -> None:
         said = False
@@ -315,37 +313,16 @@ class StageJob(_Checkpointable):
                 if sub is None or job_state(sub).split()[0] not in ACTIVE_STATES:
                     if _is_done(w["marker"]):  # finished between the two looks
                         continue
-                    from .protocol import StageNotReady
-                    raise StageNotReady(f"stage {self.run_id}/{self.stage}: the stage it needs, {w['key']}, ended "
+                    raise StageNotReady(f"stage {self.name}: the stage it needs, {w['key']}, ended "
                                         f"without finishing ({'never submitted' if sub is None else job_state(sub)})")
             if not said:
-                log.info("stage %s/%s: waiting for %s", self.run_id, self.stage, [w["key"] for w in missing])
+                log.info("stage %s: waiting for %s", self.name, [w["key"] for w in missing])
                 said = True
             time.sleep(self.poll_s)
 
-    def __call__(self) -> Any:
-        import logging as _logging
-        _logging.basicConfig(level=os.environ.get("UWMBENCH_LOGLEVEL", "INFO"),
-                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.wait_for_inputs()
-        if self.slots:
-            hold_slot(*self.slots, what=f"stage {self.run_id}/{self.stage}")
-        self.attempt += 1
-        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
-        if threads:
-            import torch
-            torch.set_num_threads(threads)
-        log.info("stage %s/%s: attempt %d (pid %d)", self.run_id, self.stage, self.attempt, os.getpid())
+    def run(self) -> Any:
         from uwmbench.config import load_config
-
-        from .protocol import run_stage
         return run_stage(load_config("run", self.overrides), self.stage, self.rollouts_per_job)
-
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        log.warning("stage %s/%s: preempted or timed out, requeueing (attempt %d); it resumes from its "
-                    "checkpoint or its written rollouts", self.run_id, self.stage, self.attempt)
-        from submitit.helpers import DelayedSubmission
-        return DelayedSubmission(self, *args, **kwargs)
 
 
 def stage_submissions(store_root: str | os.PathLike, sweep: str) -> dict[str, dict[str, Any]]:

@@ -128,6 +128,29 @@ def test_chunks_cover_every_rollout_once():
     assert protocol.parse_stage(f"finetune/{task}").task == task
 
 
+def test_one_run_graph_for_the_local_run_and_the_stage_jobs(main_graph):
+    """The stage order is written once (protocol.run_graph): a sweep's nodes of a cell are its run
+    graph in rollout chunks, and a local run executes the same graph with one evaluation stage per
+    (task, mode), in the order finetune -> its rollouts, task by task, then row."""
+    tmp_path, cells, nodes, lcfg = main_graph
+    c = cells[0]
+    full = protocol._resolve(grids.compose_cell(c, str(tmp_path / "store"), str(tmp_path / "runs")))
+    pre, fin, ev = protocol.check_run(full, data=False)
+    chunked = protocol.run_graph(full, pre, fin, ev, per_job=lcfg["rollouts_per_job"])
+    mine = [n for n in nodes if c.cell in n.cells]
+    assert sorted(n.stage for n in mine) == sorted(str(k) for k, _ in chunked)
+    by = {n.stage: n for n in mine}
+    for k, deps in chunked:  # the same dependencies, under the sweep's node keys
+        assert [by[str(d)].key for d in deps] == by[str(k)].deps, k
+    local = [str(k) for k, _ in protocol.run_graph(full, pre, fin, ev)]
+    t0 = full["tasks"][0]
+    assert local[:2 + len(ev.modes)] == ["pretrain", f"finetune/{t0}"] + [f"eval/{t0}/{m}" for m in ev.modes]
+    assert local[-1] == "row" and len(local) == 2 + len(full["tasks"]) * (1 + len(ev.modes))
+    # a run without finetuning evaluates its pretrained checkpoint; without rollouts, row follows training
+    no_fin = protocol.run_graph(full, pre, protocol.StageConfig(enabled=False), ev)
+    assert [str(k) for k, _ in no_fin][:2] == ["pretrain", f"eval/{t0}/{ev.modes[0]}"] and no_fin[1][1] == [stages.StageKey("pretrain")]
+
+
 def test_protocol_on_another_benchmark_in_process(reach_data, tmp_path, monkeypatch):
     """evaluate.runner plugs a benchmark into the protocol: the toy runner, no simulator."""
     monkeypatch.syspath_prepend(TESTS)

@@ -1,7 +1,7 @@
 """Shared pytest helpers.
 
 ``random_tiny_batch`` (also the ``tiny_batch`` fixture) builds a random batch in the format
-documented in ``methods/base.py`` for a method (or its config): uint8 frames, actions in
+documented in ``uwmbench/methods/base.py`` for a method (or its config): uint8 frames, actions in
 [-1, 1], an action mask, and optionally the VAE latents of both frame stacks.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The README's "Adding a method", end to end, exactly as written: its module (taken from the
 README) in a temporary package named by UWMBENCH_PLUGINS -> `uwmbench methods` -> the contract
 suite -> `uwmbench train` -> `uwmbench run` (finetune + rollouts in LIBERO) -> its own row in
-`uwmbench report`; and a module dropped into `methods/` is registered without being listed."""
+`uwmbench report`; and a module dropped into `uwmbench/methods/` is registered without being listed."""
 from __future__ import annotations
 
 import os
@@ -79,7 +79,7 @@ def test_readme_add_a_method_end_to_end(tmp_path):
 def test_a_module_in_methods_is_registered_without_a_list(tmp_path):
     """A new file in the methods package registers itself (no hidden list of built-ins): the
     package's folder list is extended by a temporary folder, which is what a new file in
-    methods/ amounts to."""
+    uwmbench/methods/ amounts to."""
     extra = tmp_path / "more_methods"
     extra.mkdir()
     (extra / "zz_probe.py").write_text(readme_module().replace('name = "mymethod"', 'name = "zz_probe"'))

@@ -1,4 +1,4 @@
-"""Frustum culling (benchmarks/libero/culling.py) leaves every camera frame bit-identical; real LIBERO
+"""Frustum culling (uwmbench/benchmarks/libero/culling.py) leaves every camera frame bit-identical; real LIBERO
 simulator and renderer."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scripted expert (benchmarks/libero/expert.py) and demo collection (collect.py)."""
+"""Scripted expert (uwmbench/benchmarks/libero/expert.py) and demo collection (collect.py)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The fast physics path (benchmarks/libero/fast_physics.py) is robosuite's simulation to the last bit:
+"""The fast physics path (uwmbench/benchmarks/libero/fast_physics.py) is robosuite's simulation to the last bit:
 same states after every env step, same success flags, same camera frames; real LIBERO simulator."""
 from __future__ import annotations
 

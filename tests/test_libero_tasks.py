@@ -1,4 +1,4 @@
-"""LIBERO task registry and OOD variant (benchmarks/libero/tasks.py, ood.py, tasks_cli.py)."""
+"""LIBERO task registry and OOD variant (uwmbench/benchmarks/libero/tasks.py, ood.py, tasks_cli.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The compiled-model cache (benchmarks/libero/model_cache.py): an MJB loaded from the cache is the
+"""The compiled-model cache (uwmbench/benchmarks/libero/model_cache.py): an MJB loaded from the cache is the
 model the MJCF compiles to, byte for byte; keys follow the XML and its asset files; bad files are
 recompiled; the directory stays under its size limit; a LIBERO env built from the cache simulates
 and renders exactly as one compiled from its MJCF."""

@@ -1,9 +1,11 @@
-"""Packaging: the top-level folders are installed as ``uwmbench.<folder>``. A built wheel holds
-every subpackage and the package data; a folder imported under its bare name (``import methods``
-with the repository root on sys.path) fails with a message; imports across folders are absolute."""
+"""Packaging: one package laid out as it is imported (``uwmbench/sweeps/stages.py`` is
+``uwmbench.sweeps.stages``; no ``package-dir`` remap). A built wheel holds every module and the
+package data; no folder of the repository root is importable as a second name; imports across
+folders are absolute."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,40 +19,43 @@ tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PACKAGE_DIR: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]  # uwmbench.methods -> methods
-FOLDERS = list(PACKAGE_DIR.values())
+FOLDERS = ("methods", "benchmarks", "sweeps", "analysis", "configs")   # the subpackages of uwmbench/
 DATA_SUFFIXES = (".yaml", ".csv", ".json", ".bddl", ".npz")
 
 
 def _tracked_files() -> list[Path]:
-    """Files of the repository (tracked, or new and not ignored), relative to its root."""
+    """Files of the package (tracked, or new and not ignored), relative to the repository root."""
     try:
         out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout
         files = [Path(p) for p in out.splitlines()]
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an sdist): walk the folders
-        files = [p.relative_to(ROOT) for d in FOLDERS for p in (ROOT / d).rglob("*") if p.is_file()]
-    return [p for p in files if p.parts and p.parts[0] in FOLDERS and "__pycache__" not in p.parts
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an sdist): walk the package
+        files = [p.relative_to(ROOT) for p in (ROOT / "uwmbench").rglob("*") if p.is_file()]
+    return [p for p in files if p.parts and p.parts[0] == "uwmbench" and "__pycache__" not in p.parts
             and (ROOT / p).is_file()]
 
 
 def _dotted(folder: Path) -> str:
-    """``benchmarks/libero`` -> ``uwmbench.benchmarks.libero``."""
-    top = {v: k for k, v in PACKAGE_DIR.items()}[folder.parts[0]]
-    return ".".join([top, *folder.parts[1:]])
+    """``uwmbench/benchmarks/libero`` -> ``uwmbench.benchmarks.libero``."""
+    return ".".join(folder.parts)
 
 
-def _expected_packages(files: list[Path]) -> set[str]:
-    """Every folder holding Python modules or package data, as a dotted package name."""
-    return {_dotted(p.parent) for p in files if p.suffix == ".py" or p.suffix in DATA_SUFFIXES}
-
-
-def test_every_folder_is_a_listed_package():
-    """pyproject's explicit ``packages`` list (the folders are remapped, so setuptools' discovery
-    cannot find them) names every folder with modules or data: a new subpackage must be added there."""
-    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
-    missing = _expected_packages(_tracked_files()) - listed
-    assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml (else a wheel drops them)"
+def test_no_remap_the_path_of_a_module_is_its_import_name():
+    """pyproject finds the packages under uwmbench/ (nothing remapped), and every module of the
+    package imports from the file at its dotted path: what editors and import linters read is what
+    Python runs."""
+    st = PYPROJECT["tool"]["setuptools"]
+    assert "package-dir" not in st and st["packages"]["find"]["include"] == ["uwmbench", "uwmbench.*"]
+    mods = [p for p in _tracked_files() if p.suffix == ".py" and p.name != "__main__.py"]
+    assert len(mods) > 60
+    for rel in mods:
+        parts = rel.with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and Path(spec.origin).resolve() == (ROOT / rel).resolve(), (name, spec)
+    # the repository root holds no other package: `import methods` cannot load a second copy
+    assert not [d.name for d in ROOT.iterdir() if d.is_dir() and (d / "__init__.py").is_file()
+                and d.name not in ("uwmbench", "tests")]
 
 
 def test_wheel_contains_every_subpackage_and_the_package_data(tmp_path):
@@ -81,16 +86,6 @@ def test_wheel_contains_every_subpackage_and_the_package_data(tmp_path):
     assert not any(n.startswith(("methods/", "benchmarks/", "sweeps/", "analysis/", "configs/", "tests/")) for n in names)
 
 
-@pytest.mark.parametrize("folder", ["methods", "benchmarks", "sweeps", "analysis", "configs"])
-def test_bare_folder_import_fails_with_a_message(folder, tmp_path):
-    """``import methods`` with the repository root on sys.path would load a second copy (a second
-    method registry); it fails and names the import to use."""
-    proc = subprocess.run([sys.executable, "-c", f"import {folder}"], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
-    assert proc.returncode != 0
-    assert "ImportError" in proc.stderr and f"import uwmbench.{folder}" in proc.stderr
-
-
 def test_imports_across_folders_are_absolute():
     """``from ..methods.base import X`` hides the import graph: imports that leave their folder
     name ``uwmbench.*`` (relative imports stay inside their own folder)."""
@@ -102,7 +97,7 @@ def test_imports_across_folders_are_absolute():
             if not isinstance(node, ast.ImportFrom) or not node.level:
                 continue
             depth = len(rel.parts) - 1  # package depth of the module's folder below the repository root
-            leaves = node.level > 1 or (rel.parts[0] == "uwmbench" and (node.module or "").split(".")[0] in FOLDERS)
+            leaves = node.level > 1 or (depth == 1 and (node.module or "").split(".")[0] in FOLDERS)
             if leaves or node.level > depth:
                 bad.append(f"{rel}:{node.lineno}: from {'.' * node.level}{node.module or ''} import ...")
     assert not bad, "use absolute uwmbench.* imports across folders:\n" + "\n".join(bad)

@@ -1,4 +1,4 @@
-"""``uwmbench sweep <name> scale=<scale>``: one reduced path for every sweep (configs/scale/),
+"""``uwmbench sweep <name> scale=<scale>``: one reduced path for every sweep (uwmbench/configs/scale/),
 the data stage that makes missing demos and the VAE, and a dry run whose GPU columns agree
 with each other and whose CPU hours come from the rates measured on this machine."""
 import json

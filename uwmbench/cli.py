@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "methods": ("uwmbench.benchmarks.methods_cli", "main", "list registered methods, capabilities and parameter counts"),
     "train": ("uwmbench.benchmarks.train", "main", "train a method on HDF5 demos (hydra config: train)"),
     "fit-vae": ("uwmbench.benchmarks.fit_vae", "main", "fit a small AutoencoderKL on a dataset's frames (offline latent encoder)"),
-    "cache-latents": ("uwmbench.benchmarks.latent_cache", "main", "precompute the VAE latent cache of a dataset"),
+    "cache-latents": ("uwmbench.benchmarks.cache_latents", "main", "precompute the VAE latent cache of a dataset"),
     "tasks": ("uwmbench.benchmarks.libero.tasks_cli", "main", "list LIBERO tasks; show ID vs OOD ranges and objects"),
     "collect": ("uwmbench.benchmarks.libero.collect", "main", "scripted-expert demonstrations -> LIBERO-layout HDF5"),
     "replay-check": ("uwmbench.benchmarks.libero.replay_check", "main", "replay demos from their stored scenes; check evaluation scenes are reproducible"),

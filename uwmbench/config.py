@@ -1,6 +1,6 @@
 """Hydra config composition shared by every subcommand that runs a config.
 
-``load_config("train", ["method=dp", "trainer.steps=100"])`` composes ``configs/train.yaml``
+``load_config("train", ["method=dp", "trainer.steps=100"])`` composes ``uwmbench/configs/train.yaml``
 with hydra overrides against its typed schema (``uwmbench/schemas.py``, stored in hydra's
 ConfigStore): a misspelt key or an ill-typed value fails at composition with its name and the
 list of valid keys, the same way in every command, in ``--dry-run`` and under ``hydra -m``.
@@ -25,7 +25,7 @@ _SCHEMAS = {"train": "TrainConfig", "run": "RunConfig", "evaluate": "EvaluateCon
 def register_schemas() -> None:
     """Store the command schemas (``<name>_schema``) and one ``method/<name>`` entry per
     registered method (its generated schema, :func:`uwmbench.schemas.method_schema`) in hydra's
-    ConfigStore. Idempotent; called by :func:`load_config` and by ``sweeps/hydra_run.py``, so a
+    ConfigStore. Idempotent; called by :func:`load_config` and by ``uwmbench/sweeps/hydra_run.py``, so a
     method registered by a plugin is selectable as ``method=<name>`` everywhere."""
     from hydra.core.config_store import ConfigStore
 
@@ -54,7 +54,7 @@ def _valid_keys(config_name: str, key: str, overrides: list[str]) -> list[str]:
 
 
 def load_config(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose ``configs/<config_name>.yaml`` with hydra overrides, strictly: an unknown key, an
+    """Compose ``uwmbench/configs/<config_name>.yaml`` with hydra overrides, strictly: an unknown key, an
     ill-typed value or a value its schema refuses raises :class:`ConfigError` naming the key
     (and the valid keys). The result is checked once more against the typed schemas (method
     configs included), so ``+key=value`` cannot smuggle a key in either."""

@@ -75,7 +75,7 @@ def _quiet_third_party() -> None:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="uwmbench quickstart", description=__doc__.split("\n\n")[0])
-    p.add_argument("overrides", nargs="*", help="key=value overrides of configs/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of uwmbench/configs/quickstart.yaml")
     a = p.parse_args(argv)
     cfg = to_container(load_config("quickstart", a.overrides))
     _quiet_third_party()

@@ -1,6 +1,6 @@
 """The typed schemas of every config that travels, defined once.
 
-Each command's yaml (``configs/<name>.yaml``) starts its defaults list with the schema stored
+Each command's yaml (``uwmbench/configs/<name>.yaml``) starts its defaults list with the schema stored
 here in hydra's ConfigStore (``<name>_schema``), so that composition itself is strict: a
 misspelt key, an ill-typed value or an out-of-range number fails when the config is composed -
 in ``uwmbench <cmd>``, in ``--dry-run``, in ``--print-config``, under ``hydra -m`` and in
@@ -16,7 +16,7 @@ Schemas here: ``SourceConfig``/``DataConfig`` (``data``), ``TrainerConfig`` (``t
 ``TrainConfig`` (``uwmbench train``), ``EvalOptions`` (the rollout settings shared by
 ``uwmbench evaluate`` and ``uwmbench run``'s ``evaluate`` section: one set of names and
 defaults), ``EvaluateConfig``, ``StageConfig``, ``RunEvalConfig``, ``RunConfig`` (``uwmbench
-run``), ``SweepSpec`` (``configs/sweep/*.yaml``). This module imports no torch.
+run``), ``SweepSpec`` (``uwmbench/configs/sweep/*.yaml``). This module imports no torch.
 """
 from __future__ import annotations
 
@@ -245,7 +245,7 @@ class StageConfig:
     # and gpus only feeds the estimate
     gpus: int = 1
     distributed: Optional[str] = None   # null | local | slurm: train the stage as ONE job with `gpus` tasks (DDP)
-    launcher: Dict[str, Any] = field(default_factory=dict)  # keys over configs/launcher/<distributed>.yaml for it
+    launcher: Dict[str, Any] = field(default_factory=dict)  # keys over uwmbench/configs/launcher/<distributed>.yaml for it
     sources: List[Any] = field(default_factory=list)  # {path, kind, weight}; "{task}" is replaced by each task
     cotrain: List[Any] = field(default_factory=list)  # extra action-free sources mixed in
     cotrain_video: str = "none"         # none | a key of video_sets
@@ -319,7 +319,7 @@ class Resources:
 
 @dataclass
 class SweepSpec:
-    """``configs/sweep/<name>.yaml``."""
+    """``uwmbench/configs/sweep/<name>.yaml``."""
     description: str = ""
     notes: Optional[str] = None
     seeds: List[int] = field(default_factory=lambda: [0])
@@ -329,16 +329,16 @@ class SweepSpec:
     resources: Resources = field(default_factory=Resources)
     axes: List[Any] = field(default_factory=list)  # {name, values: [{label, overrides} | {capability, among}]}
     # per scale (``uwmbench sweep <name> scale=<scale>``): what this sweep changes at that scale over
-    # configs/scale/<scale>.yaml: {tasks, seeds, base, methods}
+    # uwmbench/configs/scale/<scale>.yaml: {tasks, seeds, base, methods}
     scales: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ScaleSpec:
-    """``configs/scale/<name>.yaml``: one way to run every sweep smaller (``scale=reduced``): its
+    """``uwmbench/configs/scale/<name>.yaml``: one way to run every sweep smaller (``scale=reduced``): its
     run overrides go after each sweep's own, its seeds, resources and defaults for the launcher,
     the store and the run folders replace the sweep's; ``cost`` names the measured rates the dry
-    run estimates with (configs/rates/<cost>.yaml)."""
+    run estimates with (uwmbench/configs/rates/<cost>.yaml)."""
     description: str = ""
     seeds: List[int] = field(default_factory=lambda: [0, 1])
     base: List[str] = field(default_factory=list)
@@ -347,7 +347,7 @@ class ScaleSpec:
     launcher_overrides: List[str] = field(default_factory=list)  # launcher.<key>=value defaults
     store: Optional[str] = None         # the default --store ("{runs_home}": $UWMBENCH_RUNS or ~/uwmbench)
     runs: Optional[str] = None          # the default --runs
-    cost: Optional[str] = None          # configs/rates/<cost>.yaml: what a cell without GPUs costs here
+    cost: Optional[str] = None          # uwmbench/configs/rates/<cost>.yaml: what a cell without GPUs costs here
 
 
 # ----------------------------------------------------------------------------- diagnose
@@ -370,7 +370,7 @@ class DiagnoseConfig:
 # ----------------------------------------------------------------------------- launchers
 @dataclass
 class LocalLauncherConfig:
-    """``configs/launcher/local.yaml``: submitit LocalExecutor."""
+    """``uwmbench/configs/launcher/local.yaml``: submitit LocalExecutor."""
     name: str = "local"
     folder: Optional[str] = None        # submitit logs and pickles; default <store>/submitit/<sweep>
     timeout_min: int = 10080
@@ -385,7 +385,7 @@ class LocalLauncherConfig:
 
 @dataclass
 class SlurmLauncherConfig:
-    """``configs/launcher/slurm.yaml``: submitit AutoExecutor(cluster="slurm")."""
+    """``uwmbench/configs/launcher/slurm.yaml``: submitit AutoExecutor(cluster="slurm")."""
     name: str = "slurm"
     folder: Optional[str] = None
     partition: Optional[str] = None

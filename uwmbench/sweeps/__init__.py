@@ -1,0 +1,2 @@
+"""uwmbench sweeps."""
+

@@ -28,7 +28,6 @@ import os
 import pkgutil
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, List, Optional
 
 from omegaconf import OmegaConf
@@ -309,10 +308,10 @@ def load_methods() -> None:
     if _loaded:
         return
     _loaded = True
-    package = __name__.rpartition(".")[0]
-    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda i: i.name):
+    package = importlib.import_module(__name__.rpartition(".")[0])   # its folders: __path__
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
+            importlib.import_module(f"{package.__name__}.{info.name}")
     for mod in filter(None, (m.strip() for m in os.environ.get("UWMBENCH_PLUGINS", "").split(","))):
         try:
             importlib.import_module(mod)

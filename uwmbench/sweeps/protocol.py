@@ -488,21 +488,19 @@ def stage_pretrain(run: Run) -> tuple[str | None, dict[str, Any] | None]:
     """(checkpoint to finetune from, the pretrain result): trains when it has not been trained
     (a shared ``pretrain.run_dir`` trained by one run at a time; the others wait and reuse it)."""
     pre = run.pre
-    if not pre.enabled or pre.checkpoint:
-        return (str(pre.checkpoint) if pre.checkpoint else None), None
     pdir, st = run.pretrain_place()
-    res = st.get("pretrain")
-    if res is None:
-        tcfg = run.train_config(pre, None, dataclasses.asdict(pre.trainer), "pretrain")
-        ctx = run_lease(pdir.path / "_stage", "pretrain (shared by the runs of a sweep)", wait_s=float("inf")) \
-            if pre.run_dir and not in_multitask_job() else contextlib.nullcontext()
-        with ctx:  # a shared pretrain: whoever holds it trains; the others wait, then reuse its result
-            res = st.reload().get("pretrain")
-            if res is None:
-                t0 = time.time()
-                res = _stage_result(_train(tcfg, pdir.path, pre, "pretrain"), t0)
-                if run.rank0:  # a data-parallel job: rank 0 records
-                    st.put("pretrain", res)
+    if not pre.enabled or pre.checkpoint or st.get("pretrain") is not None:
+        return _pretrained(run, StageKey("pretrain"))
+    tcfg = run.train_config(pre, None, dataclasses.asdict(pre.trainer), "pretrain")
+    ctx = run_lease(pdir.path / "_stage", "pretrain (shared by the runs of a sweep)", wait_s=float("inf")) \
+        if pre.run_dir and not in_multitask_job() else contextlib.nullcontext()
+    with ctx:  # a shared pretrain: whoever holds it trains; the others wait, then reuse its result
+        res = st.reload().get("pretrain")
+        if res is None:
+            t0 = time.time()
+            res = _stage_result(_train(tcfg, pdir.path, pre, "pretrain"), t0)
+            if run.rank0:  # a data-parallel job: rank 0 records (the other ranks return it unrecorded)
+                st.put("pretrain", res)
     return res["checkpoint"], res
 
 

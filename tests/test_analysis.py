@@ -116,6 +116,47 @@ def test_paper_comparison_and_ablation_and_id_ood():
     assert tables.id_vs_ood_table(tables.summarize_arms(pd.DataFrame(_rows()), n_boot=100)) is None
 
 
+def test_ablation_verdicts_beside_the_paper():
+    """Each arm minus the reference arm, paired by (task, seed), beside the paper's difference:
+    reproduced / refuted where our CI excludes 0 on the paper's side / the other side, not
+    resolved where it includes 0 (never reproduced), and the same for mode arms (dynamics)."""
+    n = 20
+    reg = {"reg8": (16, 17, 15, 16), "reg0": (4, 5, 3, 4), "xattn": (20, 20, 20, 20), "reg4": (16, 16, 15, 17)}
+    rows = []
+    for label, wins in reg.items():   # 2 tasks x 2 seeds: (book s0, book s1, soup s0, soup s1)
+        rows += _rows({("uwm", "book_caddy"): wins[:2], ("uwm", "soup_cheese"): wins[2:]},
+                      sweep="registers", variant=label, condition="id", n=n)
+    df = tables.normalize_rollouts(pd.DataFrame(rows))
+    v = tables.verdict_rows(df, "registers", n_boot=300, n_perm=300).set_index("arm")
+    assert set(v.index) == {"registers=0", "registers=4", "conditioning=cross_attention"}
+    assert (v["reference"] == "reg8").all()
+    # paper: reg0 0.81/0.85 vs reg8 0.88/0.90 -> -0.06; cross-attention 0.78/0.86 -> -0.07; reg4 -0.045
+    assert v.loc["registers=0", "paper_diff"] == pytest.approx(-0.06)
+    assert v.loc["registers=0", "diff"] == pytest.approx((4 + 5 + 3 + 4 - 64) / 4 / n)
+    assert v.loc["registers=0", "ci_high"] < 0 and v.loc["registers=0", "verdict"] == "reproduced"
+    assert v.loc["conditioning=cross_attention", "ci_low"] > 0
+    assert v.loc["conditioning=cross_attention", "verdict"] == "refuted"
+    assert v.loc["registers=4", "ci_low"] < 0 < v.loc["registers=4", "ci_high"]
+    assert v.loc["registers=4", "verdict"] == "not resolved"
+    ph = stats.holm(v.loc[["registers=0", "registers=4", "conditioning=cross_attention"], "p_value"])
+    assert list(v.loc[["registers=0", "registers=4", "conditioning=cross_attention"], "p_holm"]) == pytest.approx(ph)
+    assert tables.verdict(-0.3, -0.1, 0.0) == "no published direction"
+    # dynamics: the arms are evaluation modes (rows with a mode column)
+    dyn = _rows({("uwm", "book_caddy"): (6, 7)}, sweep="dynamics", condition="id", n=n)
+    for r in dyn:
+        r["mode"] = "policy"
+    inv = _rows({("uwm", "book_caddy"): (15, 14)}, sweep="dynamics", condition="id", n=n)
+    for r in inv:
+        r["mode"] = "inverse_dynamics"
+    t = tables.verdict_table(tables.normalize_rollouts(pd.DataFrame(dyn + inv)), "dynamics", n_boot=300, n_perm=300)
+    assert list(t.data["arm"]) == ["mode=inverse_dynamics"] and list(t.data["verdict"]) == ["reproduced"]
+    assert t.data["paper_diff"].iloc[0] == pytest.approx(0.65 - 0.47)   # book_caddy, the task we share
+    assert "**reproduced**" in t.notes[0] and "Book-Caddy" in t.notes[0]
+    # the report's tables: one verdict table per ablation sweep, in the Ablations section
+    built, _ = tables.build_tables(pd.DataFrame(rows + dyn + inv), n_boot=100, n_perm=100)
+    assert {"ablation_verdict_registers", "ablation_verdict_dynamics"} <= set(built)
+
+
 def test_hierarchical_bootstrap():
     perfect = pd.DataFrame({"task": "t", "seed": [0] * 10 + [1] * 10, "success": True})
     e = stats.estimate(perfect, n_boot=300)

@@ -450,6 +450,133 @@ def paired_table(comparisons: pd.DataFrame, reference: str = "uwm") -> Table | N
                  display=disp, data=c, index_name="baseline")
 
 
+# ---------------------------------------------------------------------------- ablations beside the paper
+# Each ablation beside the paper, with a verdict.
+#
+# For an ablation sweep (registers, objective, cotrain, dynamics) every arm is compared with the
+# sweep's reference arm (``REFERENCE``: UWM as published, or the arm without the ablated
+# ingredient), per method and condition, paired by (task, training seed):
+# :func:`uwmbench.analysis.stats.paired_difference` gives the difference (arm − reference), its 95%
+# hierarchical-bootstrap CI and a stratified permutation p, Holm-adjusted over the arms of a
+# (method, condition). The paper's difference for the same two arms is the mean over the tasks both
+# cover (the paper's own tasks where ours differ, e.g. its real-robot objective ablation).
+#
+# Verdict, per row: **reproduced** (our CI excludes 0 on the paper's side), **refuted** (our CI
+# excludes 0 on the other side), **not resolved** (our CI includes 0: never called reproduced),
+# or no published direction (the paper has no number for the arm, or shows no difference).
+
+# paper table -> the arm every other arm is compared with (the paper's variant names)
+REFERENCE = {"registers": "registers=8", "objective": "objective=future", "cotraining": "cotrain=none",
+             "dynamics": "mode=policy"}
+
+VERDICTS = ("reproduced", "refuted", "not resolved", "no published direction")
+
+
+def verdict(ci_low: float, ci_high: float, paper_diff: float | None) -> str:
+    """The paper's direction against our CI of the same difference (see the module docstring)."""
+    if paper_diff is None or not np.isfinite(paper_diff) or abs(paper_diff) < 1e-9:
+        return "no published direction"
+    if ci_low <= 0.0 <= ci_high:
+        return "not resolved"
+    return "reproduced" if (ci_low > 0) == (paper_diff > 0) else "refuted"
+
+
+def paper_difference(table: str, method: str, arm: str, tasks: list[str]) -> tuple[float | None, list[str]]:
+    """(the paper's mean over tasks of arm − reference, the tasks it used): the tasks we share with
+    the paper's table, else all of the paper's tasks; None where the paper lacks either arm."""
+    p = load_paper_numbers(table)
+    p = p[(p["method"] == method) & (p["task"] != "average")]
+    ref, alt = p[p["variant"] == REFERENCE[table]], p[p["variant"] == arm]
+    both = sorted(set(ref["task"]) & set(alt["task"]))
+    use = [t for t in both if t in set(tasks)] or both
+    if not use:
+        return None, []
+    d = [float(alt.loc[alt["task"] == t, "mean"].iloc[0]) - float(ref.loc[ref["task"] == t, "mean"].iloc[0])
+         for t in use]
+    return float(np.mean(d)), use
+
+
+def _arm_order(table: str, arms) -> list[str]:
+    porder = list(dict.fromkeys(load_paper_numbers(table)["variant"]))
+    return sorted(arms, key=lambda a: (porder.index(a) if a in porder else len(porder), a))
+
+
+def verdict_rows(rollouts: pd.DataFrame, sweep: str, n_boot: int = stats.DEFAULT_N_BOOT,
+                 n_perm: int = stats.DEFAULT_N_PERM, seed: int = 0) -> pd.DataFrame:
+    """One row per (method, condition, arm ≠ reference) of ``sweep`` (normalized rollout rows):
+    ours (diff, CI, p, Holm p, pairs), the paper's difference and tasks, the verdict."""
+    table = SWEEP_TO_PAPER_TABLE.get(sweep)
+    cols = ["sweep", "method", "condition", "arm", "variant", "reference", "diff", "ci_low", "ci_high", "p_value",
+            "p_holm", "n_pairs", "n_rollouts_a", "n_rollouts_b", "tasks", "paper_diff", "paper_tasks", "verdict"]
+    if table not in REFERENCE:
+        return pd.DataFrame(columns=cols)
+    df = rollouts[rollouts["sweep"] == sweep].copy()
+    df["arm"] = [paper_variant(table, v) for v in df["variant"]]
+    rows = []
+    for method in order_methods(df["method"].unique()):
+        dm = df[df["method"] == method]
+        for cond in sorted(dm["condition"].unique()):
+            dc = dm[dm["condition"] == cond]
+            ref = dc[dc["arm"] == REFERENCE[table]]
+            if not len(ref):
+                continue
+            part = []
+            for arm in _arm_order(table, set(dc["arm"]) - {REFERENCE[table]}):
+                a = dc[dc["arm"] == arm]
+                try:
+                    r = stats.paired_difference(a, ref, n_boot=n_boot, n_perm=n_perm, seed=seed)
+                except ValueError:  # no (task, seed) evaluated for both arms
+                    continue
+                tasks = sorted(set(a["task"]) & set(ref["task"]))
+                pdiff, ptasks = paper_difference(table, method, arm, tasks)
+                part.append({"sweep": sweep, "method": method, "condition": cond, "arm": arm,
+                             "variant": a["variant"].iloc[0], "reference": ref["variant"].iloc[0], **r,
+                             "tasks": ",".join(tasks), "paper_diff": pdiff, "paper_tasks": ",".join(ptasks),
+                             "verdict": verdict(r["ci_low"], r["ci_high"], pdiff)})
+            if part:
+                for row, ph in zip(part, stats.holm([x["p_value"] for x in part])):
+                    row["p_holm"] = float(ph)
+                rows += part
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _sentence(r: pd.Series, table: str) -> str:
+    ours = f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+    paper = ("the paper has no number for it" if r["paper_diff"] is None or not np.isfinite(r["paper_diff"])
+             else f"the paper {r['paper_diff']:+.2f} on {', '.join(display_task(t) for t in r['paper_tasks'].split(','))}")
+    return (f"{display_method(r['method'])}, {r['arm']} vs {REFERENCE[table]} ({display_condition(r['condition'])}): "
+            f"ours {ours} on {', '.join(display_task(t) for t in r['tasks'].split(','))} "
+            f"(Holm p {r['p_holm']:.3f}), {paper}: **{r['verdict']}**.")
+
+
+def verdict_table(rollouts: pd.DataFrame, sweep: str, n_boot: int = stats.DEFAULT_N_BOOT,
+                  n_perm: int = stats.DEFAULT_N_PERM, seed: int = 0) -> Table | None:
+    """:func:`verdict_rows` as a report table, with one sentence per row in its notes."""
+    v = verdict_rows(rollouts, sweep, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    if not len(v):
+        return None
+    table = SWEEP_TO_PAPER_TABLE[sweep]
+    show_method = v["method"].nunique() > 1
+    disp = pd.DataFrame({
+        "condition": [display_condition(c) for c in v["condition"]],
+        f"Δ ours (arm − {REFERENCE[table]})": [f"{d:+.3f}" for d in v["diff"]],
+        "95% CI": [f"[{a:+.3f}, {b:+.3f}]" for a, b in zip(v["ci_low"], v["ci_high"])],
+        "p (Holm)": [f"{p:.4f}" for p in v["p_holm"]],
+        "Δ paper": ["–" if p is None or not np.isfinite(p) else f"{p:+.3f}" for p in v["paper_diff"]],
+        "verdict": list(v["verdict"]),
+        "n": [f"{a} (task, seed) pairs, {b}/{c} rollouts" for a, b, c in
+              zip(v["n_pairs"], v["n_rollouts_a"], v["n_rollouts_b"])],
+    }, index=[f"{display_method(m)} {a}" if show_method else a for m, a in zip(v["method"], v["arm"])])
+    return Table(name=f"ablation_verdict_{sweep}", title=f"Ablation '{sweep}' beside the paper",
+                 caption=(f"Each arm minus {REFERENCE[table]}, paired by (task, training seed); CI: hierarchical "
+                          "bootstrap 95%; p: stratified permutation test, Holm-adjusted over the arms of a method "
+                          "and condition. Δ paper: the same difference in the UWM paper (mean over the tasks both "
+                          "cover, else the paper's own). Verdict: reproduced / refuted where our CI excludes 0 on "
+                          "the paper's side / the other side; not resolved where it includes 0."),
+                 display=disp, data=v, index_name="arm",
+                 notes=[_sentence(r, table) for _, r in v.iterrows()])
+
+
 def build_tables(rollouts: pd.DataFrame, n_boot: int = stats.DEFAULT_N_BOOT,
                  n_perm: int = stats.DEFAULT_N_PERM, seed: int = 0,
                  summary: pd.DataFrame | None = None) -> tuple[dict[str, Table], list[str]]:
@@ -489,6 +616,15 @@ def build_tables(rollouts: pd.DataFrame, n_boot: int = stats.DEFAULT_N_BOOT,
         tables[f"paper_{pt}"] = published_table(pt)
     if len(not_comparable) and len(comparable):
         skipped.append(f"paper comparisons: arms trained at a toy scale left out ({scale_note(not_comparable)})")
+    size = df["size"].where(df["size"].notna(), "").astype(str) if "size" in df.columns else None
+    full = df if size is None else df[~size.isin(TOY_SIZES)]   # rollouts of arms not trained at a toy scale
+    for sw in sorted(s for s in df["sweep"].unique() if SWEEP_TO_PAPER_TABLE.get(s) in REFERENCE):
+        if not len(full[full["sweep"] == sw]):
+            skipped.append(f"ablation '{sw}' beside the paper: no verdict, every arm was trained at a toy scale")
+            continue
+        add(f"ablation '{sw}' beside the paper", verdict_table(full, sw, n_boot=n_boot, n_perm=n_perm, seed=seed),
+            f"needs the reference arm {REFERENCE[SWEEP_TO_PAPER_TABLE[sw]]} and another arm evaluated on a shared "
+            "(task, seed)")
     add("paired comparison", paired_table(paired_by_variant(df[df["sweep"] == "main"], n_boot, n_perm, seed)),
         "needs rollouts of 'uwm' and at least one other method sharing variant, task and seed in the main sweep")
     return tables, skipped

@@ -54,11 +54,13 @@ def test_reduced_dry_run_counts_cpu_hours_from_the_measured_rates(home, capsys):
     rates = grids.load_rates("cpu")
     cells = grids.expand_sweep("registers", ["scale=reduced", "seeds=[0]", "tasks=[book_caddy]"])
     e = cells[0].estimate
-    train = (6000 * rates["train_s_per_step"]["uwm"] + 50 * rates["latent_cache_s_per_demo"] + rates["diagnose_s"]) / 3600
+    # the latent cache and the data stage are priced per frame / env step of book_caddy's measured demos
+    frames = 50 * rates["demo_steps"]["book_caddy"]
+    train = (6000 * rates["train_s_per_step"]["uwm"] + frames * rates["latent_cache_s_per_frame"] + rates["diagnose_s"]) / 3600
     assert e["train_wall_h"] == pytest.approx(train)
     ev = 40 * 400 * rates["rollout_length"] * rates["rollout_s_per_step"]["uwm"] / 3600 / 2
     assert e["eval_wall_h"] == pytest.approx(ev) and e["gpu_h"] == 0
-    data = (50 * rates["collect_s_per_demo"] + 800 * rates["vae_s_per_step"]) / 3600
+    data = (frames * rates["collect_s_per_env_step"] + 800 * rates["vae_s_per_step"]) / 3600
     assert f"{4 * (train + ev) + data:.1f} h wall-clock" in out and "one cell at a time" in out
     # the two tables agree on GPUs: 0 in the cells' column and 0 per stage job; a data stage first
     table = out[out.index("stage jobs"):]

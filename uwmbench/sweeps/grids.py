@@ -110,6 +110,14 @@ def rates_cpu(key: str, method: str | None = None, name: str = "cpu") -> float:
     return float(v) if v is not None else float("nan")
 
 
+def demo_steps(tasks, name: str = "cpu") -> float:
+    """Mean scripted-demo length (env steps) over ``tasks``: the measured length of each task, else
+    the rates file's default. The data stage and the latent cache are priced per env step / frame."""
+    table = load_rates(name).get("demo_steps") or {}
+    lengths = [float(table.get(str(t), table.get("default", 250))) for t in tasks]
+    return sum(lengths) / len(lengths) if lengths else float(table.get("default", 250))
+
+
 @dataclass
 class Cell:
     sweep: str
@@ -313,7 +321,8 @@ def estimate_cell(cell: Cell, gpus: int | None = None) -> dict[str, float]:
         extra = 0.0
         if (cfg.get("data") or {}).get("latent_cache", True) and "vae" in {f.name for f in dataclasses.fields(
                 get_method_class(m).config_class)}:
-            extra += float((cfg.get("prepare") or {}).get("episodes", 50)) * rates_cpu("latent_cache_s_per_demo")
+            extra += (float((cfg.get("prepare") or {}).get("episodes", 50)) * demo_steps(cell.tasks)
+                      * rates_cpu("latent_cache_s_per_frame"))
         if int(ev.get("diagnose_windows") or 0) > 0 and int(ev.get("n_rollouts") or 0) > 0:
             extra += rates_cpu("diagnose_s")
         return n * (steps * per_step + extra) / 3600

@@ -40,7 +40,7 @@ from uwmbench.config import ConfigError
 from uwmbench.run_dir import RunDir, StageKey, Stages
 from uwmbench.schemas import EvalOptions, Resources, StageConfig
 from .grids import (POLICY_LATENCY_CPU_S, POLICY_LATENCY_S, SIM_STEP_S, TRAIN_SAMPLES_PER_S, Cell, compose_cell,
-                    estimate_cell, rates_cpu)
+                    demo_steps, estimate_cell, rates_cpu)
 from .launch import (ACTIVE_STATES, Job, _record, cancel, hold_slot, job_state, make_executor,
                      max_parallel_of, record_cancel)
 from .protocol import (StageNotReady, _resolve, check_run, prepare_targets, run_dir_of, run_graph, run_stage,
@@ -130,9 +130,10 @@ def cell_gpus(cell: Cell, launcher: dict[str, Any]) -> int:
     return int(g if g is not None else cell.resources.gpus)
 
 
-def _data_node(key: str, c: Cell, prep: dict[str, Any], rd: RunDir, n_collect: int, vae: bool) -> StageNode:
-    """The data stage making ``n_collect`` tasks' demos (and a VAE): CPU only, priced from measured rates."""
-    hours = (n_collect * float(prep.get("episodes", 50)) * rates_cpu("collect_s_per_demo")
+def _data_node(key: str, c: Cell, prep: dict[str, Any], rd: RunDir, collect: list[str], vae: bool) -> StageNode:
+    """The data stage collecting the demos of ``collect`` (tasks) and fitting a VAE: CPU only, priced
+    from measured rates (per env step of each task's scripted demos)."""
+    hours = (len(collect) * float(prep.get("episodes", 50)) * demo_steps(collect) * rates_cpu("collect_s_per_env_step")
              + (float(prep.get("vae_steps", 800)) * rates_cpu("vae_s_per_step") if vae else 0.0)) / 3600
     cpus = max(1, int(prep.get("workers", 2)))
     return StageNode(key=key, stage="data", kind="data", cell=c, cells=[], deps=[],
@@ -202,8 +203,8 @@ def build_graph(cells: list[Cell], store: str, runs_root: str, launcher: dict[st
                 collect, vae = prepare_targets(full)
                 names[key] = "_data/" + hashlib.sha1(json.dumps([collect, vae]).encode()).hexdigest()[:10]
                 if names[key] not in datas:
-                    datas[names[key]] = _data_node(names[key], c, full.get("prepare") or {}, rd, len(collect),
-                                                   bool(vae))
+                    datas[names[key]] = _data_node(names[key], c, full.get("prepare") or {}, rd,
+                                                   [t for t, _ in collect], bool(vae))
                     nodes.append(datas[names[key]])
                 datas[names[key]].cells.append(c.cell)
             elif key.kind == "pretrain":  # one job per method, seed and pretrain config, shared

@@ -83,3 +83,33 @@ def test_resumed_collect_makes_new_attempts_instead_of_repeating_failed_ones(tmp
         g = f["data/demo_0"]
         assert json.loads(f["data"].attrs["collect_stats"])["tried"] == {"0": 2}
         assert g.attrs["attempt_seed"] == 1                # seed 0: 0 * 1_000_003 + 0 * 101 + attempt 1
+
+
+def test_skill_family_from_the_goal():
+    from uwmbench.benchmarks.libero.coverage import skill_family
+    assert skill_family([["On", "bowl_1", "plate_1"]]) == "pick-place"
+    assert skill_family([["In", "bowl_1", "wooden_cabinet_1_top_region"], ["Close", "wooden_cabinet_1_top_region"]]) \
+        == "pick-place + drawer close"
+    assert skill_family([["Open", "microwave_1_heating_region"]]) == "microwave open"
+    assert skill_family([["Turnon", "flat_stove_1"]]) == "turn on"
+
+
+def test_coverage_table_is_written_as_it_goes_and_resumes(tmp_path, capsys):
+    """`uwmbench tasks coverage`: a row per planned episode, the per-task table after each task,
+    a rerun plans nothing already written, and a larger episodes= plans only the new ones."""
+    from uwmbench.benchmarks.libero.coverage import EPISODES_FILE, main
+    from uwmbench.rows import read_jsonl
+
+    out = tmp_path / "cov"
+    args = ["tasks=[libero_90:0]", "episodes=1", "workers=1", f"out={out}"]
+    assert main(args) == 0
+    rows = read_jsonl(out / EPISODES_FILE)
+    assert [(r["episode"], r["family"], r["success"]) for r in rows] == [(0, "drawer close", True)]
+    assert 30 < rows[0]["steps"] < 200
+    md = (out / "coverage.md").read_text()
+    assert "KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet | drawer close | 1/1 = 1.00" in md
+    assert "1 of 1 tasks at >= 0.8" in capsys.readouterr().out
+    assert main(args) == 0 and len(read_jsonl(out / EPISODES_FILE)) == 1          # nothing planned again
+    assert main(args[:1] + ["episodes=2"] + args[2:]) == 0
+    assert [r["episode"] for r in read_jsonl(out / EPISODES_FILE)] == [0, 1]
+    assert main(["tasks=[no_such_task]", f"out={out}"]) == 2 and "unknown LIBERO task" in capsys.readouterr().out

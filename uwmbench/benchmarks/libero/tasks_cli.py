@@ -40,7 +40,12 @@ def show_task(name: str, margin: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="uwmbench tasks", description=__doc__)
+    if argv and argv[0] == "coverage":   # uwmbench tasks coverage key=value ...: the expert's success per task
+        from .coverage import main as coverage_main
+        return coverage_main(argv[1:])
+    p = argparse.ArgumentParser(prog="uwmbench tasks", description=__doc__,
+                                epilog="uwmbench tasks coverage suite=libero_90 episodes=10: the scripted expert's "
+                                       "success rate per task (see `uwmbench tasks coverage --help`)")
     p.add_argument("task", nargs="?", help="show one task (short name, suite/name or suite:index)")
     p.add_argument("--suite", default=None, help="libero_spatial|libero_object|libero_goal|libero_10|libero_90")
     p.add_argument("--ood", action="store_true", help="list the OOD variants (generates their BDDL files)")

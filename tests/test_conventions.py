@@ -123,7 +123,7 @@ def test_uwm_marginal_timestep_default_is_the_public_codes():
 
 def test_quickstart_and_test_configs_never_download():
     from omegaconf import OmegaConf
-    q = OmegaConf.load(ROOT / "configs" / "quickstart.yaml")
+    q = OmegaConf.load(ROOT / "uwmbench" / "configs" / "quickstart.yaml")
     assert q.method_size in ("tiny", "small")
     assert q.vae.preset in ("tiny", "small")  # fitted here, never a hub model
     for name in q.methods:

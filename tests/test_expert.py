@@ -113,3 +113,24 @@ def test_coverage_table_is_written_as_it_goes_and_resumes(tmp_path, capsys):
     assert main(args[:1] + ["episodes=2"] + args[2:]) == 0
     assert [r["episode"] for r in read_jsonl(out / EPISODES_FILE)] == [0, 1]
     assert main(["tasks=[no_such_task]", f"out={out}"]) == 2 and "unknown LIBERO task" in capsys.readouterr().out
+
+
+def test_corpus_names_files_as_the_official_datasets_and_resumes(tmp_path, capsys):
+    """`uwmbench corpus`: one file per task in LIBERO's layout under <out>/<suite>/ with the
+    released datasets' names, a per-task summary, and a rerun that collects nothing again."""
+    import h5py
+
+    from uwmbench.benchmarks.libero.corpus import main
+
+    args = ["suite=libero_90", "tasks=[libero_90:0]", "episodes=1", "workers=1", "image_size=32", f"out={tmp_path}"]
+    assert main(args) == 0
+    f = tmp_path / "libero_90" / "KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet_demo.hdf5"
+    with h5py.File(f, "r") as h:
+        assert h["data"].attrs["num_demos"] == 1 and h["data/demo_0/obs/agentview_rgb"].shape[1:] == (32, 32, 3)
+    csv = (tmp_path / "libero_90" / "corpus.csv").read_text()
+    assert "KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet,KITCHEN_SCENE10" in csv and ",True,1," in csv
+    assert "1/1 tasks complete, 1 demos" in capsys.readouterr().out
+    mtime = f.stat().st_mtime_ns
+    assert main(args) == 0 and f.stat().st_mtime_ns == mtime                     # nothing collected again
+    assert main(["suite=libero_90", "tasks=[book_caddy]", f"out={tmp_path}"]) == 2  # a LIBERO-10 task
+    assert "not in suite libero_90" in capsys.readouterr().out

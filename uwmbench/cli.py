@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "cache-latents": ("uwmbench.benchmarks.cache_latents", "main", "precompute the VAE latent cache of a dataset"),
     "tasks": ("uwmbench.benchmarks.libero.tasks_cli", "main", "list LIBERO tasks; show ID vs OOD ranges and objects"),
     "collect": ("uwmbench.benchmarks.libero.collect", "main", "scripted-expert demonstrations -> LIBERO-layout HDF5"),
+    "corpus": ("uwmbench.benchmarks.libero.corpus", "main", "an offline corpus of a LIBERO suite: N scripted demos per task, official file names"),
     "replay-check": ("uwmbench.benchmarks.libero.replay_check", "main", "replay demos from their stored scenes; check evaluation scenes are reproducible"),
     "evaluate": ("uwmbench.benchmarks.evaluate", "main", "parallel LIBERO rollouts of a checkpoint, ID and OOD"),
     "diagnose": ("uwmbench.benchmarks.diagnose", "main", "why a trained policy fails: open-loop action error, evaluator vs training frames"),

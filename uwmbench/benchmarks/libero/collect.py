@@ -38,13 +38,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .workers import worker_results
 
 log = logging.getLogger(__name__)
 
@@ -303,27 +304,10 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
             _write_header(data, spec, cfg.image_size, cfg)
         failed: list[int] = []
         if todo:
-            ctx = mp.get_context("spawn")
-            jobs, results = ctx.Queue(), ctx.Queue()
-            nw = min(cfg.workers, len(todo))
-            for i in todo:
-                jobs.put((i, tried.get(str(i), 0)))
-            for _ in range(nw):
-                jobs.put(None)
-            procs = [ctx.Process(target=_worker, args=(wcfg, jobs, results), daemon=True) for _ in range(nw)]
-            for p in procs:
-                p.start()
             bar = tqdm(total=len(todo), desc=f"collect {spec.display_name}/{cfg.condition}", disable=not progress)
-            got = 0
             try:
-                while got < len(todo):
-                    try:
-                        p = results.get(timeout=30)
-                    except Exception:
-                        if not any(pr.is_alive() for pr in procs):
-                            raise RuntimeError("collect: all workers exited early (see their errors above)")
-                        continue
-                    got += 1
+                for p in worker_results(_worker, wcfg, [(i, tried.get(str(i), 0)) for i in todo], cfg.workers,
+                                        len(todo), "collect"):
                     tried[str(p["demo"])] = tried.get(str(p["demo"]), 0) + len(p["attempts"])
                     stats["tried"] = tried
                     stats["attempts"] += len(p["attempts"])
@@ -340,10 +324,6 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict:
                     bar.set_postfix(success=f"{stats['successes']}/{stats['attempts']}")
             finally:
                 bar.close()
-                for pr in procs:
-                    pr.join(timeout=10)
-                    if pr.is_alive():
-                        pr.terminate()
         names = sorted(data.keys(), key=lambda k: int(k.split("_")[1]))
         data.attrs["num_demos"] = len(names)
         data.attrs["total"] = int(sum(data[k].attrs["num_samples"] for k in names))

@@ -14,7 +14,6 @@ parallel, one task at a time each (one simulator per task and worker).
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import pandas as pd
 
 from uwmbench.fileio import atomic_write_text
 from uwmbench.rows import append_jsonl, read_jsonl
+from .workers import worker_results
 
 log = logging.getLogger(__name__)
 
@@ -168,28 +168,10 @@ def coverage(cfg: CoverageConfig, progress: bool = True) -> pd.DataFrame:
     n = sum(len(eps) for _, eps in todo)
     if n:
         log.info("coverage: %d tasks, %d episodes to plan (%d written before) -> %s", len(todo), n, len(done), out)
-        ctx = mp.get_context("spawn")
-        jobs, results = ctx.Queue(), ctx.Queue()
-        for job in todo:
-            jobs.put(job)
-        nw = min(cfg.workers, len(todo))
-        for _ in range(nw):
-            jobs.put(None)
-        procs = [ctx.Process(target=_worker, args=(dict(cfg.__dict__), jobs, results), daemon=True) for _ in range(nw)]
-        for p in procs:
-            p.start()
         left = {t: len(eps) for t, eps in todo}
         bar = tqdm(total=n, desc=f"coverage {cfg.suite if not cfg.tasks else 'tasks'}", unit="ep", disable=not progress)
         try:
-            got = 0
-            while got < n:
-                try:
-                    r = results.get(timeout=30)
-                except Exception:
-                    if not any(p.is_alive() for p in procs):
-                        raise RuntimeError("coverage: all workers exited early (see their errors above)")
-                    continue
-                got += 1
+            for r in worker_results(_worker, dict(cfg.__dict__), todo, cfg.workers, n, "coverage"):
                 append_jsonl(out / EPISODES_FILE, r)
                 rows.append(r)
                 left[r["task"]] -= 1
@@ -199,10 +181,6 @@ def coverage(cfg: CoverageConfig, progress: bool = True) -> pd.DataFrame:
                     _write_tables(out, summarize(rows, tasks), cfg)
         finally:
             bar.close()
-            for p in procs:
-                p.join(timeout=10)
-                if p.is_alive():
-                    p.terminate()
     summary = summarize(rows, tasks)
     _write_tables(out, summary, cfg)
     return summary

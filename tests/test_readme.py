@@ -83,13 +83,11 @@ def _check(cmd: str, tmp_path: Path) -> None:
         ov = [a for a in rest[1:] if "=" in a]
         assert sweep.main([name, "--dry-run", "--skip-data-check", "--store", str(tmp_path / "store")] + ov) == 0
     elif sub == "corpus" or (sub == "tasks" and rest[:1] == ["coverage"]):   # key=value under a dataclass
-        from omegaconf import OmegaConf
-
         from uwmbench.benchmarks.libero.corpus import CorpusConfig
         from uwmbench.benchmarks.libero.coverage import CoverageConfig
-        from uwmbench.config import typed
+        from uwmbench.config import typed_args
         schema, kv = (CorpusConfig, rest) if sub == "corpus" else (CoverageConfig, rest[1:])
-        typed(OmegaConf.to_container(OmegaConf.from_dotlist(kv), resolve=True), schema, cmd)
+        typed_args(kv, schema, cmd)
     elif sub in ("report", "import-checkpoint", "perf", "methods", "tasks", "replay-check", "diagnose",
                  "modes"):
         if not flags:  # commands without a config to compose: their --help works

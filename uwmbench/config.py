@@ -206,6 +206,21 @@ def typed(section: Any, schema: type[T], where: str) -> T:
     return obj  # type: ignore[return-value]
 
 
+def typed_args(argv: list[str], schema: type[T], where: str) -> T:
+    """``key=value`` command-line arguments (lists as ``key=[a,b]``) as dataclass ``schema``: a
+    command without a hydra config; an unknown key, a wrong type or a malformed argument raises
+    :class:`ConfigError` naming it."""
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ConfigError(f"expected key=value arguments, got {bad}; keys of {where}: "
+                          f"{[f.name for f in dataclasses.fields(schema)]}")
+    try:
+        raw = OmegaConf.to_container(OmegaConf.from_dotlist(list(argv)), resolve=True)
+    except Exception as e:
+        raise ConfigError(f"arguments of {where}: {_first_line(e)}") from None
+    return typed(raw, schema, where)
+
+
 def dump_yaml(obj: Any) -> str:
     if dataclasses.is_dataclass(obj):
         obj = dataclasses.asdict(obj)

@@ -126,14 +126,12 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         print("keys: " + ", ".join(CorpusConfig.__dataclass_fields__))
         return 0
-    from omegaconf import OmegaConf
-
-    from uwmbench.config import ConfigError, typed
+    from uwmbench.config import typed_args
 
     try:
-        cfg = typed(OmegaConf.to_container(OmegaConf.from_dotlist(list(argv)), resolve=True), CorpusConfig, "corpus")
+        cfg = typed_args(argv, CorpusConfig, "corpus")
         df = corpus(cfg)
-    except (ConfigError, KeyError, ValueError) as e:
+    except (KeyError, ValueError) as e:   # ConfigError is a ValueError
         print(f"uwmbench corpus: {e.args[0] if e.args else e}")
         return 2
     short = df[~df["complete"]]

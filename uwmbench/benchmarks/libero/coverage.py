@@ -191,19 +191,11 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         print("keys: " + ", ".join(CoverageConfig.__dataclass_fields__))
         return 0
-    from omegaconf import OmegaConf
-
-    from uwmbench.config import ConfigError, typed
+    from uwmbench.config import typed_args
 
     try:
-        raw = OmegaConf.to_container(OmegaConf.from_dotlist(list(argv)), resolve=True)
-        cfg = typed(raw, CoverageConfig, "tasks coverage")
-    except ConfigError as e:
-        print(f"uwmbench tasks coverage: {e}")
-        return 2
-    try:
-        s = coverage(cfg)
-    except (KeyError, ValueError) as e:
+        s = coverage(typed_args(argv, CoverageConfig, "tasks coverage"))
+    except (KeyError, ValueError) as e:   # ConfigError is a ValueError
         print(f"uwmbench tasks coverage: {e.args[0] if e.args else e}")
         return 2
     ok = int((s["success_rate"] >= 0.8).sum())

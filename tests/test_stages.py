@@ -261,3 +261,25 @@ def test_small_preset_open_loop_chunks_warn_once(monkeypatch, caplog):
         first = warnings(["method.size=small", "evaluate.replan_every=16"])
         assert len(first) == 1 and "evaluate.replan_every=4" in first[0]
         assert warnings(["method.size=small", "evaluate.replan_every=16"]) == []  # once per process
+
+
+def test_task_paths_name_a_task_by_its_run_name_or_its_libero_name(tmp_path):
+    """`{task}` is the run's task name, `{task_name}` the LIBERO task name (the released files and
+    `uwmbench corpus`: <TASK_NAME>_demo.hdf5); the input check and the data stage read both."""
+    from uwmbench.config import ConfigError, load_config
+    assert protocol.task_path("d/{task}.hdf5", "book_caddy") == "d/book_caddy.hdf5"
+    assert protocol.task_path("d/{task_name}_demo.hdf5", "book_caddy") == \
+        "d/STUDY_SCENE1_pick_up_the_book_and_place_it_in_the_back_compartment_of_the_caddy_demo.hdf5"
+    assert protocol.task_path("d/{task_name}.hdf5", "reach") == "d/reach.hdf5"      # another benchmark's task
+    assert protocol.task_path("d/*.hdf5", None) == "d/*.hdf5"
+    official = tmp_path / "libero_10" / "KITCHEN_SCENE8_put_both_moka_pots_on_the_stove_demo.hdf5"
+    write_smoke_hdf5(official)
+    ov = ["method=bc", "tasks=[moka_moka,book_caddy]", "pretrain.enabled=false", "evaluate.n_rollouts=0",
+          f"finetune.sources=[{{path:'{tmp_path}/libero_10/{{task_name}}_demo.hdf5'}}]"]
+    full = protocol._resolve(load_config("run", ov))
+    pre, fin, _ = protocol.check_run(full, data=False)
+    with pytest.raises(ConfigError, match="STUDY_SCENE1_pick_up_the_book"):   # moka_moka's file exists
+        protocol.check_inputs(full, pre, fin)
+    full = protocol._resolve(load_config("run", ov + ["prepare.collect_missing=true"]))
+    assert [t for t, _ in protocol.prepare_targets(full)[0]] == ["book_caddy"]  # the data stage would collect it
+    assert protocol.prepare_targets(full)[0][0][1].endswith("STUDY_SCENE1_pick_up_the_book_and_place_it_in_the_back_compartment_of_the_caddy_demo.hdf5")

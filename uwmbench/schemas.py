@@ -246,7 +246,7 @@ class StageConfig:
     gpus: int = 1
     distributed: Optional[str] = None   # null | local | slurm: train the stage as ONE job with `gpus` tasks (DDP)
     launcher: Dict[str, Any] = field(default_factory=dict)  # keys over uwmbench/configs/launcher/<distributed>.yaml for it
-    sources: List[Any] = field(default_factory=list)  # {path, kind, weight}; "{task}" is replaced by each task
+    sources: List[Any] = field(default_factory=list)  # {path, kind, weight}; "{task}" / "{task_name}" (LIBERO name) per task
     cotrain: List[Any] = field(default_factory=list)  # extra action-free sources mixed in
     cotrain_video: str = "none"         # none | a key of video_sets
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 from omegaconf import OmegaConf
 
 from uwmbench.benchmarks.evaluate import evaluate
+from uwmbench.benchmarks.libero.tasks import resolve as resolve_libero_task
 from uwmbench.benchmarks.train import train
 from uwmbench.config import ConfigError, check_config, check_method_section, dump_yaml, error_message, load_config, to_container, typed
 from uwmbench.fileio import atomic_write_text as _atomic_write
@@ -102,19 +103,40 @@ def _exists(path: str) -> bool:
     return bool(glob.glob(p)) if any(c in p for c in "*?[") else os.path.exists(p)
 
 
+def task_path(path: str, task: str | None) -> str:
+    """A data path of ``task``: ``{task}`` -> the task as the run names it (``book_caddy``),
+    ``{task_name}`` -> its LIBERO task name (``STUDY_SCENE1_pick_up_the_book_...``, what the released
+    datasets and ``uwmbench corpus`` call a task's file: ``{task_name}_demo.hdf5``); a task of
+    another benchmark keeps its own name. ``task=None`` (pretraining) leaves the path as it is."""
+    if task is None:
+        return path
+    if "{task_name}" in path:
+        try:
+            name = resolve_libero_task(task)[1]
+        except KeyError:   # not a LIBERO task (evaluate.runner plugs in other benchmarks)
+            name = task
+        path = path.replace("{task_name}", name)
+    return path.replace("{task}", task)
+
+
+def _has_task(path: str) -> bool:
+    return "{task}" in path or "{task_name}" in path
+
+
 def prepare_targets(full: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
     """What the data stage will make: ([(task, hdf5 path)] to collect, VAE folder to fit or None).
-    Only paths that do not exist yet; collection covers finetune sources whose path holds ``{task}``."""
+    Only paths that do not exist yet; collection covers finetune sources whose path holds ``{task}``
+    or ``{task_name}``."""
     prep = _prepare_of(full)
     fin = typed(full.get("finetune") or {}, StageConfig, "finetune")
     collect = []
     if prep.collect_missing and fin.enabled:
         for src in fin.sources:
             path = str(src if isinstance(src, str) else (src or {}).get("path", ""))
-            if "{task}" not in path or any(c in path for c in "*?["):
+            if not _has_task(path) or any(c in path for c in "*?["):
                 continue
             for task in full["tasks"]:
-                p = os.path.expanduser(path.replace("{task}", str(task)))
+                p = os.path.expanduser(task_path(path, str(task)))
                 if not os.path.exists(p):
                     collect.append((str(task), p))
     vae = prepare_vae_dir(full)
@@ -177,7 +199,7 @@ def _sources(stage: StageConfig, task: str | None, video_sets: dict[str, Any], w
     for s in list(stage.sources) + list(stage.cotrain):
         s = {"path": s} if isinstance(s, str) else dict(s)
         if task is not None:
-            s["path"] = str(s["path"]).replace("{task}", task)
+            s["path"] = task_path(str(s["path"]), task)
         out.append(s)
     if stage.cotrain_video != "none":
         if stage.cotrain_video not in (video_sets or {}):
@@ -256,7 +278,7 @@ def _reference_source(fin: StageConfig, task: str) -> str | None:
     for s in fin.sources:
         s = {"path": s} if isinstance(s, str) else dict(s)
         if s.get("kind", "hdf5") == "hdf5":
-            return str(s["path"]).replace("{task}", task)
+            return task_path(str(s["path"]), task)
     return None
 
 
@@ -269,7 +291,7 @@ def _hdf5_files(fin: StageConfig, pre: StageConfig, task: str) -> list[str]:
         for s in stage.sources:
             s = {"path": s} if isinstance(s, str) else dict(s)
             if s.get("kind", "hdf5") == "hdf5":
-                p = os.path.expanduser(str(s["path"]).replace("{task}", t or "{task}"))
+                p = os.path.expanduser(task_path(str(s["path"]), t))
                 out += sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
     return out
 
@@ -380,7 +402,7 @@ def check_inputs(full: dict[str, Any], pre: StageConfig, fin: StageConfig) -> No
             for i, src in enumerate(getattr(stage, key)):
                 path = str(src if isinstance(src, str) else (src or {}).get("path", ""))
                 for task in tasks:
-                    p = path.replace("{task}", task) if task else path
+                    p = task_path(path, task)
                     if not exists(p) and os.path.expanduser(p) not in will_make:
                         raise ConfigError(f"{where}.{key}[{i}].path: no file matches {p}{hint}")
         if stage.cotrain_video != "none":

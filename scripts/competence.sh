@@ -50,7 +50,14 @@ vae="$OUT/vae/$TASK"
 log() { echo "[competence $(date +%H:%M:%S)] $*"; }
 
 # 1. demonstrations from seeded random placements (LIBERO's samplers; never the evaluation init states)
-[ -f "$data" ] || { log "collect $TASK"; $UWM collect task="$TASK" condition=id episodes="$EPISODES" workers=2 out="$data" seed=0 max_steps=600; }
+# (up to 3 rounds: a round that keeps fewer than EPISODES demos leaves <data>.partial, the next one resumes it
+# with new attempts for the failed demos)
+for round in 1 2 3; do
+  [ -f "$data" ] && break
+  log "collect $TASK (round $round)"
+  $UWM collect task="$TASK" condition=id episodes="$EPISODES" workers=2 out="$data" seed=0 max_steps=600 || true
+done
+[ -f "$data" ] || { echo "competence.sh: the expert kept fewer than $EPISODES demos of $TASK in 3 rounds ($data.partial)" >&2; exit 1; }
 
 # 2. UWM's latent encoder: a small AutoencoderKL fitted on the demos' frames (64 px crops of 72 px frames)
 if [[ " $ARMS " == *" uwm"* ]] && [ ! -f "$vae/config.json" ]; then

@@ -424,10 +424,63 @@ class ScriptedExpert:
                 out[i] = u * np.linspace(-half, half, len(idx))[k]
         return out
 
+    def _body_geom_corners(self, body: int) -> list[tuple[int, np.ndarray]]:
+        """(geom id, its 8 world-frame box corners) of every colliding geom in ``body``'s subtree."""
+        m, d = self.inner.sim.model, self.inner.sim.data
+        out = []
+        for g in range(m.ngeom):
+            b = m.geom_bodyid[g]
+            while b != 0 and b != body:
+                b = m.body_parentid[b]
+            if b == body and m.geom_contype[g] + m.geom_conaffinity[g] > 0:
+                c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
+                corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
+                out.append((g, corners @ d.geom_xmat[g].reshape(3, 3).T + d.geom_xpos[g]))
+        return out
+
+    def open_drawer(self, region: str):
+        """Pull the region's drawer open along its slide joint by its handle: the drawer geom that
+        stands out farthest in the opening direction, grasped top-down with the fingers closing
+        along the pull, then pulled to the end of the joint's range and released."""
+        env = self.inner
+        site_obj = env.object_sites_dict.get(region)
+        joints = list(getattr(site_obj, "joints", None) or [])
+        if not joints:
+            raise _Unsupported(f"Open {region}: region has no joint")
+        m, d = env.sim.model, env.sim.data
+        for jn in joints:
+            jid = m.joint_name2id(jn)
+            q = float(d.qpos[m.jnt_qposadr[jid]])
+            body = m.jnt_bodyid[jid]
+            axis = d.body_xmat[body].reshape(3, 3) @ m.jnt_axis[jid]
+            lo_r, hi_r = m.jnt_range[jid]
+            q_goal = lo_r if abs(lo_r) > abs(hi_r) else hi_r   # the open end: the long side of the range
+            travel = q_goal - q   # the whole range (LIBERO's Open needs ~90% of it), against the end stop
+            if abs(travel) < 0.01:
+                continue
+            dvec = axis * np.sign(travel)
+            dvec[2] = 0.0
+            dvec /= max(np.linalg.norm(dvec), 1e-6)
+            geoms = self._body_geom_corners(body)
+            if not geoms:
+                raise _Unsupported(f"Open {region}: drawer body has no geoms")
+            g, corners = max(geoms, key=lambda gc: float(d.geom_xpos[gc[0]] @ dvec))   # the handle
+            lo, hi = corners.min(0), corners.max(0)
+            c = (lo + hi) / 2
+            yaw = self._yaw_for(float(np.arctan2(dvec[1], dvec[0])))   # fingers close along the pull
+            self.move([c[0], c[1], max(c[2] + 0.1, self.view.eef_pos()[2])], yaw, -1, tol=0.02)
+            self.move([c[0], c[1], c[2] - 0.005], yaw, -1, tol=0.008, jitter=False)
+            self.hold(yaw, 1, 15)
+            end = c + dvec * (abs(travel) + 0.03)
+            self.move([end[0], end[1], c[2]], yaw, 1, tol=0.01, max_steps=150, jitter=False)
+            self.hold(yaw, -1, 10)
+            p = self.view.eef_pos()
+            self.move([p[0], p[1], p[2] + 0.08], yaw, -1, tol=0.02, max_steps=40, jitter=False)
+
     def close_drawer(self, region: str):
         """Push the region's drawer shut along its slide joint with the closed fingertips, from
         just in front of the drawer's front panel (top edge)."""
-        env, v = self.inner, self.view
+        env = self.inner
         site_obj = env.object_sites_dict.get(region)
         joints = list(getattr(site_obj, "joints", None) or [])
         if not joints:
@@ -447,16 +500,7 @@ class ScriptedExpert:
             dvec = axis * np.sign(travel)
             dvec[2] = 0.0
             dvec /= max(np.linalg.norm(dvec), 1e-6)
-            # the drawer's own geoms (its body subtree)
-            pts = []
-            for g in range(m.ngeom):
-                b = m.geom_bodyid[g]
-                while b != 0 and b != body:
-                    b = m.body_parentid[b]
-                if b == body and m.geom_contype[g] + m.geom_conaffinity[g] > 0:
-                    c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
-                    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
-                    pts.append(corners @ d.geom_xmat[g].reshape(3, 3).T + d.geom_xpos[g])
+            pts = [p for _, p in self._body_geom_corners(body)]   # the drawer's own geoms
             if not pts:
                 raise _Unsupported(f"Close {region}: drawer body has no geoms")
             pts = np.concatenate(pts)
@@ -502,8 +546,8 @@ class ScriptedExpert:
         self.finger_yaw0 = float(np.arctan2(fa[1], fa[0]))
         goals = env.parsed_problem["goal_state"]
         done_skills = []
-        # close drawers/doors after everything that goes into them has been placed
-        goals = sorted(goals, key=lambda g: g[0].lower() == "close")
+        # open drawers first and close them after everything that goes into them has been placed
+        goals = sorted(goals, key=lambda g: {"open": 0, "close": 2}.get(g[0].lower(), 1))
         slots = self._slots(goals)
         try:
             for gi, g in enumerate(goals):
@@ -522,6 +566,8 @@ class ScriptedExpert:
                     self.place(g[1], xy, top, yaw, carry_h)
                 elif kind == "close":
                     self.close_drawer(g[1])
+                elif kind == "open":
+                    self.open_drawer(g[1])
                 elif kind in ("turnon",):
                     self.turn_on(g[1])
                 else:

@@ -88,6 +88,18 @@ def _rot_to_axis_angle(R):
     return ax * ang
 
 
+def _subtree_geoms(m, body: int) -> list[int]:
+    """Ids of the colliding geoms in ``body``'s subtree, in model order."""
+    ids = []
+    for g in range(m.ngeom):
+        b = m.geom_bodyid[g]
+        while b != 0 and b != body:
+            b = m.body_parentid[b]
+        if b == body and m.geom_contype[g] + m.geom_conaffinity[g] > 0:
+            ids.append(g)
+    return ids
+
+
 class SimView:
     """Positions and boxes of objects/sites from a LIBERO env (no rendering needed)."""
 
@@ -99,15 +111,7 @@ class SimView:
         for name in list(self.env.objects_dict) + list(self.env.fixtures_dict):
             obj = self.env.get_object(name)
             root = m.body_name2id(obj.root_body)
-            ids = []
-            for g in range(m.ngeom):
-                b = m.geom_bodyid[g]
-                # geoms of the object's body subtree
-                while b != 0 and b != root:
-                    b = m.body_parentid[b]
-                if b == root and m.geom_contype[g] + m.geom_conaffinity[g] > 0:
-                    ids.append(g)
-            self._geoms[name] = np.array(ids, dtype=int)
+            self._geoms[name] = np.array(_subtree_geoms(m, root), dtype=int)
 
     def body_pos(self, name) -> np.ndarray:
         obj = self.env.get_object(name)
@@ -428,14 +432,10 @@ class ScriptedExpert:
         """(geom id, its 8 world-frame box corners) of every colliding geom in ``body``'s subtree."""
         m, d = self.inner.sim.model, self.inner.sim.data
         out = []
-        for g in range(m.ngeom):
-            b = m.geom_bodyid[g]
-            while b != 0 and b != body:
-                b = m.body_parentid[b]
-            if b == body and m.geom_contype[g] + m.geom_conaffinity[g] > 0:
-                c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
-                corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
-                out.append((g, corners @ d.geom_xmat[g].reshape(3, 3).T + d.geom_xpos[g]))
+        for g in _subtree_geoms(m, body):
+            c, h = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
+            corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * h + c
+            out.append((g, corners @ d.geom_xmat[g].reshape(3, 3).T + d.geom_xpos[g]))
         return out
 
     def open_drawer(self, region: str):

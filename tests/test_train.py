@@ -206,3 +206,14 @@ def test_fused_optimizer_is_the_same_update(tmp_path):
     assert [s for s, _ in a] == [s for s, _ in b]
     assert all(abs(x - y) <= 1e-4 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b)), (a, b)
     assert a[-1] != a[0]
+
+
+def test_compiled_training_is_the_same_update(tmp_path):
+    """trainer.compile=true (perf train's compiled path) trains the same curve as eager mode to float
+    rounding: torch.compile fuses kernels, it must not change the loss, the noise or the update."""
+    from uwmbench.benchmarks.train import train
+    train(_cfg(tmp_path, method="uwm", steps=3), tmp_path / "a")
+    train(_cfg(tmp_path, method="uwm", steps=3, extra=["trainer.compile=true"]), tmp_path / "b")
+    a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
+    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3]
+    assert all(abs(x - y) <= 1e-3 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b)), (a, b)

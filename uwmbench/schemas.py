@@ -98,7 +98,7 @@ class TrainerConfig:
     init_from: Optional[str] = None     # checkpoint/run folder to initialise weights from (finetune)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     tf32: bool = True
-    compile: bool = False               # torch.compile the method (CUDA)
+    compile: bool = False               # torch.compile the loss (CUDA, or CPU with a C++ compiler)
     fused_optimizer: bool = False       # AdamW's fused kernel (one pass over the parameters; CPU and CUDA): the
                                         # same update to float rounding, ~13% less step time for UWM small on 2 cores
     tensorboard: bool = False

@@ -73,7 +73,10 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-PATHS = ("today", "fast")  # fast: the levers that keep the model and its loss (fused AdamW)
+# today: the trainer's defaults; fast: the levers that keep the model and its loss exactly (fused AdamW,
+# trainer.fused_optimizer=true); compiled: fast + torch.compile of the loss (trainer.compile=true), whose
+# one-off compilation is reported apart (compile_s) and never enters the step time
+PATHS = ("today", "fast", "compiled")
 
 
 def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, precision: str, cached: bool,
@@ -83,21 +86,24 @@ def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, p
     torch.manual_seed(0)
     m = build_method(name, size, **over).to(device)
     m.train()
-    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-4, fused=True if path == "fast" else None)
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-4, fused=True if path != "today" else None)
+    loss_fn = _loss_fn(m, path)
     bf16 = precision == "bf16"
     batch_d = synthetic_batch(m, batch, raw, device, cached)
-    times = []
+    times, compile_s = [], 0.0
     for i in range(warmup + steps):
         _sync(device)
         t = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = m.compute_loss(batch_d)
+            loss, _ = loss_fn(batch_d)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
+        elif i == 0 and path == "compiled":
+            compile_s = time.perf_counter() - t
     step_s = sorted(times)[len(times) // 2]
     flops = step_flops(m, batch_d)
     m.eval()
@@ -117,7 +123,16 @@ def measure(name: str, size: str, batch: int, steps: int, warmup: int, device, p
                 trainable=human_count(trainable), frozen=human_count(frozen), step_s=round(step_s, 4),
                 samples_per_s=round(batch / step_s, 1), gflop_per_step=round(flops / 1e9, 2),
                 achieved_gflops=round(flops / step_s / 1e9, 1),
-                policy_latency_ms=round(1000 * sorted(lat)[len(lat) // 2], 1))
+                policy_latency_ms=round(1000 * sorted(lat)[len(lat) // 2], 1), compile_s=round(compile_s, 1))
+
+
+def _loss_fn(m, path: str):
+    """What a training step calls: the method's loss, compiled on the ``compiled`` path as the trainer
+    compiles it (``trainer.compile=true``)."""
+    if path != "compiled":
+        return m.compute_loss
+    from uwmbench.benchmarks.train import compiled_loss
+    return compiled_loss(m)
 
 
 def main(argv: list[str]) -> int:
@@ -130,8 +145,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--precision", default="auto", help="fp32 | bf16 | both | auto (both on CUDA, fp32 on CPU)")
     p.add_argument("--raw", type=int, default=128, help="stored frame size")
     p.add_argument("--device", default="auto")
-    p.add_argument("--paths", default="today,fast", help="today (the trainer's defaults) and/or fast "
-                   "(trainer.fused_optimizer=true), side by side")
+    p.add_argument("--paths", default="today,fast", help="today (the trainer's defaults), fast "
+                   "(trainer.fused_optimizer=true) and/or compiled (fast + trainer.compile=true), side by side")
     p.add_argument("--out", default="runs/perf")
     a = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)

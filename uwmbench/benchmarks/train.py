@@ -304,7 +304,18 @@ def _wrap(method: Method, world: int, device, compile_: bool):
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                           find_unused_parameters=True)
-    return torch.compile(model) if compile_ else model
+    if not compile_:
+        return model
+    # random ops (timesteps, noise, crops) drawn from torch's own generator, as in eager mode: a compiled
+    # run trains on the same noise as an eager one and resumes the same way (inductor's default RNG differs)
+    import torch._inductor.config as inductor_config
+    inductor_config.fallback_random = True
+    return torch.compile(model)
+
+
+def compiled_loss(method: Method):
+    """The method's loss as ``trainer.compile=true`` runs it in one process (``perf train``'s compiled path)."""
+    return _wrap(method, 1, method.device, True)
 
 
 def _process_facts(tcfg: TrainerConfig) -> tuple[int, int, Any, bool]:

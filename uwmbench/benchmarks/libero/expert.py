@@ -8,7 +8,8 @@ Goal predicates -> skills:
   e.g. a plate), lower and release.
 - ``(Close region)`` / ``(Open region)`` of an articulated fixture (drawer): push/pull the drawer
   along its joint axis from the region site (best effort).
-- ``(Turnon obj)`` / ``(Turnoff obj)``: press down on the object's knob/button (best effort).
+- ``(Turnon obj)`` / ``(Turnoff obj)``: push the knob's pointer round its vertical hinge with the
+  closed fingertips, sweeping an arc about the axis (a stove's knob: on at >= 0.5 rad).
 
 Predicates that already hold are skipped; the episode ends as soon as LIBERO's own success check
 (``env._check_success()``) is true. Actions are 7-d OSC_POSE deltas in [-1, 1] (robosuite scales
@@ -38,6 +39,9 @@ class ExpertConfig:
     release_clearance: float = 0.03
     push_tilt: float = 0.8      # rad, fingertips-forward tilt while pushing a drawer shut
     drawer_edge: float = 0.035   # push a drawer this far in from its panel's robot-side end
+    knob_radius: float = 0.03    # m from a knob's axis where the fingertips push its pointer round
+    knob_depth: float = 0.02     # how far below the knob's top the fingertips push
+    knob_behind: float = 0.6     # rad behind the pointer where the sweep starts
 
 
 @dataclass
@@ -533,11 +537,71 @@ class ScriptedExpert:
             finally:
                 self.tilt = None
 
-    def turn_on(self, obj: str):
-        lo, hi = self.view.world_box(obj)
-        c = (lo + hi) / 2
-        self.move([c[0], c[1], hi[2] + 0.05], 0.0, 1, tol=0.02)
-        self.move([c[0], c[1], hi[2] - 0.01], 0.0, 1, tol=0.01, max_steps=40)
+    def _knob(self, obj: str):
+        """(joint id, its qpos, axis point, vertical axis sign, grip direction) of ``obj``'s hinge knob:
+        the grip direction is the horizontal unit vector from the axis to the knob geom that lies
+        farthest from it among those that stand up above the dial (the pointer the finger pushes)."""
+        m, d = self.inner.sim.model, self.inner.sim.data
+        names = [j for j in (getattr(self.inner.get_object(obj), "joints", None) or [])]
+        jids = []
+        for jn in names:
+            for cand in (jn, f"{obj}_{jn}"):
+                try:
+                    jids.append(m.joint_name2id(cand))
+                    break
+                except Exception:
+                    continue
+        jids = [j for j in jids if m.jnt_type[j] == 3]   # hinge
+        if not jids:
+            raise _Unsupported(f"Turn {obj}: no hinge joint among {names}")
+        jid = jids[0]
+        body = m.jnt_bodyid[jid]
+        axis = d.body_xmat[body].reshape(3, 3) @ m.jnt_axis[jid]
+        if abs(axis[2]) < 0.9:
+            raise _Unsupported(f"Turn {obj}: knob axis {np.round(axis, 2)} is not vertical")
+        centre = d.xanchor[jid].copy()
+        geoms = self._body_geom_corners(body)
+        tops = [(g, c) for g, c in geoms if c[:, 2].max() > centre[2] + 0.02] or geoms
+        def radial(gc):
+            v = gc[1].mean(0) - centre
+            return float(np.hypot(v[0], v[1]))
+        g, corners = max(tops, key=radial)
+        u = corners.mean(0) - centre
+        u[2] = 0.0
+        u /= max(np.linalg.norm(u), 1e-6)
+        top = max(c[:, 2].max() for _, c in tops)
+        return jid, float(d.qpos[m.jnt_qposadr[jid]]), centre, float(np.sign(axis[2])), u, top
+
+    def turn_knob(self, obj: str, on: bool, tries: int = 3):
+        """Turn ``obj``'s knob (a hinge about the vertical) on or off: the closed fingertips come down
+        beside its pointer and sweep along an arc about the knob's axis, pushing the pointer round
+        (on: towards the top of the joint range, where LIBERO's TurnOn holds; off: back below 0).
+        A sweep that leaves the knob short (the fingertips rode over the pointer) is repeated from
+        where the pointer now stands."""
+        m = self.inner.sim.model
+        for _ in range(tries):
+            jid, q, centre, sign, u, top = self._knob(obj)
+            lo_r, hi_r = m.jnt_range[jid]
+            dq = (min(hi_r, 1.1) - q) if on else (lo_r - q)   # the turn still needed, in joint angle
+            if (on and q >= 0.6) or (not on and q <= lo_r + 0.002):
+                return
+            self._sweep_knob(centre, u, top, sign * dq)     # seen from above: a downward axis flips it
+
+    def _sweep_knob(self, centre, u, top, world_turn: float):
+        theta_u = float(np.arctan2(u[1], u[0]))
+        r, z = self.cfg.knob_radius, top - self.cfg.knob_depth
+        behind = -np.sign(world_turn) * self.cfg.knob_behind   # start behind the pointer
+        arc = np.linspace(theta_u + behind, theta_u + world_turn + np.sign(world_turn) * 0.5, 12)
+        pts = [centre[:2] + r * np.array([np.cos(a), np.sin(a)]) for a in arc]
+        # fingers side by side along the radius where the sweep starts (the hand clear of the pointer)
+        yaw = self._yaw_for(float(arc[0]))
+        p0 = pts[0]
+        self.move([p0[0], p0[1], max(z + 0.08, self.view.eef_pos()[2])], yaw, 1, tol=0.015)
+        self.move([p0[0], p0[1], z], yaw, 1, tol=0.008, jitter=False, max_steps=60)
+        for p in pts[1:]:
+            self.move([p[0], p[1], z], yaw, 1, tol=0.004, max_steps=25, jitter=False)
+        e = self.view.eef_pos()
+        self.move([e[0], e[1], z + 0.08], yaw, 1, tol=0.02, max_steps=30, jitter=False)
 
     def run(self) -> list[str]:
         env = self.inner
@@ -568,8 +632,8 @@ class ScriptedExpert:
                     self.close_drawer(g[1])
                 elif kind == "open":
                     self.open_drawer(g[1])
-                elif kind in ("turnon",):
-                    self.turn_on(g[1])
+                elif kind in ("turnon", "turnoff"):
+                    self.turn_knob(g[1], on=kind == "turnon")
                 else:
                     raise _Unsupported(f"predicate {g}")
                 done_skills.append(kind)

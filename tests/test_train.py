@@ -208,10 +208,15 @@ def test_fused_optimizer_is_the_same_update(tmp_path):
     assert a[-1] != a[0]
 
 
-def test_compiled_training_is_the_same_update(tmp_path):
+def test_compiled_training_is_the_same_update(tmp_path, monkeypatch):
     """trainer.compile=true (perf train's compiled path) trains the same curve as eager mode to float
     rounding: torch.compile fuses kernels, it must not change the loss, the noise or the update."""
+    import torch._inductor.config as inductor_config
+
     from uwmbench.benchmarks.train import train
+    # compile in this process: no pool of compile workers loading the machine the other tests share
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)
+    monkeypatch.setattr(inductor_config, "fallback_random", inductor_config.fallback_random)  # restored after
     train(_cfg(tmp_path, method="uwm", steps=3), tmp_path / "a")
     train(_cfg(tmp_path, method="uwm", steps=3, extra=["trainer.compile=true"]), tmp_path / "b")
     a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")

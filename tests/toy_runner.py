@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -75,6 +76,8 @@ class ReachRunner(Runner):
         return {ep: EpisodeStart(START[ep % len(START)], init_state_index=ep % len(START)) for ep in episodes}
 
     def make_env(self, job: RolloutJob, settings: RunnerSettings) -> ReachEnv:
+        if os.environ.get("TOY_REACH_ENV_MARKS"):  # one file per process that built an env (tests of the pool)
+            Path(os.environ["TOY_REACH_ENV_MARKS"], str(os.getpid())).touch()
         return ReachEnv(settings, job.max_steps)
 
     def reset(self, env: ReachEnv, job: RolloutJob, settings: RunnerSettings) -> np.ndarray:

@@ -442,22 +442,27 @@ class ScriptedExpert:
             out.append((g, corners @ d.geom_xmat[g].reshape(3, 3).T + d.geom_xpos[g]))
         return out
 
+    def _region_joints(self, region: str, verb: str):
+        """(joint id, qpos, body, world axis, range low, range high) of each joint of an articulated
+        region (a drawer's slide); unsupported when the region has none."""
+        site_obj = self.inner.object_sites_dict.get(region)
+        joints = list(getattr(site_obj, "joints", None) or [])
+        if not joints:
+            raise _Unsupported(f"{verb} {region}: region has no joint")
+        m, d = self.inner.sim.model, self.inner.sim.data
+        for jn in joints:
+            jid = m.joint_name2id(jn)
+            body = m.jnt_bodyid[jid]
+            lo_r, hi_r = m.jnt_range[jid]
+            yield (jid, float(d.qpos[m.jnt_qposadr[jid]]), body,
+                   d.body_xmat[body].reshape(3, 3) @ m.jnt_axis[jid], lo_r, hi_r)
+
     def open_drawer(self, region: str):
         """Pull the region's drawer open along its slide joint by its handle: the drawer geom that
         stands out farthest in the opening direction, grasped top-down with the fingers closing
         along the pull, then pulled to the end of the joint's range and released."""
-        env = self.inner
-        site_obj = env.object_sites_dict.get(region)
-        joints = list(getattr(site_obj, "joints", None) or [])
-        if not joints:
-            raise _Unsupported(f"Open {region}: region has no joint")
-        m, d = env.sim.model, env.sim.data
-        for jn in joints:
-            jid = m.joint_name2id(jn)
-            q = float(d.qpos[m.jnt_qposadr[jid]])
-            body = m.jnt_bodyid[jid]
-            axis = d.body_xmat[body].reshape(3, 3) @ m.jnt_axis[jid]
-            lo_r, hi_r = m.jnt_range[jid]
+        d = self.inner.sim.data
+        for _, q, body, axis, lo_r, hi_r in self._region_joints(region, "Open"):
             q_goal = lo_r if abs(lo_r) > abs(hi_r) else hi_r   # the open end: the long side of the range
             travel = q_goal - q   # the whole range (LIBERO's Open needs ~90% of it), against the end stop
             if abs(travel) < 0.01:
@@ -484,18 +489,8 @@ class ScriptedExpert:
     def close_drawer(self, region: str):
         """Push the region's drawer shut along its slide joint with the closed fingertips, from
         just in front of the drawer's front panel (top edge)."""
-        env = self.inner
-        site_obj = env.object_sites_dict.get(region)
-        joints = list(getattr(site_obj, "joints", None) or [])
-        if not joints:
-            raise _Unsupported(f"Close {region}: region has no joint")
         m, d = self.inner.sim.model, self.inner.sim.data
-        for jn in joints:
-            jid = m.joint_name2id(jn)
-            q = float(d.qpos[m.jnt_qposadr[jid]])
-            body = m.jnt_bodyid[jid]
-            axis = d.body_xmat[body].reshape(3, 3) @ m.jnt_axis[jid]
-            lo_r, hi_r = m.jnt_range[jid]
+        for _, q, body, axis, lo_r, hi_r in self._region_joints(region, "Close"):
             # closed end of the range: LIBERO drawers close at the top of the range (qpos > 0)
             q_goal = hi_r if abs(hi_r) < abs(lo_r) else lo_r
             travel = q_goal - q
@@ -542,7 +537,7 @@ class ScriptedExpert:
         the grip direction is the horizontal unit vector from the axis to the knob geom that lies
         farthest from it among those that stand up above the dial (the pointer the finger pushes)."""
         m, d = self.inner.sim.model, self.inner.sim.data
-        names = [j for j in (getattr(self.inner.get_object(obj), "joints", None) or [])]
+        names = list(getattr(self.inner.get_object(obj), "joints", None) or [])
         jids = []
         for jn in names:
             for cand in (jn, f"{obj}_{jn}"):
@@ -565,7 +560,7 @@ class ScriptedExpert:
         def radial(gc):
             v = gc[1].mean(0) - centre
             return float(np.hypot(v[0], v[1]))
-        g, corners = max(tops, key=radial)
+        _, corners = max(tops, key=radial)
         u = corners.mean(0) - centre
         u[2] = 0.0
         u /= max(np.linalg.norm(u), 1e-6)

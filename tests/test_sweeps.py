@@ -109,3 +109,64 @@ def test_status_without_launch(tmp_path, capsys):
     cells = grids.expand_sweep("smoke", estimate=False)
     acts = dict((c.cell, a) for c, a in sweep_cli.plan(cells, st, {}, check_jobs=False))
     assert acts == {"bc-s0": "done", "bc-s1": "launch:new", "dp-s0": "launch:new", "dp-s1": "launch:failed"}
+
+
+def test_status_sets_the_time_spent_beside_the_dry_runs_estimate(tmp_path, capsys):
+    """`--status` of a reduced-scale sweep: finished cells' wall time (their rows) against the dry
+    run's estimate for them, and what a cell still in flight has spent (its stages.json)."""
+    cells = grids.expand_sweep("registers", ["scale=reduced"])
+    est = {c.cell: c.estimate["wall_h"] for c in cells}
+    done, running = cells[0], cells[1]
+    assert est[done.cell] > 0
+    st = ResultsStore(tmp_path / "store")
+    st.set_run({"run_id": done.run_id, "sweep": "registers", "cell": done.cell, "status": "done",
+                "wall_time_s": 2 * 3600 * est[done.cell]})
+    rd = tmp_path / "runs" / "r1"
+    rd.mkdir(parents=True)
+    (rd / "stages.json").write_text(json.dumps({"elapsed_s": 1800.0}))
+    st.set_run({"run_id": running.run_id, "sweep": "registers", "cell": running.cell, "status": "running",
+                "run_dir": str(rd)})
+    assert sweep_cli.main(["registers", "scale=reduced", "--status", "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "spent_h" in out and "est_h" in out
+    assert f"1 finished cell(s) took {2 * est[done.cell]:.2f} h wall-clock" in out
+    assert f"the dry run estimated {est[done.cell]:.2f} h for them (spent / estimated 2.00)" in out
+    assert "1 unfinished cell(s) have spent 0.50 h so far" in out
+    rest = sum(v for k, v in est.items() if k != done.cell)
+    assert f"estimated {rest:.2f} h for the {len(cells) - 1} unfinished" in out
+    assert sweep_cli.spent_s({"status": "running"}) is None
+
+
+def test_a_run_killed_outright_keeps_its_time(tmp_path, smoke_data):
+    """A local run writes its wall time so far into stages.json while it runs, so a SIGKILL (a
+    session's end) loses at most one beat of it: the resumed run's row counts both attempts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    c = grids.expand_sweep("smoke", [f"data_root={smoke_data}", "finetune.trainer.steps=400"], estimate=False)[0]
+    ov = c.run_overrides(str(tmp_path / "store"), str(tmp_path / "runs"))
+    stages = tmp_path / "runs" / c.run_id / "stages.json"
+    env = {**os.environ, "UWMBENCH_ELAPSED_EVERY_S": "0.2"}
+    p = subprocess.Popen([sys.executable, "-m", "uwmbench", "run", *ov], env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        t0, recorded = time.time(), 0.0
+        while recorded < 1.0:
+            assert p.poll() is None, f"the run ended before it was killed: {p.stderr.read()[-2000:]}"
+            assert time.time() - t0 < 120, "stages.json never recorded 1 s of wall time"
+            time.sleep(0.1)
+            try:
+                recorded = float(json.loads(stages.read_text()).get("elapsed_s") or 0.0)
+            except (OSError, ValueError):
+                pass
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    row = ResultsStore(tmp_path / "store").run(c.run_id)
+    assert row["status"] == "running" and sweep_cli.spent_s(row) >= 1.0
+    from uwmbench.config import load_config
+    from uwmbench.sweeps.protocol import run_protocol
+    row = run_protocol(load_config("run", ov))
+    assert row["status"] == "done" and row["wall_time_s"] > recorded

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -773,9 +774,42 @@ def _run_log(run: Run):
         handler.close()
 
 
+ELAPSED_EVERY_S = 60.0  # how often a running run writes its wall time so far into stages.json (env UWMBENCH_ELAPSED_EVERY_S)
+
+
+class _ElapsedBeat:
+    """While a run's stages execute, its wall time so far (``elapsed``) is written into its
+    stages.json (``elapsed_s``) every ``every_s`` seconds by a background thread, so that a run
+    killed outright (SIGKILL, a lost machine, a session's end) still counts that time when it is
+    resumed: at most ``every_s`` of it goes unrecorded. ``uwmbench sweep --status`` reads it for
+    cells in flight."""
+
+    def __init__(self, stages_path: Path, elapsed: Callable[[], float], every_s: float | None = None):
+        self.path, self.elapsed = Path(stages_path), elapsed
+        self.every_s = float(every_s if every_s is not None else os.environ.get("UWMBENCH_ELAPSED_EVERY_S", ELAPSED_EVERY_S))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="uwmbench-elapsed", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                Stages(self.path).put("elapsed_s", self.elapsed())
+            except OSError as e:  # a full disk must not stop the run: the next beat tries again
+                log.warning("could not record the run's elapsed time in %s: %s", self.path, e)
+
+    def __enter__(self) -> "_ElapsedBeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _run_stages(run: Run) -> dict[str, Any]:
     """The run's stage graph executed in this process, in order (a local run of a cell), ending
-    with the run row and DONE; the row's wall time sums every attempt's."""
+    with the run row and DONE; the row's wall time sums every attempt's (each attempt's time is
+    kept in stages.json as it runs, see :class:`_ElapsedBeat`)."""
     rd = run.dir
     stages = rd.stages()
     elapsed_before = float(stages.get("elapsed_s") or 0.0)
@@ -787,8 +821,9 @@ def _run_stages(run: Run) -> dict[str, Any]:
         log.info("run %s: evaluate.n_rollouts=0, no rollouts (offline validation metrics only)", run.run_id)
     try:
         res: dict[str, Any] = {}
-        for key, _ in run.graph():
-            res = execute_stage(run, key, None, job, lambda: elapsed_before + time.time() - t0)
+        with _ElapsedBeat(stages.path, lambda: elapsed_before + time.time() - t0):
+            for key, _ in run.graph():
+                res = execute_stage(run, key, None, job, lambda: elapsed_before + time.time() - t0)
         return res  # the row
     except BaseException as e:
         stages.put("elapsed_s", elapsed_before + time.time() - t0)

@@ -19,8 +19,10 @@ is still queued or running alone, and re-queues failed, cancelled (or vanished) 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -32,6 +34,7 @@ from .grids import compose_cell, format_job_table, sweep_names
 from .launch import (ACTIVE_STATES, cancel, is_active, job_state, launch_cells, load_launcher, max_parallel_of, record_cancel,
                      submissions)
 from .protocol import _resolve, check_run
+from uwmbench.run_dir import RunDir
 from uwmbench.store import ResultsStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,29 @@ def plan(cells: list, store, subs: dict[str, dict], check_jobs: bool = True) -> 
     return out
 
 
+def spent_s(row: dict) -> float | None:
+    """Wall seconds a cell's run has spent, every attempt summed: its row's ``wall_time_s`` once it
+    finished or failed; while it runs (or after it was killed), the ``elapsed_s`` its run folder's
+    stages.json holds (a local cell job rewrites it every minute; the stage jobs of a SLURM graph record
+    their time as each stage ends); None when nothing was recorded."""
+    wall = row.get("wall_time_s")
+    if row.get("status") in ("done", "failed") and wall == wall and wall is not None:
+        return float(wall)
+    rd = row.get("run_dir")
+    if rd:
+        try:
+            e = json.loads((Path(rd) / RunDir.STAGES).read_text()).get("elapsed_s")
+        except (OSError, ValueError):
+            e = None
+        if e:
+            return float(e)
+    return float(wall) if wall == wall and wall is not None else None
+
+
 def status_table(name: str, cells: list, store, subs: dict[str, dict]):
+    """One row per cell: its state, its job, its training, and its time: ``spent_h`` (wall-clock, every
+    attempt; :func:`spent_s`) beside ``est_h``, the dry run's estimate for the cell (when the cells
+    carry estimates: :func:`grids.estimate_cells`)."""
     states = store.cell_states(name)
     rows = []
     for c in cells:
@@ -90,8 +115,41 @@ def status_table(name: str, cells: list, store, subs: dict[str, dict]):
                      "job": f"{sub['launcher']}:{sub['job_id']}" if sub else "",
                      "job_state": job_state(sub) if (sub and st != "done") else "",
                      "train_steps": r.get("train_steps"), "final_loss": r.get("final_loss"),
-                     "wall_time_s": r.get("wall_time_s"), "error": err[-1][:80] if err else ""})
+                     "spent_h": _hours(spent_s(r), 3600), "est_h": _hours((c.estimate or {}).get("wall_h")),
+                     "error": err[-1][:80] if err else ""})
     return pd.DataFrame(rows)
+
+
+def _hours(x: float | None, per_hour: float = 1.0) -> float | None:
+    return None if x is None or x != x else round(float(x) / per_hour, 2)
+
+
+def time_summary(df: pd.DataFrame) -> str | None:
+    """The status's time line: what the finished cells took against the dry run's estimate for them
+    (the check that a campaign's plan holds), and what unfinished cells have spent so far; None when
+    no time was recorded. Shared data stages (collection, the VAE) are in neither figure."""
+    spent = pd.to_numeric(df["spent_h"], errors="coerce")
+    if not spent.notna().any():
+        return None
+    est = pd.to_numeric(df["est_h"], errors="coerce")
+    done = (df["status"] == "done") & spent.notna()
+    parts = []
+    if done.any():
+        both = done & est.notna()
+        line = f"{int(done.sum())} finished cell(s) took {spent[done].sum():.2f} h wall-clock"
+        if both.any():
+            s_, e_ = spent[both].sum(), est[both].sum()
+            line += (f"; the dry run estimated {e_:.2f} h for " + ("them" if both.sum() == done.sum() else
+                                                                   f"the {int(both.sum())} with a rate")
+                     + (f" (spent / estimated {s_ / e_:.2f})" if e_ > 0 else ""))
+        parts.append(line)
+    rest = ~done & spent.notna()
+    if rest.any():
+        parts.append(f"{int(rest.sum())} unfinished cell(s) have spent {spent[rest].sum():.2f} h so far")
+    todo = ~done & est.notna()
+    if todo.any():
+        parts.append(f"estimated {est[todo].sum():.2f} h for the {int(todo.sum())} unfinished")
+    return f"time: {'; '.join(parts)}; {spent.sum():.2f} h spent in all"
 
 
 def cancel_cells(name: str, cells: list, store, subs: dict[str, dict], store_root: str, which: str) -> int:
@@ -205,7 +263,7 @@ def main(argv: list[str]) -> int:
     launcher = load_launcher(a.launcher, launcher_ov)
     for c in cells:  # the GPUs a cell's jobs get under this launcher: one figure for both dry-run tables
         c.resources.gpus = stages_mod.cell_gpus(c, launcher)
-    if a.dry_run:
+    if a.dry_run or a.status:  # --status sets each cell's time spent beside the dry run's estimate
         grids.estimate_cells(cells)
     inspecting = a.status or a.cancel is not None
     if launcher.get("stage_jobs") and a.cell_fn and not (inspecting or a.dry_run):
@@ -271,6 +329,9 @@ def _status(sw: _Sweep) -> int:
     counts = df["status"].value_counts().to_dict()
     print(f"sweep {a.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
           f"; {len(sw.store.rollout_records())} rollout rows in {a.store}")
+    line = time_summary(df)
+    if line:
+        print(line)
     return 0
 
 
